@@ -1,0 +1,138 @@
+// Bindings for the LSTM cell: check and convert arguments, release the GIL, call rnnext::lstm_*.
+#include "bindings/checks.h"
+#include "rnnext/lstm.h"
+
+namespace rnnext::bindings {
+namespace {
+
+struct LstmShapes {
+  py::ssize_t T, N, I, H, G, P;
+  std::string gates_label() const { return std::to_string(G) + "*H"; }
+};
+
+template <typename Scalar>
+LstmShapes lstm_shapes(const Args& args, const CArray<Scalar>& x, const py::handle& recurrent_kernel, bool coupled) {
+  const py::ssize_t G = coupled ? 3 : 4;
+  const std::string label = std::to_string(G) + "*H";
+  return {x.shape(0), x.shape(1), x.shape(2), args.hidden_size(recurrent_kernel, G, label.c_str()), G, coupled ? 2 : 3};
+}
+
+template <typename Scalar>
+py::tuple lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle c0_obj,
+                            py::handle kernel_obj, py::handle recurrent_obj, py::handle bias_obj,
+                            py::handle peephole_obj, py::handle lengths_obj, bool coupled) {
+  auto x = args.sequence<Scalar>(x_obj);
+  const LstmShapes s = lstm_shapes(args, x, recurrent_obj, coupled);
+  const std::string gl = s.gates_label();
+  auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", s.N}, {"H", s.H}});
+  auto c0 = args.array<Scalar>("c0", c0_obj, {{"N", s.N}, {"H", s.H}});
+  auto kernel = args.array<Scalar>("kernel", kernel_obj, {{"I", s.I}, {gl.c_str(), s.G * s.H}});
+  auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", s.H}, {gl.c_str(), s.G * s.H}});
+  auto bias = args.array<Scalar>("bias", bias_obj, {{gl.c_str(), s.G * s.H}});
+  auto peephole = args.optional_array<Scalar>("peephole", peephole_obj, {{coupled ? "P(f,o)" : "P(i,f,o)", s.P}, {"H", s.H}});
+  auto lengths = args.lengths(lengths_obj, s.T, s.N);
+
+  CArray<Scalar> y({s.T, s.N, s.H}), h({s.T + 1, s.N, s.H}), c({s.T + 1, s.N, s.H}), gates({s.T, s.N, s.G * s.H});
+  std::copy_n(h0.data(), s.N * s.H, h.mutable_data());
+  std::copy_n(c0.data(), s.N * s.H, c.mutable_data());
+  const Dims d{s.T, s.N, s.I, s.H};
+  LstmOptions opt;
+  opt.peephole = peephole.has_value();
+  opt.coupled = coupled;
+  {
+    py::gil_scoped_release release;
+    lstm_forward<Scalar>(y.mutable_data(), h.mutable_data(), c.mutable_data(), gates.mutable_data(), x.data(),
+                         kernel.data(), recurrent.data(), bias.data(), data_or_null(peephole),
+                         data_or_null(lengths), d, opt);
+  }
+  CArray<Scalar> h_n({s.N, s.H}), c_n({s.N, s.H});
+  std::copy_n(h.data() + s.T * s.N * s.H, s.N * s.H, h_n.mutable_data());
+  std::copy_n(c.data() + s.T * s.N * s.H, s.N * s.H, c_n.mutable_data());
+  py::dict cache;
+  cache["h"] = h;
+  cache["c"] = c;
+  cache["gates"] = gates;
+  return py::make_tuple(y, h_n, c_n, cache);
+}
+
+template <typename Scalar>
+py::dict lstm_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, py::handle dc_obj,
+                            const py::dict& cache, py::handle x_obj, py::handle kernel_obj, py::handle recurrent_obj,
+                            py::handle bias_obj, py::handle peephole_obj, py::handle lengths_obj, bool coupled) {
+  auto x = args.sequence<Scalar>(x_obj);
+  const LstmShapes s = lstm_shapes(args, x, recurrent_obj, coupled);
+  const std::string gl = s.gates_label();
+  auto dy = args.optional_array<Scalar>("dy", dy_obj, {{"T", s.T}, {"N", s.N}, {"H", s.H}});
+  auto dh_n = args.optional_array<Scalar>("dh_n", dh_obj, {{"N", s.N}, {"H", s.H}});
+  auto dc_n = args.optional_array<Scalar>("dc_n", dc_obj, {{"N", s.N}, {"H", s.H}});
+  auto h = cache_entry<Scalar>(args, cache, "h", {{"T+1", s.T + 1}, {"N", s.N}, {"H", s.H}});
+  auto c = cache_entry<Scalar>(args, cache, "c", {{"T+1", s.T + 1}, {"N", s.N}, {"H", s.H}});
+  auto gates = cache_entry<Scalar>(args, cache, "gates", {{"T", s.T}, {"N", s.N}, {gl.c_str(), s.G * s.H}});
+  auto kernel = args.array<Scalar>("kernel", kernel_obj, {{"I", s.I}, {gl.c_str(), s.G * s.H}});
+  auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", s.H}, {gl.c_str(), s.G * s.H}});
+  args.array<Scalar>("bias", bias_obj, {{gl.c_str(), s.G * s.H}});
+  auto peephole = args.optional_array<Scalar>("peephole", peephole_obj, {{coupled ? "P(f,o)" : "P(i,f,o)", s.P}, {"H", s.H}});
+  auto lengths = args.lengths(lengths_obj, s.T, s.N);
+
+  CArray<Scalar> dx({s.T, s.N, s.I}), dkernel({s.I, s.G * s.H}), drecurrent({s.H, s.G * s.H}), dbias({s.G * s.H});
+  CArray<Scalar> dh0 = copy_or_zeros(dh_n, s.N, s.H), dc0 = copy_or_zeros(dc_n, s.N, s.H);
+  std::optional<CArray<Scalar>> dpeephole;
+  if (peephole) dpeephole = CArray<Scalar>({s.P, s.H});
+  const Dims d{s.T, s.N, s.I, s.H};
+  LstmOptions opt;
+  opt.peephole = peephole.has_value();
+  opt.coupled = coupled;
+  {
+    py::gil_scoped_release release;
+    lstm_backward<Scalar>(dx.mutable_data(), dh0.mutable_data(), dc0.mutable_data(), dkernel.mutable_data(),
+                          drecurrent.mutable_data(), dbias.mutable_data(),
+                          dpeephole ? dpeephole->mutable_data() : nullptr, data_or_null(dy), h.data(), c.data(),
+                          gates.data(), x.data(), kernel.data(), recurrent.data(), data_or_null(peephole),
+                          data_or_null(lengths), d, opt);
+  }
+  py::dict grads;
+  grads["x"] = dx;
+  grads["h0"] = dh0;
+  grads["c0"] = dc0;
+  grads["kernel"] = dkernel;
+  grads["recurrent_kernel"] = drecurrent;
+  grads["bias"] = dbias;
+  grads["peephole"] = dpeephole ? py::object(*dpeephole) : py::object(py::none());
+  return grads;
+}
+
+}  // namespace
+
+void bind_lstm(py::module_& m) {
+  m.def(
+      "lstm_forward",
+      [](py::handle x, py::handle h0, py::handle c0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
+         py::handle peephole, py::handle lengths, bool coupled) {
+        const Args args("lstm_forward");
+        if (args.floating_dtype("x", x).is(py::dtype::of<float>()))
+          return lstm_forward_impl<float>(args, x, h0, c0, kernel, recurrent_kernel, bias, peephole, lengths, coupled);
+        return lstm_forward_impl<double>(args, x, h0, c0, kernel, recurrent_kernel, bias, peephole, lengths, coupled);
+      },
+      py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("peephole") = py::none(), py::arg("lengths") = py::none(), py::arg("coupled") = false,
+      "LSTM forward over x [T, N, I] from (h0, c0) [N, H]; gate order i,f,g,o (coupled: f,g,o).\n"
+      "Returns (y [T, N, H], h_n [N, H], c_n [N, H], cache). See docs/conventions.md.");
+  m.def(
+      "lstm_backward",
+      [](py::handle dy, py::handle dh_n, py::handle dc_n, const py::dict& cache, py::handle x, py::handle kernel,
+         py::handle recurrent_kernel, py::handle bias, py::handle peephole, py::handle lengths, bool coupled) {
+        const Args args("lstm_backward");
+        if (args.floating_dtype("x", x).is(py::dtype::of<float>()))
+          return lstm_backward_impl<float>(args, dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peephole,
+                                           lengths, coupled);
+        return lstm_backward_impl<double>(args, dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peephole,
+                                          lengths, coupled);
+      },
+      py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"),
+      py::arg("recurrent_kernel"), py::arg("bias"), py::arg("peephole") = py::none(), py::arg("lengths") = py::none(),
+      py::arg("coupled") = false,
+      "LSTM backpropagation through time. dy, dh_n, dc_n may be None (zero).\n"
+      "Returns a dict of gradients keyed x, h0, c0, kernel, recurrent_kernel, bias, peephole.");
+}
+
+}  // namespace rnnext::bindings

@@ -1,0 +1,104 @@
+// Bindings for the simple RNN cell: check and convert arguments, release the GIL, call rnnext::rnn_*.
+#include "bindings/checks.h"
+#include "rnnext/rnn.h"
+
+namespace rnnext::bindings {
+namespace {
+
+Activation parse_activation(const Args& args, const std::string& name) {
+  if (name == "tanh") return Activation::Tanh;
+  if (name == "relu") return Activation::Relu;
+  if (name == "sigmoid") return Activation::Sigmoid;
+  args.fail_value("activation is '" + name + "', expected 'tanh', 'relu' or 'sigmoid'");
+}
+
+template <typename Scalar>
+py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle kernel_obj,
+                           py::handle recurrent_obj, py::handle bias_obj, py::handle lengths_obj, Activation act) {
+  auto x = args.sequence<Scalar>(x_obj);
+  const py::ssize_t T = x.shape(0), N = x.shape(1), I = x.shape(2), H = args.hidden_size(recurrent_obj, 1, "H");
+  auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", N}, {"H", H}});
+  auto kernel = args.array<Scalar>("kernel", kernel_obj, {{"I", I}, {"H", H}});
+  auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", H}, {"H", H}});
+  auto bias = args.array<Scalar>("bias", bias_obj, {{"H", H}});
+  auto lengths = args.lengths(lengths_obj, T, N);
+
+  CArray<Scalar> y({T, N, H}), h({T + 1, N, H});
+  std::copy_n(h0.data(), N * H, h.mutable_data());
+  {
+    py::gil_scoped_release release;
+    rnn_forward<Scalar>(y.mutable_data(), h.mutable_data(), x.data(), kernel.data(), recurrent.data(), bias.data(),
+                        data_or_null(lengths), Dims{T, N, I, H}, act);
+  }
+  CArray<Scalar> h_n({N, H});
+  std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
+  py::dict cache;
+  cache["h"] = h;
+  return py::make_tuple(y, h_n, cache);
+}
+
+template <typename Scalar>
+py::dict rnn_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, const py::dict& cache,
+                           py::handle x_obj, py::handle kernel_obj, py::handle recurrent_obj, py::handle bias_obj,
+                           py::handle lengths_obj, Activation act) {
+  auto x = args.sequence<Scalar>(x_obj);
+  const py::ssize_t T = x.shape(0), N = x.shape(1), I = x.shape(2), H = args.hidden_size(recurrent_obj, 1, "H");
+  auto dy = args.optional_array<Scalar>("dy", dy_obj, {{"T", T}, {"N", N}, {"H", H}});
+  auto dh_n = args.optional_array<Scalar>("dh_n", dh_obj, {{"N", N}, {"H", H}});
+  auto h = cache_entry<Scalar>(args, cache, "h", {{"T+1", T + 1}, {"N", N}, {"H", H}});
+  auto kernel = args.array<Scalar>("kernel", kernel_obj, {{"I", I}, {"H", H}});
+  auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", H}, {"H", H}});
+  args.array<Scalar>("bias", bias_obj, {{"H", H}});
+  auto lengths = args.lengths(lengths_obj, T, N);
+
+  CArray<Scalar> dx({T, N, I}), dkernel({I, H}), drecurrent({H, H}), dbias({H});
+  CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
+  {
+    py::gil_scoped_release release;
+    rnn_backward<Scalar>(dx.mutable_data(), dh0.mutable_data(), dkernel.mutable_data(), drecurrent.mutable_data(),
+                         dbias.mutable_data(), data_or_null(dy), h.data(), x.data(), kernel.data(), recurrent.data(),
+                         data_or_null(lengths), Dims{T, N, I, H}, act);
+  }
+  py::dict grads;
+  grads["x"] = dx;
+  grads["h0"] = dh0;
+  grads["kernel"] = dkernel;
+  grads["recurrent_kernel"] = drecurrent;
+  grads["bias"] = dbias;
+  return grads;
+}
+
+}  // namespace
+
+void bind_rnn(py::module_& m) {
+  m.def(
+      "rnn_forward",
+      [](py::handle x, py::handle h0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
+         py::handle lengths, const std::string& activation) {
+        const Args args("rnn_forward");
+        const Activation act = parse_activation(args, activation);
+        if (args.floating_dtype("x", x).is(py::dtype::of<float>()))
+          return rnn_forward_impl<float>(args, x, h0, kernel, recurrent_kernel, bias, lengths, act);
+        return rnn_forward_impl<double>(args, x, h0, kernel, recurrent_kernel, bias, lengths, act);
+      },
+      py::arg("x"), py::arg("h0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("lengths") = py::none(), py::arg("activation") = "tanh",
+      "Simple RNN forward over x [T, N, I] from h0 [N, H]: h_new = act(x.kernel + h.recurrent_kernel + bias).\n"
+      "Returns (y [T, N, H], h_n [N, H], cache). See docs/conventions.md.");
+  m.def(
+      "rnn_backward",
+      [](py::handle dy, py::handle dh_n, const py::dict& cache, py::handle x, py::handle kernel,
+         py::handle recurrent_kernel, py::handle bias, py::handle lengths, const std::string& activation) {
+        const Args args("rnn_backward");
+        const Activation act = parse_activation(args, activation);
+        if (args.floating_dtype("x", x).is(py::dtype::of<float>()))
+          return rnn_backward_impl<float>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths, act);
+        return rnn_backward_impl<double>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths, act);
+      },
+      py::arg("dy"), py::arg("dh_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
+      py::arg("bias"), py::arg("lengths") = py::none(), py::arg("activation") = "tanh",
+      "Simple RNN backpropagation through time. dy and dh_n may be None (zero).\n"
+      "Returns a dict of gradients keyed x, h0, kernel, recurrent_kernel, bias.");
+}
+
+}  // namespace rnnext::bindings

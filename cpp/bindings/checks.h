@@ -1,0 +1,165 @@
+// Argument checking and conversion shared by the bindings: every error names the function, the argument
+// and the expected shape or dtype, so bad input becomes a Python exception, never a crash.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rnnext::bindings {
+
+namespace py = pybind11;
+
+void bind_info(py::module_& m);
+void bind_rnn(py::module_& m);
+void bind_lstm(py::module_& m);
+void bind_gru(py::module_& m);
+
+// One expected dimension: its size and how to name it in messages ("N", "4*H", or "" for a plain number).
+struct Dim {
+  const char* label;
+  py::ssize_t size;
+};
+
+template <typename Scalar>
+using CArray = py::array_t<Scalar, py::array::c_style>;
+
+inline std::string shape_string(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t k = 0; k < a.ndim(); ++k) s += (k ? ", " : "") + std::to_string(a.shape(k));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+inline std::string expected_string(const std::vector<Dim>& dims) {
+  std::string s = "(";
+  for (size_t k = 0; k < dims.size(); ++k) {
+    if (k) s += ", ";
+    if (dims[k].label[0] != '\0') s += std::string(dims[k].label) + "=";
+    s += std::to_string(dims[k].size);
+  }
+  return s + (dims.size() == 1 ? ",)" : ")");
+}
+
+// Checks the arguments of one engine call. The first floating array fixes the dtype of the call.
+class Args {
+ public:
+  explicit Args(const char* function) : function_(function) {}
+
+  [[noreturn]] void fail_value(const std::string& what) const {
+    throw py::value_error(std::string(function_) + ": " + what);
+  }
+  [[noreturn]] void fail_type(const std::string& what) const {
+    throw py::type_error(std::string(function_) + ": " + what);
+  }
+
+  py::array numpy(const char* name, const py::handle& obj) const {
+    if (obj.is_none()) fail_type(std::string(name) + " is None, expected a NumPy array");
+    if (!py::isinstance<py::array>(obj))
+      fail_type(std::string(name) + " must be a NumPy array, got " + std::string(py::str(py::type::of(obj))));
+    return py::reinterpret_borrow<py::array>(obj);
+  }
+
+  // The dtype every floating argument of this call must have: float32 or float64, taken from `obj`.
+  py::dtype floating_dtype(const char* name, const py::handle& obj) const {
+    py::array a = numpy(name, obj);
+    if (!a.dtype().is(py::dtype::of<float>()) && !a.dtype().is(py::dtype::of<double>()))
+      fail_type(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + ", expected float32 or float64");
+    return a.dtype();
+  }
+
+  void check_shape(const char* name, const py::array& a, const std::vector<Dim>& dims) const {
+    bool ok = a.ndim() == py::ssize_t(dims.size());
+    for (size_t k = 0; ok && k < dims.size(); ++k) ok = a.shape(py::ssize_t(k)) == dims[k].size;
+    if (!ok) fail_value(std::string(name) + " has shape " + shape_string(a) + ", expected " + expected_string(dims));
+  }
+
+  // A C-contiguous array of the call's dtype and the expected shape; a non-contiguous input is copied.
+  template <typename Scalar>
+  CArray<Scalar> array(const char* name, const py::handle& obj, const std::vector<Dim>& dims) const {
+    py::array a = numpy(name, obj);
+    if (!a.dtype().is(py::dtype::of<Scalar>()))
+      fail_type(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + ", expected " +
+                std::string(py::str(py::dtype::of<Scalar>())) + " like the other floating arguments");
+    check_shape(name, a, dims);
+    return CArray<Scalar>::ensure(a);
+  }
+
+  // Like array(), but None is allowed (it stands for zeros or "absent").
+  template <typename Scalar>
+  std::optional<CArray<Scalar>> optional_array(const char* name, const py::handle& obj,
+                                               const std::vector<Dim>& dims) const {
+    if (obj.is_none()) return std::nullopt;
+    return array<Scalar>(name, obj, dims);
+  }
+
+  // lengths: None, or integers [N] with 0 <= lengths[n] <= T; returned as int64.
+  std::optional<CArray<int64_t>> lengths(const py::handle& obj, py::ssize_t T, py::ssize_t N) const {
+    if (obj.is_none()) return std::nullopt;
+    py::array a = py::module_::import("numpy").attr("asarray")(obj);
+    const char kind = a.dtype().kind();
+    if (kind != 'i' && kind != 'u')
+      fail_type("lengths has dtype " + std::string(py::str(a.dtype())) + ", expected an integer dtype");
+    check_shape("lengths", a, {{"N", N}});
+    auto out = CArray<int64_t>::ensure(a.attr("astype")("int64"));
+    const int64_t* v = out.data();
+    for (py::ssize_t n = 0; n < N; ++n)
+      if (v[n] < 0 || v[n] > T)
+        fail_value("lengths[" + std::to_string(n) + "] = " + std::to_string(v[n]) + " is out of range [0, T=" +
+                   std::to_string(T) + "]");
+    return out;
+  }
+
+  // x [T, N, I] with T >= 1 and N >= 1.
+  template <typename Scalar>
+  CArray<Scalar> sequence(const py::handle& obj) const {
+    py::array a = numpy("x", obj);
+    if (a.ndim() != 3) fail_value("x has shape " + shape_string(a) + ", expected (T, N, I) (time-major)");
+    if (a.shape(0) == 0) fail_value("x has shape " + shape_string(a) + ": T=0, an empty sequence; expected T >= 1");
+    if (a.shape(1) == 0) fail_value("x has shape " + shape_string(a) + ": N=0, an empty batch; expected N >= 1");
+    return array<Scalar>("x", a, {{"T", a.shape(0)}, {"N", a.shape(1)}, {"I", a.shape(2)}});
+  }
+
+  // H from recurrent_kernel [H, G*H].
+  py::ssize_t hidden_size(const py::handle& recurrent_kernel, py::ssize_t G, const char* gates_label) const {
+    py::array u = numpy("recurrent_kernel", recurrent_kernel);
+    if (u.ndim() != 2 || u.shape(0) < 1 || u.shape(1) != G * u.shape(0))
+      fail_value("recurrent_kernel has shape " + shape_string(u) + ", expected (H, " + gates_label + ") with H >= 1");
+    return u.shape(0);
+  }
+
+ private:
+  const char* function_;
+};
+
+// A fresh [N, H] copy of `source`, or zeros when it is absent (None was passed). Backward passes use it as
+// the carried state gradient, which they overwrite in place.
+template <typename Scalar>
+CArray<Scalar> copy_or_zeros(const std::optional<CArray<Scalar>>& source, py::ssize_t N, py::ssize_t H) {
+  CArray<Scalar> out({N, H});
+  if (source) {
+    std::copy_n(source->data(), N * H, out.mutable_data());
+  } else {
+    std::fill_n(out.mutable_data(), N * H, Scalar(0));
+  }
+  return out;
+}
+
+template <typename T>
+const T* data_or_null(const std::optional<CArray<T>>& a) {
+  return a ? a->data() : nullptr;
+}
+
+// Cache entry `key` of a forward pass, checked like any argument.
+template <typename Scalar>
+CArray<Scalar> cache_entry(const Args& args, const py::dict& cache, const char* key, const std::vector<Dim>& dims) {
+  if (!cache.contains(key)) args.fail_value(std::string("cache has no entry '") + key + "'; pass the cache returned by the forward call");
+  const std::string name = std::string("cache['") + key + "']";
+  return args.array<Scalar>(name.c_str(), cache[key], dims);
+}
+
+}  // namespace rnnext::bindings

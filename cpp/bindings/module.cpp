@@ -1,0 +1,10 @@
+// rnnext._core: the engine's Python module, one bind_* function per concept.
+#include "bindings/checks.h"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "rnnext engine: Eigen recurrent cells (RNN, LSTM, GRU) with forward and BPTT. See docs/conventions.md.";
+  rnnext::bindings::bind_info(m);
+  rnnext::bindings::bind_rnn(m);
+  rnnext::bindings::bind_lstm(m);
+  rnnext::bindings::bind_gru(m);
+}

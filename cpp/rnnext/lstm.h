@@ -1,0 +1,195 @@
+// LSTM: forward over a whole sequence and backpropagation through time, with optional peepholes
+// (Gers & Schmidhuber 2000) and coupled input/forget gates (i = 1 - f).
+//   gates i,f,g,o (coupled: f,g,o) = x[t] . kernel + h[t] . recurrent_kernel + bias  [+ peepholes]
+//   c_new = f * c[t] + i * g,   h_new = o * tanh(c_new)
+#pragma once
+
+#include "rnnext/common.h"
+
+namespace rnnext {
+
+struct LstmOptions {
+  bool peephole = false;  // peephole [P, H]: rows (i, f, o), or (f, o) when coupled
+  bool coupled = false;   // i = 1 - f, so there are three gate blocks (f, g, o)
+  Index gates() const { return coupled ? 3 : 4; }
+};
+
+// Where each gate's block sits along G*H, and each peephole's row.
+struct LstmLayout {
+  Index i, f, g, o;           // gate block index (i is unused when coupled)
+  Index peep_i, peep_f, peep_o;  // peephole row (peep_i unused when coupled)
+  explicit LstmLayout(const LstmOptions& opt)
+      : i(0), f(opt.coupled ? 0 : 1), g(opt.coupled ? 1 : 2), o(opt.coupled ? 2 : 3),
+        peep_i(0), peep_f(opt.coupled ? 0 : 1), peep_o(opt.coupled ? 1 : 2) {}
+};
+
+// Forward. On entry h[0], c[0] hold h0, c0; on exit h, c hold every state, y the outputs and gates the
+// activated gates of every step.
+template <typename Scalar>
+void lstm_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar* c /* [T+1, N, H] */,
+                  Scalar* gates /* [T, N, G*H] */,
+                  const Scalar* x /* [T, N, I] */, const Scalar* kernel /* [I, G*H] */,
+                  const Scalar* recurrent_kernel /* [H, G*H] */, const Scalar* bias /* [G*H] */,
+                  const Scalar* peephole /* [P, H] or null */, const int64_t* lengths /* [N] or null */,
+                  const Dims& d, const LstmOptions& opt) {
+  const Index T = d.T, N = d.N, H = d.H, G = opt.gates(), GH = G * H;
+  const LstmLayout L(opt);
+  // gates doubles as the buffer of input projections until step t activates its slice in place.
+  project_inputs(gates, x, kernel, bias, T * N, d.I, GH);
+
+  const auto blocks = unit_blocks(H);
+  std::vector<Scalar> packed;
+  const auto offsets = pack_recurrent_blocks(recurrent_kernel, H, G, blocks, packed);
+  std::vector<Scalar> recurrent_part(size_t(N * GH));  // per block [N, G*size]: h[t] . U of its gate columns
+  const int threads = loop_threads(N, H, G, Index(blocks.size()));
+  EigenSingleThreaded single;
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  for (Index t = 0; t < T; ++t) {
+    const Scalar* h_prev = h + t * N * H;
+    const Scalar* c_prev = c + t * N * H;
+    Scalar* h_next = h + (t + 1) * N * H;
+    Scalar* c_next = c + (t + 1) * N * H;
+    Scalar* gates_t = gates + t * N * GH;
+#pragma omp for schedule(static)
+    for (Index b = 0; b < Index(blocks.size()); ++b) {
+      const Index j = blocks[b].begin, w = blocks[b].size;
+      MatrixMap<Scalar> hu(recurrent_part.data() + N * G * j, N, G * w);
+      hu.noalias() = ConstMatrixMap<Scalar>(h_prev, N, H) * ConstMatrixMap<Scalar>(packed.data() + offsets[b], H, G * w);
+      for (Index n = 0; n < N; ++n) {
+        auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
+        auto recurrent = [&](Index k) { return VectorMap<Scalar>(hu.data() + n * G * w + k * w, w); };
+        auto cell_prev = segment(c_prev, n, H, j, w);
+        auto cell = segment(c_next, n, H, j, w);
+        auto f = gate(L.f), g = gate(L.g), o = gate(L.o);
+        if (opt.peephole) {
+          f = (f + recurrent(L.f) + segment(peephole, L.peep_f, H, j, w) * cell_prev).logistic();
+        } else {
+          f = (f + recurrent(L.f)).logistic();
+        }
+        g = (g + recurrent(L.g)).tanh();
+        if (opt.coupled) {
+          cell = f * cell_prev + (Scalar(1) - f) * g;
+        } else {
+          auto i = gate(L.i);
+          if (opt.peephole) {
+            i = (i + recurrent(L.i) + segment(peephole, L.peep_i, H, j, w) * cell_prev).logistic();
+          } else {
+            i = (i + recurrent(L.i)).logistic();
+          }
+          cell = f * cell_prev + i * g;
+        }
+        if (opt.peephole) {
+          o = (o + recurrent(L.o) + segment(peephole, L.peep_o, H, j, w) * cell).logistic();
+        } else {
+          o = (o + recurrent(L.o)).logistic();
+        }
+        auto state = segment(h_next, n, H, j, w);
+        auto out = segment(y + t * N * H, n, H, j, w);
+        if (step_valid(lengths, t, n)) {
+          state = o * cell.tanh();
+          out = state;
+        } else {
+          state = segment(h_prev, n, H, j, w);
+          cell = cell_prev;
+          out.setZero();
+        }
+      }
+    }
+  }
+}
+
+// Backward. On entry dh0, dc0 hold the gradients on the final h and c; on exit, those on h0 and c0.
+// dy may be null; dpeephole is only written when opt.peephole.
+template <typename Scalar>
+void lstm_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* dc0 /* [N, H] */,
+                   Scalar* dkernel /* [I, G*H] */, Scalar* drecurrent_kernel /* [H, G*H] */,
+                   Scalar* dbias /* [G*H] */, Scalar* dpeephole /* [P, H] or null */,
+                   const Scalar* dy /* [T, N, H] or null */, const Scalar* h /* [T+1, N, H] */,
+                   const Scalar* c /* [T+1, N, H] */, const Scalar* gates /* [T, N, G*H] */,
+                   const Scalar* x /* [T, N, I] */, const Scalar* kernel /* [I, G*H] */,
+                   const Scalar* recurrent_kernel /* [H, G*H] */, const Scalar* peephole /* [P, H] or null */,
+                   const int64_t* lengths /* [N] or null */, const Dims& d, const LstmOptions& opt) {
+  const Index T = d.T, N = d.N, H = d.H, G = opt.gates(), GH = G * H;
+  const LstmLayout L(opt);
+  std::vector<Scalar> dz(size_t(T * N * GH));    // [T, N, G*H] gradient on the gate pre-activations
+  std::vector<Scalar> back_part(size_t(N * H));  // per block [N, size]: dz[t] . U^T
+  Scalar* dh = dh0;  // gradients on h[t+1] and c[t+1], carried backwards in place
+  Scalar* dc = dc0;
+  const auto blocks = unit_blocks(H);
+  const int threads = loop_threads(N, H, G, Index(blocks.size()));
+  EigenSingleThreaded single;
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  for (Index t = T - 1; t >= 0; --t) {
+    const Scalar* c_prev = c + t * N * H;
+    const Scalar* c_next = c + (t + 1) * N * H;
+    const Scalar* gates_t = gates + t * N * GH;
+    Scalar* dz_t = dz.data() + t * N * GH;
+#pragma omp for schedule(static)
+    for (Index b = 0; b < Index(blocks.size()); ++b) {
+      const Index j = blocks[b].begin, w = blocks[b].size;
+      for (Index n = 0; n < N; ++n) {
+        auto dgate = [&](Index k) { return segment(dz_t, n, GH, k * H + j, w); };
+        if (!step_valid(lengths, t, n)) {
+          for (Index k = 0; k < G; ++k) dgate(k).setZero();
+          continue;
+        }
+        auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
+        auto f = gate(L.f), g = gate(L.g), o = gate(L.o);
+        auto cell_prev = segment(c_prev, n, H, j, w);
+        auto dcell = segment(dc, n, H, j, w);
+        BlockArray<Scalar> dh_total = segment(static_cast<const Scalar*>(dh), n, H, j, w);
+        if (dy != nullptr) dh_total += segment(dy + t * N * H, n, H, j, w);
+        const BlockArray<Scalar> tanh_cell = segment(c_next, n, H, j, w).tanh();
+
+        // Backpropagate h_new = o * tanh(c_new) into the output gate and the cell.
+        dgate(L.o) = dh_total * tanh_cell * o * (Scalar(1) - o);
+        BlockArray<Scalar> dcell_total = dcell + dh_total * o * (Scalar(1) - tanh_cell * tanh_cell);
+        if (opt.peephole) dcell_total += dgate(L.o) * segment(peephole, L.peep_o, H, j, w);
+        // Backpropagate c_new = f * c[t] + i * g into f, i (or 1 - f) and g.
+        if (opt.coupled) {
+          dgate(L.f) = dcell_total * (cell_prev - g) * f * (Scalar(1) - f);
+          dgate(L.g) = dcell_total * (Scalar(1) - f) * (Scalar(1) - g * g);
+        } else {
+          auto i = gate(L.i);
+          dgate(L.f) = dcell_total * cell_prev * f * (Scalar(1) - f);
+          dgate(L.i) = dcell_total * g * i * (Scalar(1) - i);
+          dgate(L.g) = dcell_total * i * (Scalar(1) - g * g);
+        }
+        // Into c[t]: directly through f, and through the i and f peepholes.
+        dcell = dcell_total * f;
+        if (opt.peephole) {
+          dcell += dgate(L.f) * segment(peephole, L.peep_f, H, j, w);
+          if (!opt.coupled) dcell += dgate(L.i) * segment(peephole, L.peep_i, H, j, w);
+        }
+      }
+    }
+    // Backpropagate into h[t]: dh = dz . U^T at valid rows; invalid rows pass dh through.
+#pragma omp for schedule(static) nowait
+    for (Index b = 0; b < Index(blocks.size()); ++b) {
+      const Index j = blocks[b].begin, w = blocks[b].size;
+      MatrixMap<Scalar> back(back_part.data() + N * j, N, w);
+      back.noalias() = ConstMatrixMap<Scalar>(dz_t, N, GH) *
+                       ConstMatrixMap<Scalar>(recurrent_kernel + j * GH, w, GH).transpose();
+      for (Index n = 0; n < N; ++n)
+        if (step_valid(lengths, t, n)) segment(dh, n, H, j, w) = back.row(n).transpose().array();
+    }
+  }
+
+  weight_gradients(dx, dkernel, drecurrent_kernel, dbias, dz.data(), x, kernel, h, T * N, d.I, H, GH);
+
+  if (opt.peephole) {
+    // i and f look at c[t], o at c[t+1]; masked steps contribute nothing since their dz is zero.
+    const Index rows = T * N;
+    ConstMatrixMap<Scalar> grad(dz.data(), rows, GH);
+    ConstMatrixMap<Scalar> cell_prev(c, rows, H), cell_next(c + N * H, rows, H);
+    auto peep_row = [&](Index row) { return Eigen::Map<Eigen::Matrix<Scalar, 1, Eigen::Dynamic>>(dpeephole + row * H, H); };
+    auto gate_cols = [&](Index k) { return grad.middleCols(k * H, H); };
+    peep_row(L.peep_f) = gate_cols(L.f).cwiseProduct(cell_prev).colwise().sum();
+    peep_row(L.peep_o) = gate_cols(L.o).cwiseProduct(cell_next).colwise().sum();
+    if (!opt.coupled) peep_row(L.peep_i) = gate_cols(L.i).cwiseProduct(cell_prev).colwise().sum();
+  }
+}
+
+}  // namespace rnnext
