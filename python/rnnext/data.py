@@ -1,0 +1,709 @@
+"""Data for recurrent models: synthetic echo data, vocabularies, LM and padded batches, corpus loaders.
+
+Batches here are batch-major, `x [N, T]` (row n is one sequence), as in Keras and PyTorch `batch_first`; the
+engine is time-major, so pass `x.T` (or one-hot it first) to `rnnext.rnn_forward` and friends. `lengths [N]`
+follows docs/conventions.md: step `t` of row `n` is valid when `t < lengths[n]`.
+
+Text is always returned with LF line endings and without a BOM; loaders never edit the text otherwise.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import re
+import types
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+__all__ = [
+    "echo_data", "echo_batches", "echo_epochs", "echo_reference_losses",
+    "Vocabulary",
+    "batchify", "lm_batches",
+    "pad_sequences", "BucketIterator",
+    "read_text", "iter_text_chunks",
+    "load_ptb", "load_imdb", "load_polarity", "load_labelled_sentences",
+    "tokenize", "build_word_index", "texts_to_sequences", "IMDB_CONVENTION",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# echo data (r2rt, "Recurrent Neural Networks in Tensorflow I", 2016)
+
+def _echo_probability(x_lag3, x_lag8):
+    """P(Y_t = 1) given X_{t-3} and X_{t-8}: the single definition both the generator and the losses use."""
+    return 0.5 + 0.5 * x_lag3 - 0.25 * x_lag8
+
+
+def echo_data(size: int, seed=None) -> tuple[np.ndarray, np.ndarray]:
+    """Return `(X, Y)`, two int64 arrays `[size]` of 0/1: X i.i.d. Bernoulli(0.5), Y depends on X_{t-3}, X_{t-8}.
+
+    `seed` is anything `numpy.random.default_rng` accepts, including a Generator (which is then advanced).
+    As in r2rt's `gen_data`, which indexes `X[t-3]` with Python's negative indices, the first steps look back
+    into the end of the stream (a circular shift), so every Y_t has exactly the same distribution.
+    """
+    size = _positive_int(size, "echo_data: size")
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2, size=size, dtype=np.int64)
+    p_one = _echo_probability(np.roll(x, 3), np.roll(x, 8))
+    y = (rng.random(size) < p_one).astype(np.int64)
+    return x, y
+
+
+def echo_batches(X, Y, batch_size: int, num_steps: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield `(x, y)` windows `[batch_size, num_steps]` in state-carrying order (r2rt's `gen_batch`).
+
+    The stream is cut into `batch_size` contiguous chunks, row i holding chunk i (the tail that does not fill
+    a row is dropped); window k holds steps `[k*num_steps, (k+1)*num_steps)` of every row, so the final state
+    of window k is the right initial state for window k+1. A partial last window is dropped. The windows are
+    views into one reshaped copy of the stream.
+    """
+    X, Y = np.asarray(X), np.asarray(Y)
+    if X.ndim != 1 or X.shape != Y.shape:
+        raise ValueError(f"echo_batches: X and Y must be 1-D of equal length, got shapes {X.shape} and {Y.shape}")
+    batch_size = _positive_int(batch_size, "echo_batches: batch_size")
+    num_steps = _positive_int(num_steps, "echo_batches: num_steps")
+    row_length = len(X) // batch_size
+    num_windows = row_length // num_steps
+    if num_windows == 0:
+        raise ValueError(f"echo_batches: {len(X)} steps give rows of {row_length} steps with batch_size={batch_size}, "
+                         f"expected at least num_steps={num_steps}")
+    data_x = X[:batch_size * row_length].reshape(batch_size, row_length)
+    data_y = Y[:batch_size * row_length].reshape(batch_size, row_length)
+    # arguments are checked above, before the first next(), so mistakes surface where the call is made
+    return ((data_x[:, k * num_steps:(k + 1) * num_steps], data_y[:, k * num_steps:(k + 1) * num_steps])
+            for k in range(num_windows))
+
+
+def echo_epochs(n_epochs: int, size: int, batch_size: int, num_steps: int, seed=None):
+    """Yield `n_epochs` generators of `echo_batches`, each over freshly drawn echo data (r2rt's `gen_epochs`).
+
+    One Generator made from `seed` draws all epochs, so the epochs differ from each other but the whole run
+    is reproducible.
+    """
+    n_epochs = _non_negative_int(n_epochs, "echo_epochs: n_epochs")
+    rng = np.random.default_rng(seed)
+    for _ in range(n_epochs):
+        X, Y = echo_data(size, rng)
+        yield echo_batches(X, Y, batch_size, num_steps)
+
+
+def _bernoulli_entropy(p: float) -> float:
+    """Entropy in nats of a Bernoulli(p); 0 log 0 = 0."""
+    return -sum(q * math.log(q) for q in (p, 1.0 - p) if q > 0.0)
+
+
+def echo_reference_losses() -> dict[str, float]:
+    """Expected cross-entropies (nats) of the best predictor that sees none, one or both of the dependencies.
+
+    Computed from `_echo_probability` over the four equally likely values of (X_{t-3}, X_{t-8}):
+    `"none"` predicts the marginal P(Y=1) (0.6616), `"t-3"` conditions on X_{t-3} only (0.5192),
+    `"t-3 and t-8"` conditions on both (0.4544). A model that reaches `"t-3"` has learned the first echo.
+    """
+    cases = [(lag3, lag8) for lag3 in (0, 1) for lag8 in (0, 1)]  # each with probability 1/4
+    p = {case: _echo_probability(*case) for case in cases}
+    marginal = sum(p.values()) / 4
+    given_lag3 = {lag3: (p[(lag3, 0)] + p[(lag3, 1)]) / 2 for lag3 in (0, 1)}
+    return {
+        "none": _bernoulli_entropy(marginal),
+        "t-3": sum(_bernoulli_entropy(q) for q in given_lag3.values()) / 2,
+        "t-3 and t-8": sum(_bernoulli_entropy(q) for q in p.values()) / 4,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# vocabulary
+
+class Vocabulary:
+    """A fixed list of tokens (characters or words); a token's id is its position in the list.
+
+    Unknown tokens encode to the id of `unk_token` when the vocabulary contains it, else `encode` raises
+    KeyError. `to_dict`/`from_dict` give a JSON-able form for checkpoints.
+    """
+
+    def __init__(self, tokens: Iterable[str], unk_token: str = "<unk>"):
+        self._id_to_token = list(tokens)
+        self._token_to_id = {}
+        for i, token in enumerate(self._id_to_token):
+            if not isinstance(token, str):
+                raise TypeError(f"Vocabulary: token {i} is {type(token).__name__} {token!r}, expected str")
+            if token in self._token_to_id:
+                raise ValueError(f"Vocabulary: token {token!r} appears twice (ids {self._token_to_id[token]} and {i})")
+            self._token_to_id[token] = i
+        self.unk_token = unk_token
+
+    @classmethod
+    def build(cls, tokens: Iterable[str], max_size: int | None = None, min_freq: int = 1,
+              specials: Sequence[str] = ("<unk>",), order: str = "frequency", unk_token: str = "<unk>"):
+        """Count `tokens` and keep the specials first, then the counted tokens.
+
+        `order="frequency"`: descending count, ties in order of first appearance (as Keras' Tokenizer);
+        `order="sorted"`: lexicographic (as char-rnn / nanoGPT `sorted(set(text))`).
+        Tokens seen fewer than `min_freq` times are dropped; `max_size` caps the whole vocabulary, specials
+        included, so `len(vocab) <= max_size`. A special that also occurs in the data (PTB's `<unk>`) is kept
+        once, in its special position.
+        """
+        if order not in ("frequency", "sorted"):
+            raise ValueError(f"Vocabulary.build: order={order!r}, expected 'frequency' or 'sorted'")
+        min_freq = _positive_int(min_freq, "Vocabulary.build: min_freq")
+        specials = list(specials)
+        if max_size is not None:
+            max_size = _non_negative_int(max_size, "Vocabulary.build: max_size")
+            if max_size < len(specials):
+                raise ValueError(f"Vocabulary.build: max_size={max_size} is smaller than the {len(specials)} specials")
+        counts = Counter(tokens)  # insertion-ordered, so the stable sort below breaks ties by first appearance
+        special_set = set(specials)
+        kept = [t for t, c in counts.items() if c >= min_freq and t not in special_set]
+        if order == "frequency":
+            kept.sort(key=lambda t: -counts[t])
+        else:
+            kept.sort()
+        if max_size is not None:
+            kept = kept[:max_size - len(specials)]
+        return cls(specials + kept, unk_token=unk_token)
+
+    @classmethod
+    def from_text(cls, text: str, specials: Sequence[str] = (), order: str = "sorted"):
+        """Character vocabulary of `text`; by default the sorted distinct characters, no specials."""
+        return cls.build(text, specials=specials, order=order)
+
+    def __len__(self) -> int:
+        return len(self._id_to_token)
+
+    def __contains__(self, token) -> bool:
+        return token in self._token_to_id
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Vocabulary):
+            return NotImplemented
+        return self._id_to_token == other._id_to_token and self.unk_token == other.unk_token
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(t) for t in self._id_to_token[:5])
+        return f"Vocabulary({len(self)} tokens: {head}{', ...' if len(self) > 5 else ''})"
+
+    @property
+    def tokens(self) -> list[str]:
+        """The tokens in id order (a copy)."""
+        return list(self._id_to_token)
+
+    def token_to_id(self, token: str) -> int:
+        """Id of `token`; KeyError naming the token if absent (no `<unk>` fallback here)."""
+        try:
+            return self._token_to_id[token]
+        except KeyError:
+            raise KeyError(f"Vocabulary: token {token!r} is not in the vocabulary") from None
+
+    def id_to_token(self, index: int) -> str:
+        """Token with id `index`; IndexError unless `0 <= index < len(self)`."""
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"Vocabulary: id {index} out of range, expected 0 <= id < {len(self)}")
+        return self._id_to_token[index]
+
+    def encode(self, tokens: Iterable[str]) -> np.ndarray:
+        """Ids of `tokens` as int64 `[len]`. A str is iterated by character, so pass a list of words."""
+        unk_id = self._token_to_id.get(self.unk_token)
+        lookup = self._token_to_id
+        if unk_id is not None:
+            ids = [lookup.get(t, unk_id) for t in tokens]
+        else:
+            try:
+                ids = [lookup[t] for t in tokens]
+            except KeyError as error:
+                raise KeyError(f"Vocabulary.encode: token {error.args[0]!r} is not in the vocabulary and "
+                               f"{self.unk_token!r} is not either") from None
+        return np.array(ids, dtype=np.int64)
+
+    def decode(self, ids) -> list[str]:
+        """Tokens of `ids` (any integer array-like); IndexError naming the first id out of range."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        bad = (ids < 0) | (ids >= len(self))
+        if bad.any():
+            raise IndexError(f"Vocabulary.decode: id {ids[bad][0]} out of range, expected 0 <= id < {len(self)}")
+        return [self._id_to_token[i] for i in ids.tolist()]
+
+    def to_dict(self) -> dict:
+        """JSON-able form: `{"tokens": [...], "unk_token": ...}`."""
+        return {"tokens": list(self._id_to_token), "unk_token": self.unk_token}
+
+    @classmethod
+    def from_dict(cls, state: dict):
+        """Inverse of `to_dict`."""
+        if not isinstance(state, dict) or not isinstance(state.get("tokens"), list):
+            raise ValueError("Vocabulary.from_dict: expected a dict with a list under 'tokens'")
+        unk_token = state.get("unk_token", "<unk>")
+        if not isinstance(unk_token, str):
+            raise ValueError(f"Vocabulary.from_dict: 'unk_token' is {unk_token!r}, expected str")
+        return cls(state["tokens"], unk_token=unk_token)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# language-model batches (Zaremba et al. 2014; PyTorch examples/word_language_model)
+
+def batchify(ids, batch_size: int) -> np.ndarray:
+    """Cut a 1-D id stream into `[batch_size, L]`, row i = contiguous chunk i, `L = len(ids) // batch_size`.
+
+    The remainder is dropped. PyTorch's `batchify` returns the transpose `[L, batch_size]`.
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValueError(f"batchify: ids has shape {ids.shape}, expected 1-D")
+    batch_size = _positive_int(batch_size, "batchify: batch_size")
+    row_length = len(ids) // batch_size
+    if row_length == 0:
+        raise ValueError(f"batchify: {len(ids)} ids cannot fill {batch_size} rows")
+    return ids[:batch_size * row_length].reshape(batch_size, row_length)
+
+
+def lm_batches(data, num_steps: int, drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield `(x, y)` windows `[N, num_steps]` of `data [N, L]`: `x = data[:, s:s+k]`, `y = data[:, s+1:s+k+1]`.
+
+    Windows start at s = 0, num_steps, 2*num_steps, ... so each continues the previous one (carry the state).
+    The last window is shorter when `L - 1` is not a multiple of `num_steps` (PyTorch's `get_batch`);
+    `drop_last=True` skips it instead (Zaremba's `ptb_iterator`). Windows are views into `data`.
+    """
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise ValueError(f"lm_batches: data has shape {data.shape}, expected 2-D [N, L] (see batchify)")
+    num_steps = _positive_int(num_steps, "lm_batches: num_steps")
+    if data.shape[1] < 2:
+        raise ValueError(f"lm_batches: data has {data.shape[1]} columns, expected at least 2 (input and target)")
+    num_targets = data.shape[1] - 1
+    end = num_targets - num_targets % num_steps if drop_last else num_targets
+    return _lm_windows(data, num_steps, end)
+
+
+def _lm_windows(data: np.ndarray, num_steps: int, end: int):
+    for start in range(0, end, num_steps):
+        stop = min(start + num_steps, end)
+        yield data[:, start:stop], data[:, start + 1:stop + 1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# padding and bucketing
+
+def _sample_shape(sequences: list) -> tuple:
+    """Shape of one step, taken from the first non-empty sequence (as Keras does)."""
+    for s in sequences:
+        if len(s):
+            return np.asarray(s).shape[1:]
+    return ()
+
+
+def pad_sequences(sequences, maxlen: int | None = None, dtype="int32", padding: str = "pre",
+                  truncating: str = "pre", value=0, return_lengths: bool = False):
+    """Pad (and truncate) sequences to one array `[N, maxlen, *step_shape]`, as keras' `pad_sequences`.
+
+    `maxlen=None` uses the longest sequence. `truncating="pre"` keeps the last `maxlen` steps, `"post"` the
+    first; `padding="pre"` puts `value` before the sequence, `"post"` after. With `return_lengths=True` also
+    returns int64 `lengths [N]`, each sequence's length after truncation (meaningful with `padding="post"`).
+    Beyond Keras: no sequences give shape `(0, maxlen or 0)` and `maxlen=0` gives width 0 (Keras raises).
+    """
+    if padding not in ("pre", "post"):
+        raise ValueError(f"pad_sequences: padding={padding!r}, expected 'pre' or 'post'")
+    if truncating not in ("pre", "post"):
+        raise ValueError(f"pad_sequences: truncating={truncating!r}, expected 'pre' or 'post'")
+    sequences = list(sequences)
+    for i, s in enumerate(sequences):
+        if not hasattr(s, "__len__"):
+            raise ValueError(f"pad_sequences: sequences[{i}] is {type(s).__name__}, expected a sequence")
+    if maxlen is None:
+        maxlen = max((len(s) for s in sequences), default=0)
+    maxlen = _non_negative_int(maxlen, "pad_sequences: maxlen")
+    step_shape = _sample_shape(sequences)
+    x = np.full((len(sequences), maxlen) + step_shape, value, dtype=dtype)
+    lengths = np.zeros(len(sequences), dtype=np.int64)
+    for i, s in enumerate(sequences):
+        kept = s[max(len(s) - maxlen, 0):] if truncating == "pre" else s[:maxlen]
+        if len(kept) == 0:
+            continue
+        kept = np.asarray(kept, dtype=dtype)
+        if kept.shape[1:] != step_shape:
+            raise ValueError(f"pad_sequences: sequences[{i}] has steps of shape {kept.shape[1:]}, "
+                             f"expected {step_shape} like the first non-empty sequence")
+        lengths[i] = len(kept)
+        if padding == "post":
+            x[i, :len(kept)] = kept
+        else:
+            x[i, maxlen - len(kept):] = kept
+    return (x, lengths) if return_lengths else x
+
+
+class BucketIterator:
+    """Batches of sequences of similar length, padded after the end: yields `(x [B, T], lengths [B], labels [B])`.
+
+    Sequences are grouped into buckets, either by length (`bucket_width`: lengths 0..w-1, w..2w-1, ...) or into
+    `num_buckets` groups of equal size after sorting by length; give exactly one. Batches never mix buckets, so
+    `T` (the longest sequence in the batch) wastes little padding. With `shuffle=True` each pass over the
+    iterator shuffles the order inside every bucket and the order of the batches, from one Generator made
+    from `seed`; with `shuffle=False` batches come in increasing length. Every example appears exactly once
+    per pass, except that `drop_last=True` drops each bucket's final incomplete batch.
+    """
+
+    def __init__(self, sequences, labels, batch_size: int, *, bucket_width: int | None = None,
+                 num_buckets: int | None = None, shuffle: bool = True, seed=None, drop_last: bool = False,
+                 dtype="int32", value=0):
+        self._sequences = [np.asarray(s, dtype=dtype) for s in sequences]
+        self._labels = np.asarray(labels)
+        if self._labels.ndim == 0 or len(self._labels) != len(self._sequences):
+            raise ValueError(f"BucketIterator: labels has shape {self._labels.shape}, "
+                             f"expected ({len(self._sequences)}, ...) to match sequences")
+        self.batch_size = _positive_int(batch_size, "BucketIterator: batch_size")
+        if (bucket_width is None) == (num_buckets is None):
+            raise ValueError("BucketIterator: give exactly one of bucket_width and num_buckets")
+        self._step_shape = _sample_shape(self._sequences)
+        for i, s in enumerate(self._sequences):
+            if len(s) and s.shape[1:] != self._step_shape:
+                raise ValueError(f"BucketIterator: sequences[{i}] has steps of shape {s.shape[1:]}, "
+                                 f"expected {self._step_shape}")
+        self._lengths = np.array([len(s) for s in self._sequences], dtype=np.int64)
+        by_length = np.argsort(self._lengths, kind="stable")
+        if bucket_width is not None:
+            bucket_width = _positive_int(bucket_width, "BucketIterator: bucket_width")
+            bucket_of = self._lengths[by_length] // bucket_width
+            cuts = np.flatnonzero(np.diff(bucket_of)) + 1
+            self._buckets = np.split(by_length, cuts)
+        else:
+            num_buckets = _positive_int(num_buckets, "BucketIterator: num_buckets")
+            self._buckets = [b for b in np.array_split(by_length, num_buckets) if len(b)]
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.dtype = dtype
+        self.value = value
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        """Batches per pass."""
+        if self.drop_last:
+            return sum(len(b) // self.batch_size for b in self._buckets)
+        return sum(-(-len(b) // self.batch_size) for b in self._buckets)
+
+    def _batch_indices(self) -> list[np.ndarray]:
+        batches = []
+        for bucket in self._buckets:
+            order = self._rng.permutation(bucket) if self.shuffle else bucket
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                if self.drop_last and len(batch) < self.batch_size:
+                    continue
+                batches.append(batch)
+        if self.shuffle:
+            batches = [batches[i] for i in self._rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for batch in self._batch_indices():
+            lengths = self._lengths[batch]
+            x = np.full((len(batch), int(lengths.max())) + self._step_shape, self.value, dtype=self.dtype)
+            for row, i in enumerate(batch):
+                x[row, :lengths[row]] = self._sequences[i]
+            yield x, lengths, self._labels[batch]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reading text
+
+def _require_file(path, who: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{who}: no such file: {path}")
+    return path
+
+
+def _decode_error(path: Path, encoding: str, error: UnicodeDecodeError) -> ValueError:
+    """For whole-file reads, where the decoder's offset is the offset in the file."""
+    return ValueError(f"{path}: not valid {encoding} ({error.reason} at byte {error.start})")
+
+
+def _normalize_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_text(path, encoding: str = "utf-8") -> str:
+    """Whole file as str, with a leading BOM removed and CRLF / CR turned into LF."""
+    path = _require_file(path, "read_text")
+    try:
+        # newline="" so that this and iter_text_chunks translate line endings the same way, in one place
+        with open(path, encoding=encoding, newline="") as f:
+            text = f.read()
+    except UnicodeDecodeError as error:
+        raise _decode_error(path, encoding, error) from None
+    return _normalize_newlines(text.removeprefix("\ufeff"))
+
+
+def iter_text_chunks(path, chunk_size: int = 1 << 20, encoding: str = "utf-8") -> Iterator[str]:
+    """Stream a text file as non-empty str chunks of at most `chunk_size` characters, without reading it whole.
+
+    The concatenation of the chunks equals `read_text(path, encoding)`: the BOM is removed, and a CR ending one
+    chunk is yielded as LF at once while an LF starting the next is dropped, so a CRLF split between reads
+    still gives one LF. Multi-byte characters are never split (the incremental decoder sees to that).
+    The path and chunk size are checked at the call, not at the first `next`.
+    """
+    path = _require_file(path, "iter_text_chunks")
+    chunk_size = _positive_int(chunk_size, "iter_text_chunks: chunk_size")
+    return _text_chunks(path, chunk_size, encoding)
+
+
+def _text_chunks(path: Path, chunk_size: int, encoding: str):
+    after_cr = False  # the previous chunk ended in CR, already yielded as LF: an LF starting this one is its pair
+    first = True
+    try:
+        # newline="" turns off Python's newline translation, so CRLF is handled here, the same way as read_text
+        with open(path, encoding=encoding, newline="") as f:
+            while chunk := f.read(chunk_size):
+                if first:
+                    chunk = chunk.removeprefix("\ufeff")
+                    first = False
+                if after_cr and chunk.startswith("\n"):
+                    chunk = chunk[1:]
+                after_cr = chunk.endswith("\r")
+                text = _normalize_newlines(chunk)
+                if text:
+                    yield text
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not valid {encoding} ({error.reason})") from None
+
+
+def _lines(text: str) -> list[str]:
+    """Split on LF only (not `str.splitlines`, which also breaks at U+0085, U+2028, ...); a final LF ends
+    the last line rather than starting an empty one."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
+# corpora
+
+PTB_FILES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
+
+
+def load_ptb(directory) -> dict[str, list[str]]:
+    """Penn Treebank (Mikolov's files): `{"train", "valid", "test"}` -> word list with `"<eos>"` after each line.
+
+    Same tokens as PyTorch's word_language_model (`line.split() + ["<eos>"]`): 929,589 in train, 10,000 types.
+    """
+    directory = Path(directory)
+    missing = [name for name in PTB_FILES.values() if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"load_ptb: {directory} lacks {', '.join(missing)} "
+                                f"(expected {', '.join(PTB_FILES.values())})")
+    splits = {}
+    for split, name in PTB_FILES.items():
+        words = []
+        for line in _lines(read_text(directory / name)):
+            words.extend(line.split())
+            words.append("<eos>")
+        splits[split] = words
+    return splits
+
+
+def _parse_label(text: str, where: str) -> int:
+    label = text.strip()
+    if label not in ("0", "1"):
+        raise ValueError(f"{where}: label {text!r}, expected 0 or 1")
+    return int(label)
+
+
+def _imdb_review_key(path: Path):
+    """aclImdb files are `{id}_{rating}.txt`: order by id (numerically) so the order matches the CSV exports."""
+    stem = path.stem.split("_")[0]
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, path.name)
+
+
+def _load_imdb_split(directory: Path) -> tuple[list[str], np.ndarray]:
+    reviews = [(path, 1) for path in (directory / "pos").glob("*.txt")]
+    reviews += [(path, 0) for path in (directory / "neg").glob("*.txt")]
+    # by id, and pos before neg within an id, like imdb_*_subset.csv and imdb_train.csv.gz
+    reviews.sort(key=lambda item: (_imdb_review_key(item[0]), -item[1]))
+    texts = [read_text(path) for path, _ in reviews]
+    return texts, np.array([label for _, label in reviews], dtype=np.int64)
+
+
+def _is_imdb_split(directory: Path) -> bool:
+    return (directory / "pos").is_dir() and (directory / "neg").is_dir()
+
+
+def _load_label_text_csv(path: Path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    texts, labels = [], []
+    try:
+        # utf-8-sig tolerates a BOM; newline="" lets the csv module see quoted fields' own line breaks
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            last_line = 0
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as error:
+                    raise ValueError(f"{path}, line {last_line + 1}: malformed CSV ({error})") from None
+                except UnicodeDecodeError as error:
+                    raise ValueError(f"{path}, near line {last_line + 1}: not valid utf-8 ({error.reason})") from None
+                line, last_line = last_line + 1, reader.line_num
+                if not row:
+                    continue  # blank line
+                if line == 1 and [field.strip().lower() for field in row] == ["label", "text"]:
+                    continue
+                if len(row) != 2:
+                    raise ValueError(f"{path}, line {line}: {len(row)} columns, expected 2 (label,text)")
+                labels.append(_parse_label(row[0], f"{path}, line {line}"))
+                texts.append(row[1])
+    except (gzip.BadGzipFile, EOFError) as error:
+        raise ValueError(f"{path}: not a valid gzip file ({error})") from None
+    return texts, np.array(labels, dtype=np.int64)
+
+
+def load_imdb(path):
+    """IMDB reviews (Maas et al. 2011) as `(texts, labels)`, labels int64 1 = positive, 0 = negative.
+
+    `path` may be
+    - a `label,text` CSV, optionally gzip-compressed (`.gz`), with an optional `label,text` header;
+    - an aclImdb split directory holding `pos/*.txt` and `neg/*.txt`: that split (`unsup/` is ignored);
+    - the aclImdb root holding `train/` and/or `test/` split directories: a dict `{split: (texts, labels)}`.
+    Directory reviews are ordered by file id, pos before neg within an id, the order of the CSV exports.
+    """
+    path = Path(path)
+    if path.is_file():
+        return _load_label_text_csv(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"load_imdb: no such file or directory: {path}")
+    if _is_imdb_split(path):
+        return _load_imdb_split(path)
+    splits = {name: _load_imdb_split(path / name) for name in ("train", "test") if _is_imdb_split(path / name)}
+    if not splits:
+        raise FileNotFoundError(f"load_imdb: {path} has neither pos/ and neg/ nor train/ or test/ holding them")
+    return splits
+
+
+def load_polarity(directory) -> tuple[list[str], np.ndarray]:
+    """Pang & Lee sentence polarity v1.0: `rt-polarity.pos` then `.neg`, 5331 each; labels 1 then 0.
+
+    The files are Windows-1252, where byte 0x85 is an ellipsis, so they are split on LF only.
+    """
+    directory = Path(directory)
+    names = ("rt-polarity.pos", "rt-polarity.neg")
+    missing = [name for name in names if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"load_polarity: {directory} lacks {', '.join(missing)} (expected {', '.join(names)})")
+    positive = _lines(read_text(directory / names[0], encoding="cp1252"))
+    negative = _lines(read_text(directory / names[1], encoding="cp1252"))
+    labels = np.concatenate([np.ones(len(positive), np.int64), np.zeros(len(negative), np.int64)])
+    return positive + negative, labels
+
+
+def load_labelled_sentences(path) -> tuple[list[str], np.ndarray]:
+    """UCI Sentiment Labelled Sentences (`sentence<TAB>label` per line), as `(sentences, labels)`.
+
+    Each line is split on its last TAB with no quote handling (imdb_labelled.txt has unbalanced quotes) and
+    lines end at LF only (it also holds U+0085). Sentences are kept as written, trailing spaces included.
+    """
+    path = _require_file(path, "load_labelled_sentences")
+    sentences, labels = [], []
+    for number, line in enumerate(_lines(read_text(path)), start=1):
+        sentence, tab, label = line.rpartition("\t")
+        if not tab:
+            raise ValueError(f"{path}, line {number}: no TAB, expected 'sentence<TAB>label'")
+        labels.append(_parse_label(label, f"{path}, line {number}"))
+        sentences.append(sentence)
+    return sentences, np.array(labels, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# word indices (Keras conventions)
+
+_BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# a word is letters/digits/underscore with inner apostrophes kept ("don't"); any other non-space is its own token
+_TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
+
+
+def tokenize(text: str, lower: bool = True) -> list[str]:
+    """Words and punctuation marks of `text`: `<br />` tags become spaces, each punctuation mark is a token.
+
+    `"Great film!<br /><br />Don't miss it."` -> `["great", "film", "!", "don't", "miss", "it", "."]`.
+    """
+    text = _BREAK_TAG.sub(" ", text)
+    if lower:
+        text = text.lower()
+    return _TOKEN.findall(text)
+
+
+# keras.datasets.imdb.load_data defaults; `texts_to_sequences(..., **IMDB_CONVENTION)` follows its id layout
+IMDB_CONVENTION = types.MappingProxyType({"start_char": 1, "oov_char": 2, "index_from": 3})
+
+
+def build_word_index(texts: Iterable[str], num_words: int | None = None, lower: bool = True) -> dict[str, int]:
+    """Rank the words of `texts`: `{word: rank}`, rank 1 = most frequent, ties by first appearance.
+
+    Same as Keras' `Tokenizer.word_index` (and `imdb.get_word_index`): 0 is never a rank, it is left for
+    padding. With `num_words`, only ranks `1 .. num_words-1` are kept, which is exactly the set of words
+    Keras' `Tokenizer(num_words).texts_to_sequences` emits, so ids fit `Embedding(num_words, ...)`.
+    """
+    _require_texts(texts, "build_word_index")
+    counts = Counter()
+    for text in texts:
+        counts.update(tokenize(text, lower=lower))
+    words = sorted(counts, key=lambda w: -counts[w])  # stable: ties stay in order of first appearance
+    if num_words is not None:
+        words = words[:_positive_int(num_words, "build_word_index: num_words") - 1]
+    return {word: rank for rank, word in enumerate(words, start=1)}
+
+
+def texts_to_sequences(texts: Iterable[str], word_index: dict[str, int], num_words: int | None = None, *,
+                       start_char: int | None = None, oov_char: int | None = None, index_from: int = 0,
+                       lower: bool = True) -> list[list[int]]:
+    """Id lists for `texts` (tokenized with `tokenize`): word -> `word_index[word] + index_from`.
+
+    Words missing from `word_index`, or whose id would be `>= num_words`, become `oov_char`, or are dropped
+    when `oov_char is None`; `start_char`, when given, begins every sequence. 0 never occurs (padding).
+    - defaults: Keras `Tokenizer(num_words).texts_to_sequences` (id = rank, 1 = most frequent, rare dropped);
+    - `oov_char=1, index_from=1`: Keras `Tokenizer(num_words, oov_token=...)` (1 = OOV, 2 = most frequent);
+    - `**IMDB_CONVENTION` (1 = start, 2 = OOV, 3 unused, most frequent = 4): `keras.datasets.imdb.load_data`.
+    With `num_words` every id is `< num_words`, so `Embedding(num_words, ...)` accepts the padded result.
+    """
+    _require_texts(texts, "texts_to_sequences")
+    index_from = _non_negative_int(index_from, "texts_to_sequences: index_from")
+    for name, special in (("start_char", start_char), ("oov_char", oov_char)):
+        if special is not None and not 1 <= special <= index_from:
+            raise ValueError(f"texts_to_sequences: {name}={special}, expected 1 <= {name} <= index_from={index_from} "
+                             f"so it cannot collide with padding (0) or a word id (>= index_from + 1)")
+    if start_char is not None and start_char == oov_char:
+        raise ValueError(f"texts_to_sequences: start_char and oov_char are both {start_char}, expected different ids")
+    limit = math.inf if num_words is None else _positive_int(num_words, "texts_to_sequences: num_words")
+    # the final id of every indexed word, worked out once, so the loop over tokens is a dict lookup
+    final_id = {word: rank + index_from if rank + index_from < limit else oov_char
+                for word, rank in word_index.items()}
+    start = [] if start_char is None else [start_char]
+    sequences = []
+    for text in texts:
+        ids = [final_id.get(word, oov_char) for word in tokenize(text, lower=lower)]
+        if oov_char is None:
+            ids = [i for i in ids if i is not None]
+        sequences.append(start + ids)
+    return sequences
+
+
+# ---------------------------------------------------------------------------------------------------------
+# argument checks
+
+def _require_texts(texts, who: str) -> None:
+    # a lone str would be read as a list of one-character texts
+    if isinstance(texts, str):
+        raise TypeError(f"{who}: texts is a str, expected a list of str")
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r}, expected a positive integer")
+    return int(value)
+
+
+def _non_negative_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name}={value!r}, expected a non-negative integer")
+    return int(value)
