@@ -11,9 +11,9 @@
 //   output zero. Weight gradients are assigned (never accumulated) by the engine.
 //
 // Parallelism: the hidden units are cut into fixed blocks of kUnitBlock units. Inside the time loop each
-// thread owns whole blocks: it computes their gate columns with one small GEMM and runs the fused pointwise
-// pass on them, so one barrier per step suffices. Block shapes never depend on the thread count, which keeps
-// results bitwise identical for any number of threads.
+// thread owns whole blocks: it computes their gate columns with small GEMMs over pre-packed weights
+// (gemm.h) and runs the fused pointwise pass on them. Block shapes never depend on the thread count, which
+// keeps results bitwise identical for any number of threads. OpenMP is never used across time steps.
 #pragma once
 
 #include <Eigen/Core>
@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -65,11 +66,11 @@ inline int max_threads() {
 #endif
 }
 
+// Eigen never threads its own products here (see "The large products" below); only OpenMP threads count.
 inline void set_threads(int n) {
 #ifdef _OPENMP
   omp_set_num_threads(n);
 #endif
-  Eigen::setNbThreads(n);
 }
 
 // Threads worth using inside the time loop: a barrier per step costs about a microsecond, so tiny steps
@@ -93,26 +94,6 @@ inline std::vector<UnitBlock> unit_blocks(Index H) {
   return blocks;
 }
 
-// Packs the gate columns of each unit block next to each other so one GEMM per block and step gives all of
-// its gates: packed block b is [H, G*size_b] = [U_gate0[:, block] | U_gate1[:, block] | ...].
-// Returns offsets into `packed` (one per block); the whole packing is H*G*H scalars, done once per call.
-template <typename Scalar>
-std::vector<Index> pack_recurrent_blocks(const Scalar* recurrent_kernel /* [H, G*H] */, Index H, Index G,
-                                         const std::vector<UnitBlock>& blocks, std::vector<Scalar>& packed) {
-  packed.resize(size_t(H * G * H));
-  std::vector<Index> offsets;
-  Index offset = 0;
-  for (const UnitBlock& b : blocks) {
-    offsets.push_back(offset);
-    for (Index row = 0; row < H; ++row)
-      for (Index g = 0; g < G; ++g)
-        std::copy_n(recurrent_kernel + row * G * H + g * H + b.begin, b.size,
-                    packed.data() + offset + row * G * b.size + g * b.size);
-    offset += H * G * b.size;
-  }
-  return offsets;
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Masking by lengths. `lengths == nullptr` means every step is valid.
 inline bool step_valid(const int64_t* lengths, Index t, Index n) {
@@ -123,6 +104,30 @@ inline bool step_valid(const int64_t* lengths, Index t, Index n) {
 // Activations on contiguous segments (Eigen vectorises tanh and logistic for float). Derivatives are written
 // on the activation's output y.
 enum class Activation { Tanh, Relu, Sigmoid };
+
+// sigmoid and tanh on array expressions. float uses Eigen's vectorised logistic and tanh, whose scalar and
+// packet paths agree bit for bit. double uses the C library's scalar functions: Eigen's double packet exp
+// differs from std::exp in the last bit, and which path an element takes depends on the buffer's alignment,
+// so results would vary from call to call.
+template <typename Derived>
+auto sigmoid(const Eigen::ArrayBase<Derived>& a) {
+  using Scalar = typename Derived::Scalar;
+  if constexpr (std::is_same_v<Scalar, float>) {
+    return a.logistic();
+  } else {
+    return a.unaryExpr([](Scalar v) { return Scalar(1) / (Scalar(1) + std::exp(-v)); });
+  }
+}
+
+template <typename Derived>
+auto tanh_of(const Eigen::ArrayBase<Derived>& a) {
+  using Scalar = typename Derived::Scalar;
+  if constexpr (std::is_same_v<Scalar, float>) {
+    return a.tanh();
+  } else {
+    return a.unaryExpr([](Scalar v) { return std::tanh(v); });
+  }
+}
 
 // A short array of at most one unit block, kept on the stack.
 template <typename Scalar>
@@ -138,45 +143,85 @@ ConstVectorMap<Scalar> segment(const Scalar* base, Index row, Index width, Index
   return ConstVectorMap<Scalar>(base + row * width + begin, size);
 }
 
-// Eigen's per-call GEMM threading is wasteful for the small products inside the time loop (the loop is
-// already split over unit blocks), so it is switched off there and restored afterwards.
-class EigenSingleThreaded {
- public:
-  EigenSingleThreaded() : saved_(Eigen::nbThreads()) { Eigen::setNbThreads(1); }
-  ~EigenSingleThreaded() { Eigen::setNbThreads(saved_); }
-  EigenSingleThreaded(const EigenSingleThreaded&) = delete;
-  EigenSingleThreaded& operator=(const EigenSingleThreaded&) = delete;
-
- private:
-  int saved_;
-};
-
 // ---------------------------------------------------------------------------------------------------------
-// The large products before and after the time loop, each one GEMM over all T*N rows (Eigen threads them).
+// The large products before and after the time loop, over all T*N rows at once. rnnext threads them itself
+// (Eigen's own threading stays off): each is cut into chunks of fixed size, one single-threaded Eigen
+// product per chunk, so chunk boundaries, and hence results, never depend on the thread count.
+constexpr Index kRowChunk = 256;     // rows of T*N per chunk of an input-side product
+constexpr Index kColumnChunk = 256;  // output columns per chunk of a weight-gradient product
 
-// projection [rows, G*H] = inputs [rows, I] . kernel [I, G*H] + bias [G*H] (bias may be null)
+template <typename Body>
+void parallel_chunks(Index chunks, Body body) {
+#pragma omp parallel for schedule(dynamic) if (chunks > 1)
+  for (Index chunk = 0; chunk < chunks; ++chunk) body(chunk);
+}
+
+inline Index chunk_count(Index size, Index chunk) { return (size + chunk - 1) / chunk; }
+
+// out [rows, n] (+)= in [rows, k] . weight, where weight is [k, n], or [n, k] used transposed.
+// Strides are the row strides of the row-major buffers (so column blocks of wider buffers work too).
+template <typename Scalar>
+void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in_stride, Index rows, Index k,
+                       const Scalar* weight, Index weight_stride, Index n, bool transpose_weight, bool accumulate) {
+  parallel_chunks(chunk_count(rows, kRowChunk), [&](Index chunk) {
+    const Index first = chunk * kRowChunk, count = std::min(kRowChunk, rows - first);
+    StridedMap<Scalar> o(out + first * out_stride, count, n, Eigen::OuterStride<>(out_stride));
+    ConstStridedMap<Scalar> a(in + first * in_stride, count, k, Eigen::OuterStride<>(in_stride));
+    if (transpose_weight) {
+      ConstStridedMap<Scalar> w(weight, n, k, Eigen::OuterStride<>(weight_stride));
+      if (accumulate) o.noalias() += a * w.transpose(); else o.noalias() = a * w.transpose();
+    } else {
+      ConstStridedMap<Scalar> w(weight, k, n, Eigen::OuterStride<>(weight_stride));
+      if (accumulate) o.noalias() += a * w; else o.noalias() = a * w;
+    }
+  });
+}
+
+// out [m, n] = a [rows, m]^T . b [rows, n]: a weight gradient summed over all T*N rows.
+template <typename Scalar>
+void transposed_times(Scalar* out, Index out_stride, const Scalar* a, Index a_stride, Index m, const Scalar* b,
+                      Index b_stride, Index n, Index rows) {
+  parallel_chunks(chunk_count(n, kColumnChunk), [&](Index chunk) {
+    const Index first = chunk * kColumnChunk, count = std::min(kColumnChunk, n - first);
+    StridedMap<Scalar> o(out + first, m, count, Eigen::OuterStride<>(out_stride));
+    ConstStridedMap<Scalar> left(a, rows, m, Eigen::OuterStride<>(a_stride));
+    ConstStridedMap<Scalar> right(b + first, rows, count, Eigen::OuterStride<>(b_stride));
+    o.noalias() = left.transpose() * right;
+  });
+}
+
+// out [n] = column sums of in [rows, n], added row by row in order (Eigen's colwise().sum() may regroup the
+// additions depending on the buffer's alignment, which would make results vary between calls).
+template <typename Scalar>
+void column_sums(Scalar* out, const Scalar* in, Index in_stride, Index rows, Index n) {
+  parallel_chunks(chunk_count(n, kColumnChunk), [&](Index chunk) {
+    const Index first = chunk * kColumnChunk, count = std::min(kColumnChunk, n - first);
+    VectorMap<Scalar> sum(out + first, count);
+    sum.setZero();
+    for (Index row = 0; row < rows; ++row) sum += ConstVectorMap<Scalar>(in + row * in_stride + first, count);
+  });
+}
+
+// projection [rows, G*H] = inputs [rows, I] . kernel [I, G*H] + bias [G*H]
 template <typename Scalar>
 void project_inputs(Scalar* projection, const Scalar* inputs, const Scalar* kernel, const Scalar* bias,
                     Index rows, Index I, Index GH) {
-  MatrixMap<Scalar> out(projection, rows, GH);
-  out.noalias() = ConstMatrixMap<Scalar>(inputs, rows, I) * ConstMatrixMap<Scalar>(kernel, I, GH);
-  if (bias != nullptr) out.rowwise() += Eigen::Map<const Eigen::Matrix<Scalar, 1, Eigen::Dynamic>>(bias, GH);
+  for (Index row = 0; row < rows; ++row) std::copy_n(bias, GH, projection + row * GH);
+  rows_times_weight(projection, GH, inputs, I, rows, I, kernel, GH, GH, false, true);
 }
 
 // Given gate gradients dz [rows, G*H] (rows = T*N) of pre-activations z = inputs.kernel + states.recurrent + b:
-//   dinputs = dz . kernel^T, dkernel = inputs^T . dz, drecurrent = states^T . dz, dbias = column sums of dz,
-// each one GEMM over all rows.
+//   dinputs = dz . kernel^T, dkernel = inputs^T . dz, drecurrent = states^T . dz, dbias = column sums of dz.
 template <typename Scalar>
 void weight_gradients(Scalar* dinputs /* [rows, I] */, Scalar* dkernel /* [I, GH] */,
                       Scalar* drecurrent /* [H, GH] */, Scalar* dbias /* [GH] */,
                       const Scalar* dz /* [rows, GH] */, const Scalar* inputs /* [rows, I] */,
                       const Scalar* kernel /* [I, GH] */, const Scalar* states /* [rows, H] */,
                       Index rows, Index I, Index H, Index GH) {
-  ConstMatrixMap<Scalar> grad(dz, rows, GH);
-  MatrixMap<Scalar>(dinputs, rows, I).noalias() = grad * ConstMatrixMap<Scalar>(kernel, I, GH).transpose();
-  MatrixMap<Scalar>(dkernel, I, GH).noalias() = ConstMatrixMap<Scalar>(inputs, rows, I).transpose() * grad;
-  MatrixMap<Scalar>(drecurrent, H, GH).noalias() = ConstMatrixMap<Scalar>(states, rows, H).transpose() * grad;
-  Eigen::Map<Eigen::Matrix<Scalar, 1, Eigen::Dynamic>>(dbias, GH) = grad.colwise().sum();
+  rows_times_weight(dinputs, I, dz, GH, rows, GH, kernel, GH, I, true, false);
+  transposed_times(dkernel, GH, inputs, I, I, dz, GH, GH, rows);
+  transposed_times(drecurrent, GH, states, H, H, dz, GH, GH, rows);
+  column_sums(dbias, dz, GH, rows, GH);
 }
 
 }  // namespace rnnext

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "rnnext/common.h"
+#include "rnnext/gemm.h"
 
 namespace rnnext {
 
@@ -21,21 +22,29 @@ void gru_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar*
                  const Scalar* recurrent_kernel /* [H, 3H] */, const Scalar* bias /* [2, 3H] or [3H] */,
                  const int64_t* lengths /* [N] or null */, const Dims& d, bool reset_after) {
   const Index T = d.T, N = d.N, H = d.H, G = kGruGates, GH = G * H;
-  const Scalar* recurrent_bias = reset_after ? bias + GH : nullptr;  // [3H]
-  project_inputs(gates, x, kernel, bias, T * N, d.I, GH);  // row 0 of a [2, 3H] bias is the input bias
+  // Input projection plus every bias that is simply added: with reset_after the recurrent biases of r and z
+  // join the input biases, while b_hn stays inside r * (h.U_n + b_hn).
+  std::vector<Scalar> input_bias(bias, bias + GH);
+  if (reset_after)
+    for (Index col = 0; col < 2 * H; ++col) input_bias[size_t(col)] += bias[GH + col];
+  project_inputs(gates, x, kernel, input_bias.data(), T * N, d.I, GH);
+  if (reset_after) {  // hn starts as b_hn; the loop adds h[t].U_n
+    for (Index row = 0; row < T * N; ++row) std::copy_n(bias + GH + 2 * H, H, recurrent_out + row * H);
+  }
 
   const auto blocks = unit_blocks(H);
-  std::vector<Scalar> packed;
-  const auto offsets = pack_recurrent_blocks(recurrent_kernel, H, G, blocks, packed);
-  std::vector<Scalar> recurrent_part(size_t(N * GH));  // per block [N, 3*size]
+  const GemmDepth depth = gemm_depth<Scalar>(H, GH, N);
+  const auto weights = pack_gate_columns(recurrent_kernel, H, G, blocks, depth);
+  auto weight = [&](Index b, Index k) -> const PackedLhs<Scalar>& { return weights[size_t(b * G + k)]; };
+  PackedRhs<Scalar> states(depth, N);  // h[t], and r * h[t] in the second half of a reset_after=false step
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
-  EigenSingleThreaded single;
 
   // Finishes a row once n's pre-activation is in place: n = tanh(.), h_new = (1 - z) * n + z * h[t], mask.
-  auto finish_row = [&](Index t, Index n, Index j, Index w, Scalar* gates_t) {
+  auto finish_row = [&](Index t, Index n, Index j, Index w) {
     const Scalar* h_prev = h + t * N * H;
-    auto z = segment(static_cast<const Scalar*>(gates_t), n, GH, kGateZ * H + j, w);
-    auto cand = segment(static_cast<const Scalar*>(gates_t), n, GH, kGateN * H + j, w);
+    Scalar* gates_t = gates + t * N * GH;
+    auto z = segment(gates_t, n, GH, kGateZ * H + j, w);
+    auto cand = segment(gates_t, n, GH, kGateN * H + j, w);
     auto state = segment(h + (t + 1) * N * H, n, H, j, w);
     auto out = segment(y + t * N * H, n, H, j, w);
     if (step_valid(lengths, t, n)) {
@@ -52,48 +61,40 @@ void gru_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar*
     const Scalar* h_prev = h + t * N * H;
     Scalar* gates_t = gates + t * N * GH;
     Scalar* rec_t = recurrent_out + t * N * H;
+    states.pack_share(h_prev, H, thread_id(), thread_count());
+#pragma omp barrier
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
       const Index j = blocks[b].begin, w = blocks[b].size;
-      MatrixMap<Scalar> hu(recurrent_part.data() + N * G * j, N, G * w);
-      ConstMatrixMap<Scalar> u_block(packed.data() + offsets[b], H, G * w);
-      // reset_after needs all three gate columns of h[t].U at once; otherwise only r and z are known yet.
-      if (reset_after) {
-        hu.noalias() = ConstMatrixMap<Scalar>(h_prev, N, H) * u_block;
-      } else {
-        hu.leftCols(2 * w).noalias() = ConstMatrixMap<Scalar>(h_prev, N, H) * u_block.leftCols(2 * w);
-      }
+      states.multiply_add(gates_t + kGateR * H + j, GH, weight(b, kGateR));
+      states.multiply_add(gates_t + kGateZ * H + j, GH, weight(b, kGateZ));
+      if (reset_after) states.multiply_add(rec_t + j, H, weight(b, kGateN));  // hn = h[t].U_n + b_hn
       for (Index n = 0; n < N; ++n) {
-        auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
-        auto recurrent = [&](Index k) { return VectorMap<Scalar>(hu.data() + n * G * w + k * w, w); };
-        auto r = gate(kGateR), z = gate(kGateZ);
+        auto r = segment(gates_t, n, GH, kGateR * H + j, w), z = segment(gates_t, n, GH, kGateZ * H + j, w);
         auto rec = segment(rec_t, n, H, j, w);
+        r = sigmoid(r);
+        z = sigmoid(z);
         if (reset_after) {
-          auto bias_of = [&](Index k) { return ConstVectorMap<Scalar>(recurrent_bias + k * H + j, w); };
-          r = (r + recurrent(kGateR) + bias_of(kGateR)).logistic();
-          z = (z + recurrent(kGateZ) + bias_of(kGateZ)).logistic();
-          rec = recurrent(kGateN) + bias_of(kGateN);
-          gate(kGateN) = (gate(kGateN) + r * rec).tanh();
-          finish_row(t, n, j, w, gates_t);
+          auto cand = segment(gates_t, n, GH, kGateN * H + j, w);
+          cand = tanh_of(cand + r * rec);
+          finish_row(t, n, j, w);
         } else {
-          r = (r + recurrent(kGateR)).logistic();
-          z = (z + recurrent(kGateZ)).logistic();
           rec = r * segment(h_prev, n, H, j, w);
         }
       }
     }
-    if (reset_after) continue;  // uniform across threads, so every thread skips the same worksharing loop
+    if (reset_after) continue;  // uniform across threads, so every thread skips the same constructs
     // reset_after = false: n needs (r * h[t]) of every unit, complete after the loop above.
+    states.pack_share(rec_t, H, thread_id(), thread_count());
+#pragma omp barrier
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
       const Index j = blocks[b].begin, w = blocks[b].size;
-      MatrixMap<Scalar> hn(recurrent_part.data() + N * G * j, N, w);
-      hn.noalias() = ConstMatrixMap<Scalar>(rec_t, N, H) *
-                     ConstMatrixMap<Scalar>(packed.data() + offsets[b], H, G * w).rightCols(w);
+      states.multiply_add(gates_t + kGateN * H + j, GH, weight(b, kGateN));
       for (Index n = 0; n < N; ++n) {
         auto cand = segment(gates_t, n, GH, kGateN * H + j, w);
-        cand = (cand + hn.row(n).transpose().array()).tanh();
-        finish_row(t, n, j, w, gates_t);
+        cand = tanh_of(cand);
+        finish_row(t, n, j, w);
       }
     }
   }
@@ -112,23 +113,19 @@ void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
   const Index T = d.T, N = d.N, H = d.H, I = d.I, G = kGruGates, GH = G * H, rows = T * N;
   // Gradient on the recurrent pre-activations (h[t].U [+ b_h]) per step. reset_after: dz_n is scaled by r
   // there, so the input side's n-block dz_n is kept apart in dx_cand; otherwise both sides share dz.
-  std::vector<Scalar> dz(size_t(rows * GH));                           // [T, N, 3H]
-  std::vector<Scalar> dx_cand(reset_after ? size_t(rows * H) : 0);     // [T, N, H]
-  std::vector<Scalar> scratch(size_t(N * H));                          // per block [N, size]
+  std::vector<Scalar> dz(size_t(rows * GH));                        // [T, N, 3H]
+  std::vector<Scalar> dx_cand(reset_after ? size_t(rows * H) : 0);  // [T, N, H]
+  std::vector<Scalar> drh(reset_after ? 0 : size_t(N * H));         // [N, H] gradient on r * h[t]
   Scalar* dh = dh0;
   const auto blocks = unit_blocks(H);
+  // reset_after: dh += dz . U^T over all 3H columns. Otherwise d(r*h) = dz_n . U_n^T first, then
+  // dh += dz_rz . U_rz^T once dz_r is known.
+  const GemmDepth depth_all = gemm_depth<Scalar>(reset_after ? GH : 2 * H, H, N);
+  const GemmDepth depth_n = gemm_depth<Scalar>(H, H, N);
+  const auto rows_all = pack_unit_rows(recurrent_kernel, GH, Index(0), blocks, depth_all);
+  const auto rows_n = reset_after ? decltype(rows_all)() : pack_unit_rows(recurrent_kernel, GH, kGateN * H, blocks, depth_n);
+  PackedRhs<Scalar> grads_all(depth_all, N), grads_n(depth_n, reset_after ? 0 : N);
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
-  EigenSingleThreaded single;
-
-  // dh[t] += back . (column range of U)^T at valid rows of one block.
-  auto add_back = [&](Index t, Index j, Index w, const Scalar* grad, Index grad_cols, Index u_col) {
-    MatrixMap<Scalar> back(scratch.data() + N * j, N, w);
-    back.noalias() = ConstStridedMap<Scalar>(grad, N, grad_cols, Eigen::OuterStride<>(GH)) *
-                     ConstStridedMap<Scalar>(recurrent_kernel + j * GH + u_col, w, grad_cols,
-                                             Eigen::OuterStride<>(GH)).transpose();
-    for (Index n = 0; n < N; ++n)
-      if (step_valid(lengths, t, n)) segment(dh, n, H, j, w) += back.row(n).transpose().array();
-  };
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
   for (Index t = T - 1; t >= 0; --t) {
@@ -137,7 +134,7 @@ void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
     const Scalar* rec_t = recurrent_out + t * N * H;
     Scalar* dz_t = dz.data() + t * N * GH;
     // Backpropagate h_new = (1 - z) * n + z * h[t] into z, n (and r when reset_after), and the direct
-    // path into h[t].
+    // path into h[t]; the products below add the paths through the gates.
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
       const Index j = blocks[b].begin, w = blocks[b].size;
@@ -166,56 +163,50 @@ void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
         }
       }
     }
-    if (reset_after) {
-      // dh[t] += dz . U^T for all three gates at once.
-#pragma omp for schedule(static) nowait
-      for (Index b = 0; b < Index(blocks.size()); ++b)
-        add_back(t, blocks[b].begin, blocks[b].size, dz_t, GH, 0);
-      continue;
-    }
-    // reset_after = false: backpropagate n = tanh(. + (r * h).U_n) into r * h, then into r and h[t].
+    if (!reset_after) {
+      // Backpropagate n = tanh(. + (r * h).U_n) into r * h, then into r and h[t].
+      grads_n.pack_share(dz_t + kGateN * H, GH, thread_id(), thread_count());
+#pragma omp barrier
 #pragma omp for schedule(static)
-    for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin, w = blocks[b].size;
-      MatrixMap<Scalar> drh(scratch.data() + N * j, N, w);
-      drh.noalias() = ConstStridedMap<Scalar>(dz_t + kGateN * H, N, H, Eigen::OuterStride<>(GH)) *
-                      ConstStridedMap<Scalar>(recurrent_kernel + j * GH + kGateN * H, w, H,
-                                              Eigen::OuterStride<>(GH)).transpose();
-      for (Index n = 0; n < N; ++n) {
-        if (!step_valid(lengths, t, n)) continue;
-        auto r = segment(gates_t, n, GH, kGateR * H + j, w);
-        const auto drh_row = drh.row(n).transpose().array();
-        segment(dz_t, n, GH, kGateR * H + j, w) = drh_row * segment(h_prev, n, H, j, w) * r * (Scalar(1) - r);
-        segment(dh, n, H, j, w) += drh_row * r;
+      for (Index b = 0; b < Index(blocks.size()); ++b) {
+        const Index j = blocks[b].begin, w = blocks[b].size;
+        for (Index n = 0; n < N; ++n) segment(drh.data(), n, H, j, w).setZero();
+        grads_n.multiply_add(drh.data() + j, H, rows_n[size_t(b)]);
+        for (Index n = 0; n < N; ++n) {
+          if (!step_valid(lengths, t, n)) continue;
+          auto r = segment(gates_t, n, GH, kGateR * H + j, w);
+          auto drh_row = segment(drh.data(), n, H, j, w);
+          segment(dz_t, n, GH, kGateR * H + j, w) = drh_row * segment(h_prev, n, H, j, w) * r * (Scalar(1) - r);
+          segment(dh, n, H, j, w) += drh_row * r;
+        }
       }
     }
-    // dh[t] += dz_rz . U_rz^T
+    // dh[t] += dz . U^T over the columns not yet used (all of them when reset_after, else r and z).
+    grads_all.pack_share(dz_t, GH, thread_id(), thread_count());
+#pragma omp barrier
 #pragma omp for schedule(static) nowait
     for (Index b = 0; b < Index(blocks.size()); ++b)
-      add_back(t, blocks[b].begin, blocks[b].size, dz_t, 2 * H, 0);
+      grads_all.multiply_add(dh + blocks[b].begin, H, rows_all[size_t(b)]);
   }
 
-  ConstMatrixMap<Scalar> inputs(x, rows, I), states(h, rows, H), kern(kernel, I, GH), dzm(dz.data(), rows, GH);
-  MatrixMap<Scalar> dinputs(dx, rows, I), dkern(dkernel, I, GH), drec(drecurrent_kernel, H, GH);
-  using RowVector = Eigen::Map<Eigen::Matrix<Scalar, 1, Eigen::Dynamic>>;
   if (reset_after) {
     // The input side sees (dz_r, dz_z, dx_cand); the recurrent side sees dz = (dz_r, dz_z, dx_cand * r).
-    ConstMatrixMap<Scalar> dcand(dx_cand.data(), rows, H);
-    drec.noalias() = states.transpose() * dzm;
-    dkern.leftCols(2 * H).noalias() = inputs.transpose() * dzm.leftCols(2 * H);
-    dkern.rightCols(H).noalias() = inputs.transpose() * dcand;
-    dinputs.noalias() = dzm.leftCols(2 * H) * kern.leftCols(2 * H).transpose();
-    dinputs.noalias() += dcand * kern.rightCols(H).transpose();
-    RowVector(dbias, 2 * H) = dzm.leftCols(2 * H).colwise().sum();
-    RowVector(dbias + 2 * H, H) = dcand.colwise().sum();
-    RowVector(dbias + GH, GH) = dzm.colwise().sum();
+    const Scalar* dcand = dx_cand.data();
+    rows_times_weight(dx, I, dz.data(), GH, rows, 2 * H, kernel, GH, I, true, false);
+    rows_times_weight(dx, I, dcand, H, rows, H, kernel + 2 * H, GH, I, true, true);
+    transposed_times(dkernel, GH, x, I, I, dz.data(), GH, 2 * H, rows);
+    transposed_times(dkernel + 2 * H, GH, x, I, I, dcand, H, H, rows);
+    transposed_times(drecurrent_kernel, GH, h, H, H, dz.data(), GH, GH, rows);
+    column_sums(dbias, dz.data(), GH, rows, 2 * H);
+    column_sums(dbias + 2 * H, dcand, H, rows, H);
+    column_sums(dbias + GH, dz.data(), GH, rows, GH);
   } else {
     // Both sides see dz; the n columns of U multiply r * h[t] ("rh"), the r and z columns multiply h[t].
-    dinputs.noalias() = dzm * kern.transpose();
-    dkern.noalias() = inputs.transpose() * dzm;
-    drec.leftCols(2 * H).noalias() = states.transpose() * dzm.leftCols(2 * H);
-    drec.rightCols(H).noalias() = ConstMatrixMap<Scalar>(recurrent_out, rows, H).transpose() * dzm.rightCols(H);
-    RowVector(dbias, GH) = dzm.colwise().sum();
+    rows_times_weight(dx, I, dz.data(), GH, rows, GH, kernel, GH, I, true, false);
+    transposed_times(dkernel, GH, x, I, I, dz.data(), GH, GH, rows);
+    transposed_times(drecurrent_kernel, GH, h, H, H, dz.data(), GH, 2 * H, rows);
+    transposed_times(drecurrent_kernel + 2 * H, GH, recurrent_out, H, H, dz.data() + 2 * H, GH, H, rows);
+    column_sums(dbias, dz.data(), GH, rows, GH);
   }
 }
 

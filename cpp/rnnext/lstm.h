@@ -5,6 +5,7 @@
 #pragma once
 
 #include "rnnext/common.h"
+#include "rnnext/gemm.h"
 
 namespace rnnext {
 
@@ -38,11 +39,10 @@ void lstm_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar
   project_inputs(gates, x, kernel, bias, T * N, d.I, GH);
 
   const auto blocks = unit_blocks(H);
-  std::vector<Scalar> packed;
-  const auto offsets = pack_recurrent_blocks(recurrent_kernel, H, G, blocks, packed);
-  std::vector<Scalar> recurrent_part(size_t(N * GH));  // per block [N, G*size]: h[t] . U of its gate columns
+  const GemmDepth depth = gemm_depth<Scalar>(H, GH, N);
+  const auto weights = pack_gate_columns(recurrent_kernel, H, G, blocks, depth);
+  PackedRhs<Scalar> states(depth, N);
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
-  EigenSingleThreaded single;
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
   for (Index t = 0; t < T; ++t) {
@@ -51,43 +51,44 @@ void lstm_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar
     Scalar* h_next = h + (t + 1) * N * H;
     Scalar* c_next = c + (t + 1) * N * H;
     Scalar* gates_t = gates + t * N * GH;
+    states.pack_share(h_prev, H, thread_id(), thread_count());
+#pragma omp barrier
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
       const Index j = blocks[b].begin, w = blocks[b].size;
-      MatrixMap<Scalar> hu(recurrent_part.data() + N * G * j, N, G * w);
-      hu.noalias() = ConstMatrixMap<Scalar>(h_prev, N, H) * ConstMatrixMap<Scalar>(packed.data() + offsets[b], H, G * w);
+      for (Index k = 0; k < G; ++k)  // gates[t] += h[t] . U for this block's columns of gate k
+        states.multiply_add(gates_t + k * H + j, GH, weights[size_t(b * G + k)]);
       for (Index n = 0; n < N; ++n) {
         auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
-        auto recurrent = [&](Index k) { return VectorMap<Scalar>(hu.data() + n * G * w + k * w, w); };
         auto cell_prev = segment(c_prev, n, H, j, w);
         auto cell = segment(c_next, n, H, j, w);
         auto f = gate(L.f), g = gate(L.g), o = gate(L.o);
         if (opt.peephole) {
-          f = (f + recurrent(L.f) + segment(peephole, L.peep_f, H, j, w) * cell_prev).logistic();
+          f = sigmoid(f + segment(peephole, L.peep_f, H, j, w) * cell_prev);
         } else {
-          f = (f + recurrent(L.f)).logistic();
+          f = sigmoid(f);
         }
-        g = (g + recurrent(L.g)).tanh();
+        g = tanh_of(g);
         if (opt.coupled) {
           cell = f * cell_prev + (Scalar(1) - f) * g;
         } else {
           auto i = gate(L.i);
           if (opt.peephole) {
-            i = (i + recurrent(L.i) + segment(peephole, L.peep_i, H, j, w) * cell_prev).logistic();
+            i = sigmoid(i + segment(peephole, L.peep_i, H, j, w) * cell_prev);
           } else {
-            i = (i + recurrent(L.i)).logistic();
+            i = sigmoid(i);
           }
           cell = f * cell_prev + i * g;
         }
         if (opt.peephole) {
-          o = (o + recurrent(L.o) + segment(peephole, L.peep_o, H, j, w) * cell).logistic();
+          o = sigmoid(o + segment(peephole, L.peep_o, H, j, w) * cell);
         } else {
-          o = (o + recurrent(L.o)).logistic();
+          o = sigmoid(o);
         }
         auto state = segment(h_next, n, H, j, w);
         auto out = segment(y + t * N * H, n, H, j, w);
         if (step_valid(lengths, t, n)) {
-          state = o * cell.tanh();
+          state = o * tanh_of(cell);
           out = state;
         } else {
           state = segment(h_prev, n, H, j, w);
@@ -112,13 +113,14 @@ void lstm_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar*
                    const int64_t* lengths /* [N] or null */, const Dims& d, const LstmOptions& opt) {
   const Index T = d.T, N = d.N, H = d.H, G = opt.gates(), GH = G * H;
   const LstmLayout L(opt);
-  std::vector<Scalar> dz(size_t(T * N * GH));    // [T, N, G*H] gradient on the gate pre-activations
-  std::vector<Scalar> back_part(size_t(N * H));  // per block [N, size]: dz[t] . U^T
+  std::vector<Scalar> dz(size_t(T * N * GH));  // [T, N, G*H] gradient on the gate pre-activations
   Scalar* dh = dh0;  // gradients on h[t+1] and c[t+1], carried backwards in place
   Scalar* dc = dc0;
   const auto blocks = unit_blocks(H);
+  const GemmDepth depth = gemm_depth<Scalar>(GH, H, N);
+  const auto weight_rows = pack_unit_rows(recurrent_kernel, GH, Index(0), blocks, depth);
+  PackedRhs<Scalar> grads(depth, N);
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
-  EigenSingleThreaded single;
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
   for (Index t = T - 1; t >= 0; --t) {
@@ -139,9 +141,11 @@ void lstm_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar*
         auto f = gate(L.f), g = gate(L.g), o = gate(L.o);
         auto cell_prev = segment(c_prev, n, H, j, w);
         auto dcell = segment(dc, n, H, j, w);
-        BlockArray<Scalar> dh_total = segment(static_cast<const Scalar*>(dh), n, H, j, w);
+        auto dstate = segment(dh, n, H, j, w);
+        BlockArray<Scalar> dh_total = dstate;
         if (dy != nullptr) dh_total += segment(dy + t * N * H, n, H, j, w);
-        const BlockArray<Scalar> tanh_cell = segment(c_next, n, H, j, w).tanh();
+        dstate.setZero();  // restarted here, accumulated by the product below
+        const BlockArray<Scalar> tanh_cell = tanh_of(segment(c_next, n, H, j, w));
 
         // Backpropagate h_new = o * tanh(c_new) into the output gate and the cell.
         dgate(L.o) = dh_total * tanh_cell * o * (Scalar(1) - o);
@@ -165,30 +169,31 @@ void lstm_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar*
         }
       }
     }
-    // Backpropagate into h[t]: dh = dz . U^T at valid rows; invalid rows pass dh through.
+    grads.pack_share(dz_t, GH, thread_id(), thread_count());
+#pragma omp barrier
+    // Backpropagate into h[t]: dh += dz . U^T (zero at invalid rows, which pass dh through). Same blocks per
+    // thread as above; the next step's first loop ends in a barrier before anyone repacks.
 #pragma omp for schedule(static) nowait
-    for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin, w = blocks[b].size;
-      MatrixMap<Scalar> back(back_part.data() + N * j, N, w);
-      back.noalias() = ConstMatrixMap<Scalar>(dz_t, N, GH) *
-                       ConstMatrixMap<Scalar>(recurrent_kernel + j * GH, w, GH).transpose();
-      for (Index n = 0; n < N; ++n)
-        if (step_valid(lengths, t, n)) segment(dh, n, H, j, w) = back.row(n).transpose().array();
-    }
+    for (Index b = 0; b < Index(blocks.size()); ++b)
+      grads.multiply_add(dh + blocks[b].begin, H, weight_rows[size_t(b)]);
   }
 
   weight_gradients(dx, dkernel, drecurrent_kernel, dbias, dz.data(), x, kernel, h, T * N, d.I, H, GH);
 
   if (opt.peephole) {
     // i and f look at c[t], o at c[t+1]; masked steps contribute nothing since their dz is zero.
-    const Index rows = T * N;
-    ConstMatrixMap<Scalar> grad(dz.data(), rows, GH);
-    ConstMatrixMap<Scalar> cell_prev(c, rows, H), cell_next(c + N * H, rows, H);
-    auto peep_row = [&](Index row) { return Eigen::Map<Eigen::Matrix<Scalar, 1, Eigen::Dynamic>>(dpeephole + row * H, H); };
-    auto gate_cols = [&](Index k) { return grad.middleCols(k * H, H); };
-    peep_row(L.peep_f) = gate_cols(L.f).cwiseProduct(cell_prev).colwise().sum();
-    peep_row(L.peep_o) = gate_cols(L.o).cwiseProduct(cell_next).colwise().sum();
-    if (!opt.coupled) peep_row(L.peep_i) = gate_cols(L.i).cwiseProduct(cell_prev).colwise().sum();
+    // Summed row by row in order, like column_sums, so results do not depend on buffer alignment.
+    auto peep_row = [&](Index row) { return VectorMap<Scalar>(dpeephole + row * H, H); };
+    peep_row(L.peep_f).setZero();
+    peep_row(L.peep_o).setZero();
+    if (!opt.coupled) peep_row(L.peep_i).setZero();
+    for (Index row = 0; row < T * N; ++row) {
+      const Scalar* dz_row = dz.data() + row * GH;
+      ConstVectorMap<Scalar> cell_prev(c + row * H, H), cell_next(c + (row + N) * H, H);
+      peep_row(L.peep_f) += ConstVectorMap<Scalar>(dz_row + L.f * H, H) * cell_prev;
+      peep_row(L.peep_o) += ConstVectorMap<Scalar>(dz_row + L.o * H, H) * cell_next;
+      if (!opt.coupled) peep_row(L.peep_i) += ConstVectorMap<Scalar>(dz_row + L.i * H, H) * cell_prev;
+    }
   }
 }
 

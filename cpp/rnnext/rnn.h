@@ -3,6 +3,7 @@
 #pragma once
 
 #include "rnnext/common.h"
+#include "rnnext/gemm.h"
 
 namespace rnnext {
 
@@ -27,35 +28,34 @@ void rnn_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */,
   project_inputs(y, x, kernel, bias, T * N, d.I, H);
 
   const auto blocks = unit_blocks(H);
-  std::vector<Scalar> packed;
-  const auto offsets = pack_recurrent_blocks(recurrent_kernel, H, Index(1), blocks, packed);
-  std::vector<Scalar> recurrent_part(size_t(N * H));  // [N, H] in block layout: h[t] . U for each block
+  const GemmDepth depth = gemm_depth<Scalar>(H, H, N);
+  const auto weights = pack_gate_columns(recurrent_kernel, H, Index(1), blocks, depth);
+  PackedRhs<Scalar> states(depth, N);
   const int threads = loop_threads(N, H, 1, Index(blocks.size()));
-  EigenSingleThreaded single;
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
   for (Index t = 0; t < T; ++t) {
     const Scalar* h_prev = h + t * N * H;
     Scalar* h_next = h + (t + 1) * N * H;
     Scalar* y_t = y + t * N * H;
+    states.pack_share(h_prev, H, thread_id(), thread_count());
+#pragma omp barrier
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const UnitBlock blk = blocks[b];
-      MatrixMap<Scalar> hu(recurrent_part.data() + N * blk.begin, N, blk.size);
-      hu.noalias() = ConstMatrixMap<Scalar>(h_prev, N, H) * ConstMatrixMap<Scalar>(packed.data() + offsets[b], H, blk.size);
+      const Index j = blocks[b].begin, w = blocks[b].size;
+      states.multiply_add(y_t + j, H, weights[size_t(b)]);  // y[t] += h[t] . U for this block
       for (Index n = 0; n < N; ++n) {
-        auto out = segment(y_t, n, H, blk.begin, blk.size);
-        auto pre = out + hu.row(n).transpose().array();
+        auto out = segment(y_t, n, H, j, w);
         switch (act) {
-          case Activation::Tanh: out = pre.tanh(); break;
-          case Activation::Sigmoid: out = pre.logistic(); break;
-          case Activation::Relu: out = pre.max(Scalar(0)); break;
+          case Activation::Tanh: out = tanh_of(out); break;
+          case Activation::Sigmoid: out = sigmoid(out); break;
+          case Activation::Relu: out = out.max(Scalar(0)); break;
         }
-        auto state = segment(h_next, n, H, blk.begin, blk.size);
+        auto state = segment(h_next, n, H, j, w);
         if (step_valid(lengths, t, n)) {
           state = out;
         } else {
-          state = segment(h_prev, n, H, blk.begin, blk.size);
+          state = segment(h_prev, n, H, j, w);
           out.setZero();
         }
       }
@@ -73,43 +73,43 @@ void rnn_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
                   const Scalar* recurrent_kernel /* [H, H] */, const int64_t* lengths /* [N] or null */,
                   const Dims& d, Activation act) {
   const Index T = d.T, N = d.N, H = d.H;
-  std::vector<Scalar> dpre(size_t(T * N * H));   // [T, N, H] gradient on the pre-activations
-  std::vector<Scalar> back_part(size_t(N * H));  // [N, H] in block layout: dpre[t] . U^T for each block
-  Scalar* dh = dh0;                              // the gradient on h[t+1], carried backwards in place
+  std::vector<Scalar> dpre(size_t(T * N * H));  // [T, N, H] gradient on the pre-activations
+  Scalar* dh = dh0;                             // the gradient on h[t+1], carried backwards in place
   const auto blocks = unit_blocks(H);
+  const GemmDepth depth = gemm_depth<Scalar>(H, H, N);
+  const auto weight_rows = pack_unit_rows(recurrent_kernel, H, Index(0), blocks, depth);
+  PackedRhs<Scalar> grads(depth, N);
   const int threads = loop_threads(N, H, 1, Index(blocks.size()));
-  EigenSingleThreaded single;
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
   for (Index t = T - 1; t >= 0; --t) {
     const Scalar* h_next = h + (t + 1) * N * H;
     Scalar* dpre_t = dpre.data() + t * N * H;
-    // Backpropagate through the activation: dpre = (dh + dy) * act'(h_new).
+    // Backpropagate through the activation: dpre = (dh + dy) * act'(h_new). Valid rows restart dh from zero
+    // for the product below; invalid rows keep it (their dpre is zero, so it passes through unchanged).
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const UnitBlock blk = blocks[b];
+      const Index j = blocks[b].begin, w = blocks[b].size;
       for (Index n = 0; n < N; ++n) {
-        auto grad = segment(dpre_t, n, H, blk.begin, blk.size);
+        auto grad = segment(dpre_t, n, H, j, w);
         if (!step_valid(lengths, t, n)) {
           grad.setZero();
           continue;
         }
-        grad = segment(static_cast<const Scalar*>(dh), n, H, blk.begin, blk.size);
-        if (dy != nullptr) grad += segment(dy + t * N * H, n, H, blk.begin, blk.size);
-        rnn_activation_grad<Scalar>(act, grad, segment(h_next, n, H, blk.begin, blk.size));
+        auto dstate = segment(dh, n, H, j, w);
+        grad = dstate;
+        if (dy != nullptr) grad += segment(dy + t * N * H, n, H, j, w);
+        rnn_activation_grad<Scalar>(act, grad, segment(h_next, n, H, j, w));
+        dstate.setZero();
       }
     }
-    // Backpropagate into h[t]: dh = dpre . U^T at valid rows; invalid rows pass dh through. The static
-    // schedule gives each thread the same blocks as above, so no barrier is needed before the next step.
+    grads.pack_share(dpre_t, H, thread_id(), thread_count());
+#pragma omp barrier
+    // Backpropagate into h[t]: dh += dpre . U^T. The static schedule gives each thread the same blocks as
+    // above, and the next step's first loop ends in a barrier before anyone repacks, so no wait is needed here.
 #pragma omp for schedule(static) nowait
-    for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const UnitBlock blk = blocks[b];
-      MatrixMap<Scalar> back(back_part.data() + N * blk.begin, N, blk.size);
-      back.noalias() = ConstMatrixMap<Scalar>(dpre_t, N, H) *
-                       ConstMatrixMap<Scalar>(recurrent_kernel + blk.begin * H, blk.size, H).transpose();
-      for (Index n = 0; n < N; ++n)
-        if (step_valid(lengths, t, n)) segment(dh, n, H, blk.begin, blk.size) = back.row(n).transpose().array();
-    }
+    for (Index b = 0; b < Index(blocks.size()); ++b)
+      grads.multiply_add(dh + blocks[b].begin, H, weight_rows[size_t(b)]);
   }
 
   weight_gradients(dx, dkernel, drecurrent_kernel, dbias, dpre.data(), x, kernel, h, T * N, d.I, H, H);
