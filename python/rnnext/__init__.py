@@ -1,9 +1,17 @@
-"""rnnext: small, fast recurrent networks (RNN, LSTM, GRU) with a C++/Eigen engine and NumPy twins."""
+"""rnnext: small, fast recurrent networks (RNN, LSTM, GRU) with a C++/Eigen engine and NumPy twins.
+
+    import rnnext
+    model = rnnext.Sequential([rnnext.Embedding(10000, 32), rnnext.LSTM(32), rnnext.Dense(1)], input_shape=(500,))
+    model.summary()
+
+The engine functions (rnnext.lstm_forward, ...) and their NumPy twins (rnnext.reference) follow
+docs/conventions.md; the layers and models follow docs/api.md.
+"""
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import _core
+from . import _core, data, losses, optim, reference
 from ._core import (
     build_info,
     get_num_threads,
@@ -15,6 +23,9 @@ from ._core import (
     rnn_forward,
     set_num_threads,
 )
+from .gradcheck import gradcheck
+from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding, Layer, SimpleRNN, layer_from_config, seed
+from .models import Checkpoint, Sequential, load, load_checkpoint
 from .parameter import Parameter
 
 try:
@@ -23,15 +34,34 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = _core.build_info()["version"]
 
 __all__ = [
+    "Checkpoint",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "GRU",
+    "LSTM",
+    "Layer",
     "Parameter",
+    "RNN",
+    "Sequential",
+    "SimpleRNN",
     "__version__",
     "build_info",
+    "data",
     "get_num_threads",
+    "gradcheck",
     "gru_backward",
     "gru_forward",
+    "layer_from_config",
+    "load",
+    "load_checkpoint",
+    "losses",
     "lstm_backward",
     "lstm_forward",
+    "optim",
+    "reference",
     "rnn_backward",
     "rnn_forward",
+    "seed",
     "set_num_threads",
 ]
