@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import _core, data, losses, optim, reference
+from . import _core, data, interop, losses, optim, reference
 from ._core import (
     build_info,
     get_num_threads,
@@ -52,6 +52,7 @@ __all__ = [
     "gradcheck",
     "gru_backward",
     "gru_forward",
+    "interop",
     "layer_from_config",
     "load",
     "load_checkpoint",
