@@ -45,7 +45,7 @@ def _check_x(fn, x):
     if x.ndim != 3:
         raise ValueError(f"{fn}: x has shape {x.shape}, expected (T, N, I)")
     if x.dtype not in (np.float32, np.float64):
-        raise ValueError(f"{fn}: x has dtype {x.dtype}, expected float32 or float64")
+        raise TypeError(f"{fn}: x has dtype {x.dtype}, expected float32 or float64")
     if x.shape[0] == 0:
         raise ValueError(f"{fn}: x has T=0 time steps, expected T >= 1")
     return x
@@ -66,7 +66,7 @@ def _check(fn, name, a, dims, dtype, note=""):
         expected = ", ".join(f"{letter}={size}" if letter else str(size) for letter, size in dims)
         raise ValueError(f"{fn}: {name} has shape {a.shape}, expected ({expected}){note}")
     if a.dtype != dtype:
-        raise ValueError(f"{fn}: {name} has dtype {a.dtype}, expected {dtype} (the dtype of x)")
+        raise TypeError(f"{fn}: {name} has dtype {a.dtype}, expected {dtype} (the dtype of x)")
     return a
 
 
