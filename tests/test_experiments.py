@@ -1,0 +1,171 @@
+"""The echo, vanishing and numpy-rnn experiments in tiny configurations (a few seconds each)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnnext import data, experiments
+from rnnext.experiments import echo, numpy_rnn, vanishing
+
+
+def collect():
+    lines = []
+    return lines, lambda *parts: lines.append(" ".join(str(p) for p in parts))
+
+
+def test_registry_and_unknown_names():
+    assert set(experiments.EXPERIMENTS) == {"echo", "char-lm", "word-lm", "sentiment", "vanishing", "numpy-rnn"}
+    assert experiments.load("echo") is echo
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        experiments.load("nope")
+
+
+def test_echo_tiny_run_learns_and_prints_the_references():
+    lines, log = collect()
+    args = echo.parse_args(["--quick", "--quiet", "--cells", "rnn,gru", "--num-steps", "5,10", "--epochs", "2"])
+    result = echo.run(args, log=log)
+    text = "\n".join(lines)
+    reference = data.echo_reference_losses()
+    for value in reference.values():
+        assert f"{value:.4f}" in text  # computed by data.echo_reference_losses, printed beside the losses
+    assert len(result["runs"]) == 4
+    for run in result["runs"]:
+        assert run["final_loss"] < run["first_loss"] - 0.03, run  # the loss falls
+        assert run["final_loss"] < reference["none"]
+    assert result["reproduced"] in (True, False)  # RNN ran at 5 and 10 steps, so the effect was checked
+    assert "r2rt's effect" in text
+
+
+def test_echo_effect_check():
+    reference = data.echo_reference_losses()
+    runs = [{"cell": "rnn", "num_steps": 5, "final_loss": 0.525}, {"cell": "rnn", "num_steps": 10, "final_loss": 0.46}]
+    assert echo._check_effect(runs, reference) is True
+    runs[1]["final_loss"] = 0.51  # learned only the first echo with 10 steps
+    assert echo._check_effect(runs, reference) is False
+    assert echo._check_effect(runs[:1], reference) is None
+    assert echo.what_was_learned(0.53, reference) == "first (t-3)"
+    assert echo.what_was_learned(0.58, reference) == "part of first"
+    assert echo.what_was_learned(0.49, reference) == "first, part of second"
+    assert echo.what_was_learned(0.46, reference) == "both (t-3, t-8)"
+
+
+def test_echo_rejects_bad_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        echo.parse_args(["--num-steps", "5,x"])
+    assert exit_info.value.code == 2
+    assert "comma-separated list of integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        echo.parse_args(["--cells", "rnn,transformer"])
+
+
+def test_vanishing_tiny_run():
+    lines, log = collect()
+    args = vanishing.parse_args(["--quick", "--cells", "rnn,lstm", "--size", "20000", "--state-size", "8"])
+    result = vanishing.run(args, log=log)
+    norms = result["norms"]
+    assert set(norms) == {("RNN", "init"), ("RNN", "trained"), ("LSTM", "init"), ("LSTM", "trained"),
+                          ("LSTM c", "init"), ("LSTM c", "trained")}
+    for key, values in norms.items():
+        assert values.shape == (args.max_lag + 1,)
+        assert values[-1] < values[1], key  # the gradient shrinks with the lag
+    assert np.isnan(norms[("LSTM c", "init")][0])
+    text = "\n".join(lines)
+    assert "||dL_T/dh_t||" in text and "RNN init" in text
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "plot skipped" not in text  # no --plot, nothing to skip
+
+
+def test_vanishing_norms_match_a_finite_difference():
+    """dL_T/dh_t from the engine windows, checked against central differences on h_t for a float64 RNN."""
+    model = echo.build_model("rnn", 3, seed=5, dtype=np.float64)  # float64 for an accurate finite difference
+    layer = model.layers[0]
+    x_bits, y_bits = data.echo_data(2 * 8, seed=3)
+    x = np.eye(2)[x_bits.reshape(2, 8)]
+    y = y_bits.reshape(2, 8)
+    norms, _ = vanishing.state_gradient_norms("rnn", model, x, y, max_lag=4)
+
+    import rnnext
+    w = {name: p.value for name, p in layer.named_parameters()}
+    dense = {name: p.value for name, p in model.layers[1].named_parameters()}
+    x_tm = np.ascontiguousarray(x.transpose(1, 0, 2))
+
+    def last_loss(h_t, start):  # summed loss of the last step, running from state h_t at step `start`
+        _, h_n, _ = rnnext.rnn_forward(x_tm[start:], h_t, w["kernel"], w["recurrent_kernel"], w["bias"])
+        logits = h_n @ dense["kernel"] + dense["bias"]
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return -logp[np.arange(2), y[:, -1]]  # per row
+
+    _, _, cache = rnnext.rnn_forward(x_tm, np.zeros((2, 3)), w["kernel"], w["recurrent_kernel"], w["bias"])
+    for lag in (1, 2, 4):
+        start = 8 - lag
+        h_t = cache["h"][start]
+        grad = np.zeros_like(h_t)
+        for j in range(3):
+            step = np.zeros_like(h_t)
+            step[:, j] = 1e-6
+            grad[:, j] = (last_loss(h_t + step, start) - last_loss(h_t - step, start)) / 2e-6
+        assert norms[lag] == pytest.approx(np.linalg.norm(grad, axis=1).mean(), rel=1e-6)
+
+
+def test_numpy_rnn_reproduces_the_listing():
+    lines, log = collect()
+    differences = numpy_rnn.run(numpy_rnn.build_parser().parse_args([]), log=log)
+    for (kind, dtype), difference in differences.items():
+        assert difference <= numpy_rnn.TOLERANCE[dtype], (kind, dtype, difference)
+    assert differences[("centred", "float64")] < 1e-13
+    assert "reproduces the NumPy listing" in lines[-1]
+
+
+def test_numpy_rnn_listing_matches_the_book_loop():
+    rng = np.random.default_rng(1)
+    inputs, W, U, b = numpy_rnn.make_weights("centred", 5, 3, 4, rng)
+    outputs = numpy_rnn.numpy_listing(inputs, W, U, b)
+    state = np.zeros(4)
+    for t in range(5):
+        state = np.tanh(W @ inputs[t] + U @ state + b)
+        np.testing.assert_array_equal(outputs[t], state)
+
+
+def test_plot_code_runs_against_a_stub_matplotlib(monkeypatch, tmp_path):
+    """matplotlib is an optional extra and absent here: drive every plotting function through a stand-in
+    that accepts any call, so their own code (names, shapes, loops) still runs in CI."""
+    import sys
+    import types
+    from unittest import mock
+
+    from rnnext import train
+
+    pyplot = mock.MagicMock()
+    figure, axis = mock.MagicMock(), mock.MagicMock()
+
+    def subplots(rows=1, columns=1, squeeze=True, **options):
+        if squeeze:
+            return figure, axis
+        axes = np.empty((rows, columns), dtype=object)
+        for index in np.ndindex(axes.shape):
+            axes[index] = axis  # one by one: numpy would try to iterate a MagicMock given as a nested list
+        return figure, axes
+
+    pyplot.subplots.side_effect = subplots
+    matplotlib = types.ModuleType("matplotlib")
+    matplotlib.use = lambda backend: None
+    matplotlib.pyplot = pyplot
+    monkeypatch.setitem(sys.modules, "matplotlib", matplotlib)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", pyplot)
+
+    history = train.History()
+    history.rows = [{"epoch": 1, "loss": 0.7, "val_loss": 0.72, "accuracy": 0.5, "val_accuracy": 0.55},
+                    {"epoch": 2, "loss": 0.6, "val_loss": 0.65, "accuracy": 0.6, "val_accuracy": 0.6}]
+    history.plot(tmp_path / "h.png", title="t")
+    one_epoch = train.History()
+    one_epoch.rows, one_epoch.step_losses = [{"epoch": 1, "loss": 0.6}], list(np.linspace(0.7, 0.5, 200))
+    one_epoch.plot(tmp_path / "s.png")
+
+    reference = data.echo_reference_losses()
+    runs = [{"cell": "rnn", "num_steps": 5, "step_losses": list(np.linspace(0.7, 0.52, 300))}]
+    echo._plot(tmp_path / "echo.png", runs, reference, 100)
+    lags = np.arange(4)
+    vanishing._plot(tmp_path / "v.png", lags, {("RNN", "init"): np.ones(4), ("LSTM c", "trained"): np.ones(4)})
+    assert figure.savefig.call_count == 4

@@ -1,0 +1,433 @@
+"""rnnext.train: fit (loss falls, exact resume, NaN guard, Ctrl-C), History, evaluate, and both TBPTT styles."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from rnnext import data, train
+from rnnext.layers import GRU, LSTM, RNN, Dense, Dropout, Embedding
+from rnnext.losses import binary_cross_entropy_with_logits, softmax_cross_entropy
+from rnnext.models import Sequential
+from rnnext.optim import SGD, Adagrad, Adam, StepLR
+
+ONE_HOT = np.eye(2, dtype=np.float32)
+
+
+def echo_model(cell=RNN, units=4, dropout=False, seed=0):
+    layers = [cell(units, return_sequences=True, stateful=True, input_size=2, seed=seed)]
+    if dropout:
+        layers.append(Dropout(0.2, seed=seed + 1))
+    layers.append(Dense(2, seed=seed + 2))
+    return Sequential(layers)
+
+
+def echo_source(size=6000, batch_size=20, num_steps=10, interrupt_at=None):
+    """A deterministic batch source: epoch e draws its stream from seed (7, e). With `interrupt_at=(epoch, k)`
+    it raises KeyboardInterrupt instead of yielding batch k of that epoch (as Ctrl-C would)."""
+    def source(epoch):
+        x, y = data.echo_data(size, seed=[7, epoch])
+        for k, (xb, yb) in enumerate(data.echo_batches(x, y, batch_size, num_steps)):
+            if interrupt_at == (epoch, k):
+                raise KeyboardInterrupt
+            yield ONE_HOT[xb], yb
+    return source
+
+
+def weights(model):
+    return {name: param.value.copy() for name, param in model.named_parameters()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        # exact: a resumed run performs the very same float operations as an uninterrupted one
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_fit_loss_falls_on_echo():
+    model = echo_model()
+    optimizer = Adagrad(model.parameters(), lr=0.3, initial_accumulator_value=0.1)
+    history = train.fit(model, softmax_cross_entropy, optimizer, echo_source(size=20000), epochs=3, progress=False)
+    assert len(history) == 3 and len(history.step_losses) == 300
+    first, last = np.mean(history.step_losses[:20]), np.mean(history.step_losses[-50:])
+    assert first > 0.63 and last < 0.56, (first, last)  # from about ln 2 to near the first echo (0.52)
+    assert history["loss"][0] > history["loss"][-1]
+    assert history.columns == ["epoch", "loss", "lr", "seconds"]
+
+
+def test_fit_validation_metrics_scheduler_and_csv(tmp_path):
+    model = echo_model(GRU)
+    optimizer = Adam(model.parameters(), lr=0.02)
+    history = train.fit(model, softmax_cross_entropy, optimizer, echo_source(), epochs=3,
+                        val_batches=lambda epoch: echo_source()(99), metrics=["accuracy", "perplexity"],
+                        scheduler=StepLR(optimizer, step_size=1, gamma=0.5), progress=False)
+    assert history["lr"] == [0.02, 0.01, 0.005]
+    row = history.last
+    assert row["perplexity"] == pytest.approx(np.exp(row["loss"]))
+    assert 0.5 < row["val_accuracy"] <= 1 and row["val_perplexity"] == pytest.approx(np.exp(row["val_loss"]))
+    assert not model.layers[0].training is False  # back in training mode after validation
+
+    path = history.to_csv(tmp_path / "history.csv")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["val_loss"]) == row["val_loss"]  # floats are written with repr: no rounding
+    assert set(rows[0]) == set(history.columns)
+
+
+def test_history_plot(tmp_path):
+    history = train.History()
+    history.rows = [{"epoch": 1, "loss": 0.7, "val_loss": 0.72}, {"epoch": 2, "loss": 0.6, "val_loss": 0.65}]
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install"):
+            history.plot(tmp_path / "history.png")
+    else:
+        assert history.plot(tmp_path / "history.png").stat().st_size > 0
+
+
+def test_evaluate_uses_eval_mode_and_reports_metrics():
+    model = echo_model(dropout=True)
+    result_a = train.evaluate(model, softmax_cross_entropy, echo_source(), metrics=["accuracy"])
+    result_b = train.evaluate(model, softmax_cross_entropy, echo_source(), metrics=["accuracy"])
+    assert result_a == result_b  # no dropout, states reset: deterministic
+    assert set(result_a) == {"loss", "accuracy"}
+    assert model.layers[1].training
+
+
+def checkpointed_run(directory, *, interrupt_at=None, resume=False, epochs=3):
+    """LSTM + dropout on echo with Adam, a scheduler, validation and a checkpoint every 7 steps."""
+    directory.mkdir(exist_ok=True)
+    model = echo_model(LSTM, dropout=True)
+    optimizer = Adam(model.parameters(), lr=0.01)
+    scheduler = StepLR(optimizer, step_size=2, gamma=0.5)
+    history = train.fit(model, softmax_cross_entropy, optimizer, echo_source(interrupt_at=interrupt_at), epochs,
+                        val_batches=lambda epoch: echo_source(size=2000)(50 + epoch), scheduler=scheduler,
+                        checkpoint_path=directory / "run.npz", checkpoint_every=7, resume=resume, progress=False,
+                        seed=3)
+    return model, history
+
+
+def test_interrupt_saves_checkpoint_and_resume_is_exact(tmp_path, capsys):
+    reference_model, reference_history = checkpointed_run(tmp_path / "reference")
+    with pytest.raises(KeyboardInterrupt):
+        checkpointed_run(tmp_path / "run", interrupt_at=(1, 13))  # in epoch 2, between two checkpoints
+    assert "checkpoint saved to" in capsys.readouterr().err
+    assert (tmp_path / "run" / "run.npz").exists()
+
+    model, history = checkpointed_run(tmp_path / "run", resume=True)
+    assert_same_weights(weights(model), weights(reference_model))
+    assert history.step_losses == reference_history.step_losses
+    assert history["val_loss"] == reference_history["val_loss"]
+    assert history["lr"] == reference_history["lr"]
+
+    # Resuming a finished run trains no further.
+    again, _ = checkpointed_run(tmp_path / "run", resume=True)
+    assert_same_weights(weights(again), weights(reference_model))
+
+
+def stream_run(directory, loss_fn, resume=False):
+    """RNN + dropout, stateful, SGD, checkpoint only at epoch ends and on interrupt."""
+    directory.mkdir(exist_ok=True)
+    model = echo_model(RNN, dropout=True)
+    optimizer = SGD(model.parameters(), lr=0.5)
+    history = train.fit(model, loss_fn, optimizer, echo_source(), 2, checkpoint_path=directory / "c.npz",
+                        resume=resume, progress=False)
+    return model, history
+
+
+def interrupting_loss(at_call, how):
+    calls = {"n": 0}
+
+    def loss_fn(output, y):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            if how == "signal":
+                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: the step completes, then fit stops
+            else:
+                raise KeyboardInterrupt  # as a second Ctrl-C would: in the middle of a step
+        return softmax_cross_entropy(output, y)
+
+    return loss_fn, calls
+
+
+@pytest.mark.parametrize("how", ["signal", "exception"])
+def test_interrupt_inside_a_step_resumes_exactly(tmp_path, how):
+    """The forward pass of the interrupted step has moved the dropout generator and the carried states; the
+    checkpoint must hold the state of a step boundary, so the resumed run matches an uninterrupted one."""
+    reference, reference_history = stream_run(tmp_path / "reference", softmax_cross_entropy)
+    loss_fn, calls = interrupting_loss(at_call=43, how=how)  # epoch 2 (30 steps an epoch)
+    with pytest.raises(KeyboardInterrupt):
+        stream_run(tmp_path / "run", loss_fn)
+    assert calls["n"] == 43
+    model, history = stream_run(tmp_path / "run", softmax_cross_entropy, resume=True)
+    expected_done = 43 if how == "signal" else 42
+    assert len(history.step_losses) == 60
+    assert history.step_losses[:expected_done] == reference_history.step_losses[:expected_done]
+    assert_same_weights(weights(model), weights(reference))
+
+
+def test_resume_without_checkpoint_starts_afresh(tmp_path, capsys):
+    model = echo_model()
+    optimizer = SGD(model.parameters(), lr=0.1)
+    history = train.fit(model, softmax_cross_entropy, optimizer, echo_source(), 1,
+                        checkpoint_path=tmp_path / "new.npz", resume=True)
+    assert "starting from the beginning" in capsys.readouterr().out
+    assert len(history) == 1 and (tmp_path / "new.npz").exists()
+
+
+def test_resume_rejects_a_plain_model_file(tmp_path):
+    model = echo_model()
+    model.save(tmp_path / "plain.npz")
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        train.fit(model, softmax_cross_entropy, SGD(model.parameters(), lr=0.1), echo_source(), 1,
+                  checkpoint_path=tmp_path / "plain.npz", resume=True, progress=False)
+
+
+def nan_at(call):
+    calls = {"n": 0}
+
+    def loss_fn(output, y):
+        calls["n"] += 1
+        loss, grad = softmax_cross_entropy(output, y)
+        return (float("nan"), grad) if calls["n"] == call else (loss, grad)
+
+    return loss_fn
+
+
+def test_nan_loss_raises_and_keeps_the_weights_from_before_the_step():
+    model = echo_model()
+    optimizer = Adagrad(model.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match=r"loss \(nan\) at epoch 1, step 5 of the epoch"):
+        train.fit(model, nan_at(5), optimizer, echo_source(), 1, progress=False)
+    expected = echo_model()
+    train.fit(expected, softmax_cross_entropy, Adagrad(expected.parameters(), lr=0.1),
+              lambda epoch: (b for k, b in zip(range(4), echo_source()(epoch))), 1, progress=False)
+    assert_same_weights(weights(model), weights(expected))  # four good updates, not the fifth
+    assert model.layers[0]._states is None  # reset: the carried states may hold NaN
+
+
+class ExplodingSGD(SGD):
+    """SGD whose second update overflows one weight to inf (as a huge step would)."""
+
+    def step(self):
+        super().step()
+        if self.step_count == 2:
+            self.params[0].value[0, 0] = np.inf
+
+
+def test_update_that_overflows_is_undone():
+    model = echo_model()
+    with pytest.raises(FloatingPointError, match="non-finite updated weights at epoch 1, step 2 of the epoch"):
+        train.fit(model, softmax_cross_entropy, ExplodingSGD(model.parameters(), lr=0.1), echo_source(), 1,
+                  progress=False)
+    expected = echo_model()
+    train.fit(expected, softmax_cross_entropy, SGD(expected.parameters(), lr=0.1),
+              lambda epoch: (b for k, b in zip(range(1), echo_source()(epoch))), 1, progress=False)
+    assert_same_weights(weights(model), weights(expected))  # the first update kept, the second undone
+
+
+def test_early_stopping_and_restore_best_weights():
+    model = echo_model(GRU)
+    optimizer = SGD(model.parameters(), lr=0.0)  # the same batches and weights every epoch: no improvement
+    history = train.fit(model, softmax_cross_entropy, optimizer, lambda epoch: echo_source()(0), 10,
+                        early_stopping_patience=2, restore_best_weights=True, progress=False)
+    assert history.stopped_early and len(history) == 3 and history.best_epoch == 1
+
+
+def test_restore_best_weights_puts_back_the_best_epoch(tmp_path):
+    def run(epochs, **options):
+        model = echo_model(GRU)
+        validations = {"n": 0}
+
+        def worsening_loss(output, y):
+            loss, grad = softmax_cross_entropy(output, y)
+            if not model.layers[0].training:  # validation gets worse after the first epoch, whatever happens
+                validations["n"] += 1
+                loss += validations["n"]
+            return loss, grad
+
+        history = train.fit(model, worsening_loss, Adam(model.parameters(), lr=0.01), echo_source(), epochs,
+                            val_batches=[next(iter(echo_source()(9)))], progress=False, **options)
+        return model, history
+
+    best, _ = run(1)
+    model, history = run(10, early_stopping_patience=2, restore_best_weights=True,
+                         checkpoint_path=tmp_path / "c.npz")
+    assert history.stopped_early and len(history) == 3 and history.best_epoch == 1
+    assert_same_weights(weights(model), weights(best))
+    assert (tmp_path / "c.best.npz").exists()
+
+
+def test_bucket_iterator_batches_with_lengths_and_accuracy():
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(1, 20, size=rng.integers(3, 12)) for _ in range(64)]
+    labels = np.array([int(np.sum(s == 3) > 0) for s in sequences], dtype=np.float32)[:, None]
+    iterator = data.BucketIterator(sequences, labels, 16, num_buckets=2, seed=1)
+    model = Sequential([Embedding(20, 8, seed=1), LSTM(8, seed=2), Dense(1, seed=3)])
+    model.build((None,))
+    optimizer = Adam(model.parameters(), lr=0.05)
+    history = train.fit(model, binary_cross_entropy_with_logits, optimizer, iterator, 8, metrics=["accuracy"],
+                        progress=False)
+    assert history["accuracy"][-1] > 0.8
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_bad_arguments_are_named():
+    model = echo_model()
+    optimizer = SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        train.fit(model, softmax_cross_entropy, optimizer, iter(list(echo_source()(0))), 2, progress=False)
+    with pytest.raises(ValueError, match="stateful_reset"):
+        train.fit(model, softmax_cross_entropy, optimizer, echo_source(), 1, stateful_reset="sometimes")
+    with pytest.raises(ValueError, match="checkpoint_every needs a checkpoint_path"):
+        train.fit(model, softmax_cross_entropy, optimizer, echo_source(), 1, checkpoint_every=5)
+    with pytest.raises(ValueError, match="a batch must be"):
+        train.fit(model, softmax_cross_entropy, optimizer, [np.zeros(3)], 1, progress=False)
+
+
+def test_plain_progress_lines(capsys):
+    model = echo_model()
+    train.fit(model, softmax_cross_entropy, SGD(model.parameters(), lr=0.1), echo_source(), 1, log_every=10)
+    out = capsys.readouterr().out
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        assert "epoch 1/1  step 10  loss" in out  # a generator source: the epoch's length is unknown
+    assert "epoch 1/1:  loss" in out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# truncated BPTT
+
+def stream(length=60, batch=8, seed=0):
+    x, y = data.echo_data(batch * length, seed=seed)
+    return ONE_HOT[x.reshape(batch, length)], y.reshape(batch, length)
+
+
+@pytest.mark.parametrize("cell", [RNN, LSTM, GRU])
+def test_k1_equal_k2_is_tensorflow_style(cell):
+    x, y = stream(length=60)
+    model_a, model_b = echo_model(cell, dropout=False), echo_model(cell, dropout=False)
+    losses_a = train.tbptt_tensorflow_style(model_a, softmax_cross_entropy, SGD(model_a.parameters(), lr=0.5),
+                                            x, y, num_steps=10)
+    losses_b = train.tbptt_k1_k2(model_b, softmax_cross_entropy, SGD(model_b.parameters(), lr=0.5),
+                                 x, y, k1=10, k2=10)
+    assert len(losses_a) == 6 and losses_a == losses_b
+    assert_same_weights(weights(model_a), weights(model_b))
+    assert model_a.layers[0].stateful  # flags left as they were
+
+
+def test_k1_k2_ragged_end_backpropagates_k2_steps():
+    """At a stream end that is not a multiple of k1, the last update scores the remaining steps but still
+    backpropagates k2 steps (TF-style windows would stop at the last window's start)."""
+    x, y = stream(length=57)
+    model = echo_model(RNN)
+    seen = []
+
+    def recording_loss(output, targets):
+        seen.append(output.shape[1])
+        return softmax_cross_entropy(output, targets)
+
+    train.tbptt_k1_k2(model, recording_loss, SGD(model.parameters(), lr=0.1), x, y, k1=10, k2=10)
+    assert seen == [10, 10, 10, 10, 10, 7]  # the scored steps; the last window is steps 47..56
+
+
+class RecordingSGD(SGD):
+    """SGD with lr=0 that records the gradients of every update."""
+
+    def __init__(self, params):
+        super().__init__(params, lr=0.0)
+        self.recorded = []
+
+    def step(self):
+        self.recorded.append([p.grad.copy() for p in self.params])
+        super().step()
+
+
+def test_k1_k2_backpropagates_k2_steps():
+    """k1=1, k2=3: the update at step t differentiates the loss of step t-1 alone through the 3 steps before
+    it, from the state the stream reached there. Checked against plain forward/backward calls of the layers."""
+    k2 = 3
+    x, y = stream(length=9)
+    model = echo_model(RNN)
+    optimizer = RecordingSGD(model.parameters())
+    losses = train.tbptt_k1_k2(model, softmax_cross_entropy, optimizer, x, y, k1=1, k2=k2)
+    assert len(losses) == 9
+
+    reference = echo_model(RNN)  # the same weights (lr=0 kept model's unchanged)
+    recurrent, dense = reference.layers
+    recurrent.stateful = False
+    states = recurrent.forward(x)  # h after every step
+    for t in range(1, 10):
+        start = max(0, t - k2)
+        initial = None if start == 0 else [states[:, start - 1]]
+        reference.zero_grad()
+        h = recurrent.forward(x[:, start:t], initial_state=initial)
+        logits = dense.forward(h)
+        loss, dlogits = softmax_cross_entropy(logits[:, -1:], y[:, t - 1:t])
+        dlogits_window = np.zeros_like(logits)
+        dlogits_window[:, -1:] = dlogits
+        recurrent.backward(dense.backward(dlogits_window))
+        assert losses[t - 1] == pytest.approx(loss, rel=1e-6)
+        for got, param in zip(optimizer.recorded[t - 1], reference.parameters()):
+            np.testing.assert_allclose(got, param.grad, rtol=1e-5, atol=1e-7, err_msg=f"update {t}, {param.name}")
+    assert model.layers[0].stateful  # flags left as they were
+
+
+def test_k1_k2_learns_the_echo():
+    x, y = stream(length=400, batch=32, seed=1)
+    model = echo_model(GRU)
+    optimizer = Adam(model.parameters(), lr=0.03)
+    losses = train.tbptt_k1_k2(model, softmax_cross_entropy, optimizer, x, y, k1=5, k2=10)
+    assert len(losses) == 80
+    assert np.mean(losses[-20:]) < np.mean(losses[:5])
+
+
+def test_k2_below_k1_is_rejected():
+    x, y = stream()
+    model = echo_model()
+    with pytest.raises(ValueError, match="k2=2 < k1=5"):
+        train.tbptt_k1_k2(model, softmax_cross_entropy, SGD(model.parameters(), lr=0.1), x, y, k1=5, k2=2)
+
+
+def test_progress_uses_tqdm_when_installed(monkeypatch, capsys):
+    """tqdm is optional: with a stand-in module installed, fit drives one bar per epoch through its API."""
+    import sys
+    import types
+
+    bars = []
+
+    class FakeBar:
+        def __init__(self, total=None, initial=0, desc="", unit="", leave=True, dynamic_ncols=False):
+            self.total, self.n, self.desc, self.postfix, self.closed = total, initial, desc, None, False
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def set_postfix(self, refresh=True, **values):
+            self.postfix = values
+
+        def clear(self):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    auto = types.ModuleType("tqdm.auto")
+    auto.tqdm = FakeBar
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))
+    monkeypatch.setitem(sys.modules, "tqdm.auto", auto)
+    model = echo_model()
+    train.fit(model, softmax_cross_entropy, SGD(model.parameters(), lr=0.1), list(echo_source()(0)), 2)
+    assert [bar.desc for bar in bars] == ["epoch 1/2", "epoch 2/2"]
+    assert all(bar.n == 30 and bar.total == 30 and bar.closed for bar in bars)
+    assert "loss" in bars[0].postfix
+    out = capsys.readouterr().out
+    assert "step 10" not in out and "epoch 2/2:  loss" in out  # no plain lines, but the epoch summaries
