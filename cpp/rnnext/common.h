@@ -150,9 +150,13 @@ ConstVectorMap<Scalar> segment(const Scalar* base, Index row, Index width, Index
 constexpr Index kRowChunk = 256;     // rows of T*N per chunk of an input-side product
 constexpr Index kColumnChunk = 256;  // output columns per chunk of a weight-gradient product
 
+// Runs body(chunk) for every chunk, on several threads only when the work (in flops) pays for waking them:
+// a parallel region costs microseconds on an idle machine and far more on a busy one.
+constexpr double kParallelWork = 2.0e6;
+
 template <typename Body>
-void parallel_chunks(Index chunks, Body body) {
-#pragma omp parallel for schedule(dynamic) if (chunks > 1)
+void parallel_chunks(Index chunks, double work, Body body) {
+#pragma omp parallel for schedule(dynamic) if (chunks > 1 && work > kParallelWork)
   for (Index chunk = 0; chunk < chunks; ++chunk) body(chunk);
 }
 
@@ -163,7 +167,7 @@ inline Index chunk_count(Index size, Index chunk) { return (size + chunk - 1) / 
 template <typename Scalar>
 void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in_stride, Index rows, Index k,
                        const Scalar* weight, Index weight_stride, Index n, bool transpose_weight, bool accumulate) {
-  parallel_chunks(chunk_count(rows, kRowChunk), [&](Index chunk) {
+  parallel_chunks(chunk_count(rows, kRowChunk), 2.0 * double(rows) * double(k) * double(n), [&](Index chunk) {
     const Index first = chunk * kRowChunk, count = std::min(kRowChunk, rows - first);
     StridedMap<Scalar> o(out + first * out_stride, count, n, Eigen::OuterStride<>(out_stride));
     ConstStridedMap<Scalar> a(in + first * in_stride, count, k, Eigen::OuterStride<>(in_stride));
@@ -181,7 +185,7 @@ void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in
 template <typename Scalar>
 void transposed_times(Scalar* out, Index out_stride, const Scalar* a, Index a_stride, Index m, const Scalar* b,
                       Index b_stride, Index n, Index rows) {
-  parallel_chunks(chunk_count(n, kColumnChunk), [&](Index chunk) {
+  parallel_chunks(chunk_count(n, kColumnChunk), 2.0 * double(rows) * double(m) * double(n), [&](Index chunk) {
     const Index first = chunk * kColumnChunk, count = std::min(kColumnChunk, n - first);
     StridedMap<Scalar> o(out + first, m, count, Eigen::OuterStride<>(out_stride));
     ConstStridedMap<Scalar> left(a, rows, m, Eigen::OuterStride<>(a_stride));
@@ -194,7 +198,7 @@ void transposed_times(Scalar* out, Index out_stride, const Scalar* a, Index a_st
 // additions depending on the buffer's alignment, which would make results vary between calls).
 template <typename Scalar>
 void column_sums(Scalar* out, const Scalar* in, Index in_stride, Index rows, Index n) {
-  parallel_chunks(chunk_count(n, kColumnChunk), [&](Index chunk) {
+  parallel_chunks(chunk_count(n, kColumnChunk), double(rows) * double(n), [&](Index chunk) {
     const Index first = chunk * kColumnChunk, count = std::min(kColumnChunk, n - first);
     VectorMap<Scalar> sum(out + first, count);
     sum.setZero();
