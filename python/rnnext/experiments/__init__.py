@@ -5,9 +5,10 @@ works too. Modules are imported only when asked for, so a missing optional one f
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 
-__all__ = ["EXPERIMENTS", "load"]
+__all__ = ["EXPERIMENTS", "load", "positive_int"]
 
 # command-line name -> module (relative to this package)
 EXPERIMENTS = {
@@ -32,3 +33,14 @@ def load(name: str):
             raise  # a dependency of the module is missing: let its own message through
         raise ValueError(f"experiment {name!r} is not available in this installation "
                          f"(no module {module_name})") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value

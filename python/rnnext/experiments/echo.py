@@ -29,6 +29,7 @@ from ..layers import GRU, LSTM, RNN, Dense
 from ..losses import softmax_cross_entropy
 from ..models import Sequential
 from ..optim import SGD, Adagrad, Adam
+from . import positive_int
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 REFERENCE_NAMES = {"none": "neither", "t-3": "first (t-3)", "t-3 and t-8": "both (t-3, t-8)"}
@@ -214,16 +215,6 @@ def _cell_list(text: str) -> list[str]:
     return cells
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -243,17 +234,17 @@ def build_parser(prog: str = "rnnext train echo") -> argparse.ArgumentParser:
                    help="comma-separated cells to train: rnn, lstm, gru")
     p.add_argument("--num-steps", type=_positive_int_list, default="5,10", metavar="LIST",
                    help="comma-separated truncated-BPTT window lengths")
-    p.add_argument("--state-size", type=_positive_int, default=4, help="units of the recurrent layer")
-    p.add_argument("--batch-size", type=_positive_int, default=200, help="parallel rows the stream is cut into")
-    p.add_argument("--size", type=_positive_int, default=1_000_000, help="steps of echo data per epoch")
-    p.add_argument("--epochs", type=_positive_int, default=1, help="epochs, each on freshly drawn data")
+    p.add_argument("--state-size", type=positive_int, default=4, help="units of the recurrent layer")
+    p.add_argument("--batch-size", type=positive_int, default=200, help="parallel rows the stream is cut into")
+    p.add_argument("--size", type=positive_int, default=1_000_000, help="steps of echo data per epoch")
+    p.add_argument("--epochs", type=positive_int, default=1, help="epochs, each on freshly drawn data")
     p.add_argument("--optimizer", choices=("adagrad", "adam", "sgd"), default="adagrad",
                    help="optimizer (adagrad starts its accumulator at 0.1, as TensorFlow's)")
     p.add_argument("--lr", type=_positive_float, default=0.1, help="learning rate")
-    p.add_argument("--average-last", type=_positive_int, default=100,
+    p.add_argument("--average-last", type=positive_int, default=100,
                    help="the final loss is the mean training loss of this many last steps")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the initial weights")
-    p.add_argument("--threads", type=_positive_int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="engine threads; these layers are so small that more threads only add synchronisation")
     p.add_argument("--csv", metavar="PATH", help="also write the results table to this CSV file")
     p.add_argument("--plot", metavar="PATH", help="also plot the loss curves to this PNG (needs matplotlib)")

@@ -28,6 +28,7 @@ import argparse
 import numpy as np
 
 from ..layers import RNN
+from . import positive_int
 
 # Largest difference accepted between the float64 listing and the layer, per layer dtype. float32: 100 steps
 # of a contracting recurrence keep the error near the rounding of one step (~6e-8 relative on values <= 1)
@@ -100,21 +101,11 @@ def build_parser(prog: str = "rnnext train numpy-rnn") -> argparse.ArgumentParse
     p = argparse.ArgumentParser(prog=prog, description="Runs the course's NumPy simple-RNN listing and rnnext's "
                                 "RNN layer on the same weights and checks that their outputs agree.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--timesteps", type=_positive_int, default=100, help="steps of the input sequence")
-    p.add_argument("--input-features", type=_positive_int, default=32, help="size of each input vector")
-    p.add_argument("--output-features", type=_positive_int, default=64, help="size of the state and outputs")
+    p.add_argument("--timesteps", type=positive_int, default=100, help="steps of the input sequence")
+    p.add_argument("--input-features", type=positive_int, default=32, help="size of each input vector")
+    p.add_argument("--output-features", type=positive_int, default=64, help="size of the state and outputs")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
     return p
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
 
 
 def main(argv=None) -> int:
