@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import _core, data
 from ..losses import softmax_cross_entropy
-from . import echo
+from . import echo, positive_int
 
 CELL_LABELS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
@@ -181,19 +181,19 @@ def build_parser(prog: str = "rnnext train vanishing") -> argparse.ArgumentParse
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--cells", type=echo._cell_list, default="rnn,lstm,gru", metavar="LIST",
                    help="comma-separated cells: rnn, lstm, gru")
-    p.add_argument("--state-size", type=echo._positive_int, default=16, help="units of the recurrent layer")
-    p.add_argument("--max-lag", type=echo._positive_int, default=20, help="largest lag T-t shown")
-    p.add_argument("--burn-in", type=echo._positive_int, default=20,
+    p.add_argument("--state-size", type=positive_int, default=16, help="units of the recurrent layer")
+    p.add_argument("--max-lag", type=positive_int, default=20, help="largest lag T-t shown")
+    p.add_argument("--burn-in", type=positive_int, default=20,
                    help="steps run before the measured ones, to bring the states to typical values")
-    p.add_argument("--rows", type=echo._positive_int, default=200, help="sequences the norms are averaged over")
-    p.add_argument("--num-steps", type=echo._positive_int, default=10, help="truncated-BPTT window for training")
-    p.add_argument("--size", type=echo._positive_int, default=1_000_000, help="echo steps per training epoch")
-    p.add_argument("--epochs", type=echo._positive_int, default=1, help="training epochs")
+    p.add_argument("--rows", type=positive_int, default=200, help="sequences the norms are averaged over")
+    p.add_argument("--num-steps", type=positive_int, default=10, help="truncated-BPTT window for training")
+    p.add_argument("--size", type=positive_int, default=1_000_000, help="echo steps per training epoch")
+    p.add_argument("--epochs", type=positive_int, default=1, help="training epochs")
     p.add_argument("--optimizer", choices=("adam", "adagrad", "sgd"), default="adam",
                    help="optimizer for training (Adam gets all three cells to both echoes within one epoch)")
     p.add_argument("--lr", type=echo._positive_float, default=0.01, help="learning rate for training")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the initial weights")
-    p.add_argument("--threads", type=echo._positive_int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="engine threads; these layers are so small that more threads only add synchronisation")
     p.add_argument("--plot", metavar="PATH", help="also plot the norms to this PNG (needs matplotlib)")
     p.add_argument("--quick", action="store_true", help="tiny preset for smoke tests: 40,000 training steps, "
