@@ -503,7 +503,7 @@ class Recurrent(Layer):
         T, N, _ = x_tm.shape
         lengths = self._check_lengths(lengths, T, N, "forward")
         states0 = self._initial_states(initial_state, N, "forward")
-        D, H = self.num_directions, self.units
+        D = self.num_directions
         reverse = _reverse_index(lengths, T, N) if self.bidirectional else None
 
         runs = []  # per (k, d): (engine input, engine cache)
