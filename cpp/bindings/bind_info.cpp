@@ -29,7 +29,6 @@ void bind_info(py::module_& m) {
 #else
         info["compiler"] = "unknown";
 #endif
-        info["unit_block"] = kUnitBlock;
         return info;
       },
       "Facts about this build: Eigen version, OpenMP and its thread count, SIMD sets, CUDA, compiler.");

@@ -10,7 +10,7 @@
 //   lengths [N] (optional): step t of row n is valid when t < lengths[n]; invalid steps carry the state and
 //   output zero. Weight gradients are assigned (never accumulated) by the engine.
 //
-// Parallelism: the hidden units are cut into fixed blocks of kUnitBlock units. Inside the time loop each
+// Parallelism: the hidden units are cut into fixed blocks of units (unit_block_size). Inside the time loop each
 // thread owns whole blocks: it computes their gate columns with small GEMMs over pre-packed weights
 // (gemm.h) and runs the fused pointwise pass on them. Block shapes never depend on the thread count, which
 // keeps results bitwise identical for any number of threads. OpenMP is never used across time steps.
@@ -86,11 +86,18 @@ struct UnitBlock {
   Index begin, size;
 };
 
-constexpr Index kUnitBlock = 32;
+// Units per block: 32 for batches (small enough to balance two threads at H = 128), 128 for a single
+// sequence, whose in-loop products are matrix-vector products that need long columns to keep several
+// independent accumulators busy. The size depends on N only, never on the thread count.
+constexpr Index kBatchUnitBlock = 32;
+constexpr Index kVectorUnitBlock = 128;
 
-inline std::vector<UnitBlock> unit_blocks(Index H) {
+inline Index unit_block_size(Index N) { return N == 1 ? kVectorUnitBlock : kBatchUnitBlock; }
+
+inline std::vector<UnitBlock> unit_blocks(Index H, Index N) {
+  const Index size = unit_block_size(N);
   std::vector<UnitBlock> blocks;
-  for (Index j = 0; j < H; j += kUnitBlock) blocks.push_back({j, std::min(kUnitBlock, H - j)});
+  for (Index j = 0; j < H; j += size) blocks.push_back({j, std::min(size, H - j)});
   return blocks;
 }
 
@@ -131,7 +138,7 @@ auto tanh_of(const Eigen::ArrayBase<Derived>& a) {
 
 // A short array of at most one unit block, kept on the stack.
 template <typename Scalar>
-using BlockArray = Eigen::Array<Scalar, Eigen::Dynamic, 1, 0, kUnitBlock, 1>;
+using BlockArray = Eigen::Array<Scalar, Eigen::Dynamic, 1, 0, kVectorUnitBlock, 1>;
 
 // Segment [begin, begin + size) of row `row` of a row-major matrix with `width` columns.
 template <typename Scalar>

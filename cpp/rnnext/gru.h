@@ -32,9 +32,9 @@ void gru_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar*
     for (Index row = 0; row < T * N; ++row) std::copy_n(bias + GH + 2 * H, H, recurrent_out + row * H);
   }
 
-  const auto blocks = unit_blocks(H);
+  const auto blocks = unit_blocks(H, N);
   const GemmDepth depth = gemm_depth<Scalar>(H, GH, N);
-  const auto weights = pack_gate_columns(recurrent_kernel, H, G, blocks, depth);
+  const auto weights = pack_gate_columns(recurrent_kernel, H, G, blocks, depth, N);
   auto weight = [&](Index b, Index k) -> const PackedLhs<Scalar>& { return weights[size_t(b * G + k)]; };
   PackedRhs<Scalar> states(depth, N);  // h[t], and r * h[t] in the second half of a reset_after=false step
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
@@ -117,13 +117,13 @@ void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
   std::vector<Scalar> dx_cand(reset_after ? size_t(rows * H) : 0);  // [T, N, H]
   std::vector<Scalar> drh(reset_after ? 0 : size_t(N * H));         // [N, H] gradient on r * h[t]
   Scalar* dh = dh0;
-  const auto blocks = unit_blocks(H);
+  const auto blocks = unit_blocks(H, N);
   // reset_after: dh += dz . U^T over all 3H columns. Otherwise d(r*h) = dz_n . U_n^T first, then
   // dh += dz_rz . U_rz^T once dz_r is known.
   const GemmDepth depth_all = gemm_depth<Scalar>(reset_after ? GH : 2 * H, H, N);
   const GemmDepth depth_n = gemm_depth<Scalar>(H, H, N);
-  const auto rows_all = pack_unit_rows(recurrent_kernel, GH, Index(0), blocks, depth_all);
-  const auto rows_n = reset_after ? decltype(rows_all)() : pack_unit_rows(recurrent_kernel, GH, kGateN * H, blocks, depth_n);
+  const auto rows_all = pack_unit_rows(recurrent_kernel, GH, Index(0), blocks, depth_all, N);
+  const auto rows_n = reset_after ? decltype(rows_all)() : pack_unit_rows(recurrent_kernel, GH, kGateN * H, blocks, depth_n, N);
   PackedRhs<Scalar> grads_all(depth_all, N), grads_n(depth_n, reset_after ? 0 : N);
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
 

@@ -38,9 +38,9 @@ void lstm_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar
   // gates doubles as the buffer of input projections until step t activates its slice in place.
   project_inputs(gates, x, kernel, bias, T * N, d.I, GH);
 
-  const auto blocks = unit_blocks(H);
+  const auto blocks = unit_blocks(H, N);
   const GemmDepth depth = gemm_depth<Scalar>(H, GH, N);
-  const auto weights = pack_gate_columns(recurrent_kernel, H, G, blocks, depth);
+  const auto weights = pack_gate_columns(recurrent_kernel, H, G, blocks, depth, N);
   PackedRhs<Scalar> states(depth, N);
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
 
@@ -116,9 +116,9 @@ void lstm_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar*
   std::vector<Scalar> dz(size_t(T * N * GH));  // [T, N, G*H] gradient on the gate pre-activations
   Scalar* dh = dh0;  // gradients on h[t+1] and c[t+1], carried backwards in place
   Scalar* dc = dc0;
-  const auto blocks = unit_blocks(H);
+  const auto blocks = unit_blocks(H, N);
   const GemmDepth depth = gemm_depth<Scalar>(GH, H, N);
-  const auto weight_rows = pack_unit_rows(recurrent_kernel, GH, Index(0), blocks, depth);
+  const auto weight_rows = pack_unit_rows(recurrent_kernel, GH, Index(0), blocks, depth, N);
   PackedRhs<Scalar> grads(depth, N);
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
 

@@ -27,9 +27,9 @@ void rnn_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */,
   // y doubles as the buffer of input projections: y[t] holds x[t].kernel + bias until step t overwrites it.
   project_inputs(y, x, kernel, bias, T * N, d.I, H);
 
-  const auto blocks = unit_blocks(H);
+  const auto blocks = unit_blocks(H, N);
   const GemmDepth depth = gemm_depth<Scalar>(H, H, N);
-  const auto weights = pack_gate_columns(recurrent_kernel, H, Index(1), blocks, depth);
+  const auto weights = pack_gate_columns(recurrent_kernel, H, Index(1), blocks, depth, N);
   PackedRhs<Scalar> states(depth, N);
   const int threads = loop_threads(N, H, 1, Index(blocks.size()));
 
@@ -75,9 +75,9 @@ void rnn_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
   const Index T = d.T, N = d.N, H = d.H;
   std::vector<Scalar> dpre(size_t(T * N * H));  // [T, N, H] gradient on the pre-activations
   Scalar* dh = dh0;                             // the gradient on h[t+1], carried backwards in place
-  const auto blocks = unit_blocks(H);
+  const auto blocks = unit_blocks(H, N);
   const GemmDepth depth = gemm_depth<Scalar>(H, H, N);
-  const auto weight_rows = pack_unit_rows(recurrent_kernel, H, Index(0), blocks, depth);
+  const auto weight_rows = pack_unit_rows(recurrent_kernel, H, Index(0), blocks, depth, N);
   PackedRhs<Scalar> grads(depth, N);
   const int threads = loop_threads(N, H, 1, Index(blocks.size()));
 
