@@ -595,7 +595,7 @@ def test_nan_in_padding_is_not_seen(case):
 # for every cell (G >= 1) and have at least 2 unit blocks. T*N = 240 and G*H up to 512 exceed Eigen's GEMM depth
 # blocking (~150 here), so the products summing over them are cut into depth blocks, the place where a blocking that
 # follows the thread count would show.
-THREAD_SHAPES = [(5, 48, 24, 70), (4, 32, 16, 128)]
+THREAD_SHAPES = [(5, 48, 24, 70), (4, 32, 16, 128), (4, 1, 16, 300)]  # the last: one sequence, 128-unit blocks
 
 
 @pytest.fixture
