@@ -136,18 +136,41 @@ auto tanh_of(const Eigen::ArrayBase<Derived>& a) {
   }
 }
 
-// A short array of at most one unit block, kept on the stack.
-template <typename Scalar>
-using BlockArray = Eigen::Array<Scalar, Eigen::Dynamic, 1, 0, kVectorUnitBlock, 1>;
+// The width of a unit block as a type, so the pointwise passes see full blocks at compile time. Eigen
+// evaluates a fixed-size segment as whole packets with unaligned loads; given a run-time size it first
+// peels scalar elements up to the next alignment boundary, which made most of a 32-unit segment scalar
+// (about a third of an LSTM step's time). A last, partial block keeps the run-time size.
+template <Index Fixed>
+struct BlockWidth {
+  static constexpr Index fixed = Fixed;
+  static constexpr Index max = Fixed == Eigen::Dynamic ? kVectorUnitBlock : Fixed;
+  Index size;
+};
 
-// Segment [begin, begin + size) of row `row` of a row-major matrix with `width` columns.
-template <typename Scalar>
-VectorMap<Scalar> segment(Scalar* base, Index row, Index width, Index begin, Index size) {
-  return VectorMap<Scalar>(base + row * width + begin, size);
+// Calls body(width) with the block's width as a BlockWidth.
+template <typename Body>
+void with_block_width(Index size, Body&& body) {
+  if (size == kBatchUnitBlock) {
+    body(BlockWidth<kBatchUnitBlock>{size});
+  } else if (size == kVectorUnitBlock) {
+    body(BlockWidth<kVectorUnitBlock>{size});
+  } else {
+    body(BlockWidth<Eigen::Dynamic>{size});
+  }
 }
-template <typename Scalar>
-ConstVectorMap<Scalar> segment(const Scalar* base, Index row, Index width, Index begin, Index size) {
-  return ConstVectorMap<Scalar>(base + row * width + begin, size);
+
+// A short array of one unit block, kept on the stack.
+template <typename Scalar, typename Width>
+using BlockArray = Eigen::Array<Scalar, Width::fixed, 1, 0, Width::max, 1>;
+
+// Segment [begin, begin + width) of row `row` of a row-major matrix with `row_size` columns.
+template <typename Scalar, Index Fixed>
+auto segment(Scalar* base, Index row, Index row_size, Index begin, BlockWidth<Fixed> width) {
+  return Eigen::Map<Eigen::Array<Scalar, Fixed, 1>>(base + row * row_size + begin, width.size);
+}
+template <typename Scalar, Index Fixed>
+auto segment(const Scalar* base, Index row, Index row_size, Index begin, BlockWidth<Fixed> width) {
+  return Eigen::Map<const Eigen::Array<Scalar, Fixed, 1>>(base + row * row_size + begin, width.size);
 }
 
 // ---------------------------------------------------------------------------------------------------------

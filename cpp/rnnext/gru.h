@@ -40,7 +40,7 @@ void gru_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar*
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
 
   // Finishes a row once n's pre-activation is in place: n = tanh(.), h_new = (1 - z) * n + z * h[t], mask.
-  auto finish_row = [&](Index t, Index n, Index j, Index w) {
+  auto finish_row = [&](Index t, Index n, Index j, auto w) {
     const Scalar* h_prev = h + t * N * H;
     Scalar* gates_t = gates + t * N * GH;
     auto z = segment(gates_t, n, GH, kGateZ * H + j, w);
@@ -65,23 +65,25 @@ void gru_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar*
 #pragma omp barrier
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin, w = blocks[b].size;
+      const Index j = blocks[b].begin;
       states.multiply_add(gates_t + kGateR * H + j, GH, weight(b, kGateR));
       states.multiply_add(gates_t + kGateZ * H + j, GH, weight(b, kGateZ));
       if (reset_after) states.multiply_add(rec_t + j, H, weight(b, kGateN));  // hn = h[t].U_n + b_hn
-      for (Index n = 0; n < N; ++n) {
-        auto r = segment(gates_t, n, GH, kGateR * H + j, w), z = segment(gates_t, n, GH, kGateZ * H + j, w);
-        auto rec = segment(rec_t, n, H, j, w);
-        r = sigmoid(r);
-        z = sigmoid(z);
-        if (reset_after) {
-          auto cand = segment(gates_t, n, GH, kGateN * H + j, w);
-          cand = tanh_of(cand + r * rec);
-          finish_row(t, n, j, w);
-        } else {
-          rec = r * segment(h_prev, n, H, j, w);
+      with_block_width(blocks[b].size, [&](auto w) {
+        for (Index n = 0; n < N; ++n) {
+          auto r = segment(gates_t, n, GH, kGateR * H + j, w), z = segment(gates_t, n, GH, kGateZ * H + j, w);
+          auto rec = segment(rec_t, n, H, j, w);
+          r = sigmoid(r);
+          z = sigmoid(z);
+          if (reset_after) {
+            auto cand = segment(gates_t, n, GH, kGateN * H + j, w);
+            cand = tanh_of(cand + r * rec);
+            finish_row(t, n, j, w);
+          } else {
+            rec = r * segment(h_prev, n, H, j, w);
+          }
         }
-      }
+      });
     }
     if (reset_after) continue;  // uniform across threads, so every thread skips the same constructs
     // reset_after = false: n needs (r * h[t]) of every unit, complete after the loop above.
@@ -89,13 +91,15 @@ void gru_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar*
 #pragma omp barrier
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin, w = blocks[b].size;
+      const Index j = blocks[b].begin;
       states.multiply_add(gates_t + kGateN * H + j, GH, weight(b, kGateN));
-      for (Index n = 0; n < N; ++n) {
-        auto cand = segment(gates_t, n, GH, kGateN * H + j, w);
-        cand = tanh_of(cand);
-        finish_row(t, n, j, w);
-      }
+      with_block_width(blocks[b].size, [&](auto w) {
+        for (Index n = 0; n < N; ++n) {
+          auto cand = segment(gates_t, n, GH, kGateN * H + j, w);
+          cand = tanh_of(cand);
+          finish_row(t, n, j, w);
+        }
+      });
     }
   }
 }
@@ -137,31 +141,34 @@ void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
     // path into h[t]; the products below add the paths through the gates.
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin, w = blocks[b].size;
-      for (Index n = 0; n < N; ++n) {
-        auto dgate = [&](Index k) { return segment(dz_t, n, GH, k * H + j, w); };
-        if (!step_valid(lengths, t, n)) {
-          for (Index k = 0; k < G; ++k) dgate(k).setZero();
-          if (reset_after) segment(dx_cand.data() + t * N * H, n, H, j, w).setZero();
-          continue;
+      const Index j = blocks[b].begin;
+      with_block_width(blocks[b].size, [&](auto w) {
+        using BlockValues = BlockArray<Scalar, decltype(w)>;
+        for (Index n = 0; n < N; ++n) {
+          auto dgate = [&](Index k) { return segment(dz_t, n, GH, k * H + j, w); };
+          if (!step_valid(lengths, t, n)) {
+            for (Index k = 0; k < G; ++k) dgate(k).setZero();
+            if (reset_after) segment(dx_cand.data() + t * N * H, n, H, j, w).setZero();
+            continue;
+          }
+          auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
+          auto r = gate(kGateR), z = gate(kGateZ), cand = gate(kGateN);
+          auto dstate = segment(dh, n, H, j, w);
+          BlockValues dh_total = dstate;
+          if (dy != nullptr) dh_total += segment(dy + t * N * H, n, H, j, w);
+          const BlockValues dcand_pre = dh_total * (Scalar(1) - z) * (Scalar(1) - cand * cand);
+          dgate(kGateZ) = dh_total * (segment(h_prev, n, H, j, w) - cand) * z * (Scalar(1) - z);
+          dstate = dh_total * z;
+          if (reset_after) {
+            auto hn = segment(rec_t, n, H, j, w);
+            dgate(kGateR) = dcand_pre * hn * r * (Scalar(1) - r);
+            dgate(kGateN) = dcand_pre * r;
+            segment(dx_cand.data() + t * N * H, n, H, j, w) = dcand_pre;
+          } else {
+            dgate(kGateN) = dcand_pre;
+          }
         }
-        auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
-        auto r = gate(kGateR), z = gate(kGateZ), cand = gate(kGateN);
-        auto dstate = segment(dh, n, H, j, w);
-        BlockArray<Scalar> dh_total = dstate;
-        if (dy != nullptr) dh_total += segment(dy + t * N * H, n, H, j, w);
-        const BlockArray<Scalar> dcand_pre = dh_total * (Scalar(1) - z) * (Scalar(1) - cand * cand);
-        dgate(kGateZ) = dh_total * (segment(h_prev, n, H, j, w) - cand) * z * (Scalar(1) - z);
-        dstate = dh_total * z;
-        if (reset_after) {
-          auto hn = segment(rec_t, n, H, j, w);
-          dgate(kGateR) = dcand_pre * hn * r * (Scalar(1) - r);
-          dgate(kGateN) = dcand_pre * r;
-          segment(dx_cand.data() + t * N * H, n, H, j, w) = dcand_pre;
-        } else {
-          dgate(kGateN) = dcand_pre;
-        }
-      }
+      });
     }
     if (!reset_after) {
       // Backpropagate n = tanh(. + (r * h).U_n) into r * h, then into r and h[t].
@@ -169,16 +176,18 @@ void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
 #pragma omp barrier
 #pragma omp for schedule(static)
       for (Index b = 0; b < Index(blocks.size()); ++b) {
-        const Index j = blocks[b].begin, w = blocks[b].size;
-        for (Index n = 0; n < N; ++n) segment(drh.data(), n, H, j, w).setZero();
-        grads_n.multiply_add(drh.data() + j, H, rows_n[size_t(b)]);
-        for (Index n = 0; n < N; ++n) {
-          if (!step_valid(lengths, t, n)) continue;
-          auto r = segment(gates_t, n, GH, kGateR * H + j, w);
-          auto drh_row = segment(drh.data(), n, H, j, w);
-          segment(dz_t, n, GH, kGateR * H + j, w) = drh_row * segment(h_prev, n, H, j, w) * r * (Scalar(1) - r);
-          segment(dh, n, H, j, w) += drh_row * r;
-        }
+        const Index j = blocks[b].begin;
+        with_block_width(blocks[b].size, [&](auto w) {
+          for (Index n = 0; n < N; ++n) segment(drh.data(), n, H, j, w).setZero();
+          grads_n.multiply_add(drh.data() + j, H, rows_n[size_t(b)]);
+          for (Index n = 0; n < N; ++n) {
+            if (!step_valid(lengths, t, n)) continue;
+            auto r = segment(gates_t, n, GH, kGateR * H + j, w);
+            auto drh_row = segment(drh.data(), n, H, j, w);
+            segment(dz_t, n, GH, kGateR * H + j, w) = drh_row * segment(h_prev, n, H, j, w) * r * (Scalar(1) - r);
+            segment(dh, n, H, j, w) += drh_row * r;
+          }
+        });
       }
     }
     // dh[t] += dz . U^T over the columns not yet used (all of them when reset_after, else r and z).

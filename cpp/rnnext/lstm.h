@@ -55,47 +55,49 @@ void lstm_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar
 #pragma omp barrier
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin, w = blocks[b].size;
+      const Index j = blocks[b].begin;
       for (Index k = 0; k < G; ++k)  // gates[t] += h[t] . U for this block's columns of gate k
         states.multiply_add(gates_t + k * H + j, GH, weights[size_t(b * G + k)]);
-      for (Index n = 0; n < N; ++n) {
-        auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
-        auto cell_prev = segment(c_prev, n, H, j, w);
-        auto cell = segment(c_next, n, H, j, w);
-        auto f = gate(L.f), g = gate(L.g), o = gate(L.o);
-        if (opt.peephole) {
-          f = sigmoid(f + segment(peephole, L.peep_f, H, j, w) * cell_prev);
-        } else {
-          f = sigmoid(f);
-        }
-        g = tanh_of(g);
-        if (opt.coupled) {
-          cell = f * cell_prev + (Scalar(1) - f) * g;
-        } else {
-          auto i = gate(L.i);
+      with_block_width(blocks[b].size, [&](auto w) {
+        for (Index n = 0; n < N; ++n) {
+          auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
+          auto cell_prev = segment(c_prev, n, H, j, w);
+          auto cell = segment(c_next, n, H, j, w);
+          auto f = gate(L.f), g = gate(L.g), o = gate(L.o);
           if (opt.peephole) {
-            i = sigmoid(i + segment(peephole, L.peep_i, H, j, w) * cell_prev);
+            f = sigmoid(f + segment(peephole, L.peep_f, H, j, w) * cell_prev);
           } else {
-            i = sigmoid(i);
+            f = sigmoid(f);
           }
-          cell = f * cell_prev + i * g;
+          g = tanh_of(g);
+          if (opt.coupled) {
+            cell = f * cell_prev + (Scalar(1) - f) * g;
+          } else {
+            auto i = gate(L.i);
+            if (opt.peephole) {
+              i = sigmoid(i + segment(peephole, L.peep_i, H, j, w) * cell_prev);
+            } else {
+              i = sigmoid(i);
+            }
+            cell = f * cell_prev + i * g;
+          }
+          if (opt.peephole) {
+            o = sigmoid(o + segment(peephole, L.peep_o, H, j, w) * cell);
+          } else {
+            o = sigmoid(o);
+          }
+          auto state = segment(h_next, n, H, j, w);
+          auto out = segment(y + t * N * H, n, H, j, w);
+          if (step_valid(lengths, t, n)) {
+            state = o * tanh_of(cell);
+            out = state;
+          } else {
+            state = segment(h_prev, n, H, j, w);
+            cell = cell_prev;
+            out.setZero();
+          }
         }
-        if (opt.peephole) {
-          o = sigmoid(o + segment(peephole, L.peep_o, H, j, w) * cell);
-        } else {
-          o = sigmoid(o);
-        }
-        auto state = segment(h_next, n, H, j, w);
-        auto out = segment(y + t * N * H, n, H, j, w);
-        if (step_valid(lengths, t, n)) {
-          state = o * tanh_of(cell);
-          out = state;
-        } else {
-          state = segment(h_prev, n, H, j, w);
-          cell = cell_prev;
-          out.setZero();
-        }
-      }
+      });
     }
   }
 }
@@ -130,44 +132,47 @@ void lstm_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar*
     Scalar* dz_t = dz.data() + t * N * GH;
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin, w = blocks[b].size;
-      for (Index n = 0; n < N; ++n) {
-        auto dgate = [&](Index k) { return segment(dz_t, n, GH, k * H + j, w); };
-        if (!step_valid(lengths, t, n)) {
-          for (Index k = 0; k < G; ++k) dgate(k).setZero();
-          continue;
-        }
-        auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
-        auto f = gate(L.f), g = gate(L.g), o = gate(L.o);
-        auto cell_prev = segment(c_prev, n, H, j, w);
-        auto dcell = segment(dc, n, H, j, w);
-        auto dstate = segment(dh, n, H, j, w);
-        BlockArray<Scalar> dh_total = dstate;
-        if (dy != nullptr) dh_total += segment(dy + t * N * H, n, H, j, w);
-        dstate.setZero();  // restarted here, accumulated by the product below
-        const BlockArray<Scalar> tanh_cell = tanh_of(segment(c_next, n, H, j, w));
+      const Index j = blocks[b].begin;
+      with_block_width(blocks[b].size, [&](auto w) {
+        using BlockValues = BlockArray<Scalar, decltype(w)>;
+        for (Index n = 0; n < N; ++n) {
+          auto dgate = [&](Index k) { return segment(dz_t, n, GH, k * H + j, w); };
+          if (!step_valid(lengths, t, n)) {
+            for (Index k = 0; k < G; ++k) dgate(k).setZero();
+            continue;
+          }
+          auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
+          auto f = gate(L.f), g = gate(L.g), o = gate(L.o);
+          auto cell_prev = segment(c_prev, n, H, j, w);
+          auto dcell = segment(dc, n, H, j, w);
+          auto dstate = segment(dh, n, H, j, w);
+          BlockValues dh_total = dstate;
+          if (dy != nullptr) dh_total += segment(dy + t * N * H, n, H, j, w);
+          dstate.setZero();  // restarted here, accumulated by the product below
+          const BlockValues tanh_cell = tanh_of(segment(c_next, n, H, j, w));
 
-        // Backpropagate h_new = o * tanh(c_new) into the output gate and the cell.
-        dgate(L.o) = dh_total * tanh_cell * o * (Scalar(1) - o);
-        BlockArray<Scalar> dcell_total = dcell + dh_total * o * (Scalar(1) - tanh_cell * tanh_cell);
-        if (opt.peephole) dcell_total += dgate(L.o) * segment(peephole, L.peep_o, H, j, w);
-        // Backpropagate c_new = f * c[t] + i * g into f, i (or 1 - f) and g.
-        if (opt.coupled) {
-          dgate(L.f) = dcell_total * (cell_prev - g) * f * (Scalar(1) - f);
-          dgate(L.g) = dcell_total * (Scalar(1) - f) * (Scalar(1) - g * g);
-        } else {
-          auto i = gate(L.i);
-          dgate(L.f) = dcell_total * cell_prev * f * (Scalar(1) - f);
-          dgate(L.i) = dcell_total * g * i * (Scalar(1) - i);
-          dgate(L.g) = dcell_total * i * (Scalar(1) - g * g);
+          // Backpropagate h_new = o * tanh(c_new) into the output gate and the cell.
+          dgate(L.o) = dh_total * tanh_cell * o * (Scalar(1) - o);
+          BlockValues dcell_total = dcell + dh_total * o * (Scalar(1) - tanh_cell * tanh_cell);
+          if (opt.peephole) dcell_total += dgate(L.o) * segment(peephole, L.peep_o, H, j, w);
+          // Backpropagate c_new = f * c[t] + i * g into f, i (or 1 - f) and g.
+          if (opt.coupled) {
+            dgate(L.f) = dcell_total * (cell_prev - g) * f * (Scalar(1) - f);
+            dgate(L.g) = dcell_total * (Scalar(1) - f) * (Scalar(1) - g * g);
+          } else {
+            auto i = gate(L.i);
+            dgate(L.f) = dcell_total * cell_prev * f * (Scalar(1) - f);
+            dgate(L.i) = dcell_total * g * i * (Scalar(1) - i);
+            dgate(L.g) = dcell_total * i * (Scalar(1) - g * g);
+          }
+          // Into c[t]: directly through f, and through the i and f peepholes.
+          dcell = dcell_total * f;
+          if (opt.peephole) {
+            dcell += dgate(L.f) * segment(peephole, L.peep_f, H, j, w);
+            if (!opt.coupled) dcell += dgate(L.i) * segment(peephole, L.peep_i, H, j, w);
+          }
         }
-        // Into c[t]: directly through f, and through the i and f peepholes.
-        dcell = dcell_total * f;
-        if (opt.peephole) {
-          dcell += dgate(L.f) * segment(peephole, L.peep_f, H, j, w);
-          if (!opt.coupled) dcell += dgate(L.i) * segment(peephole, L.peep_i, H, j, w);
-        }
-      }
+      });
     }
     grads.pack_share(dz_t, GH, thread_id(), thread_count());
 #pragma omp barrier

@@ -8,8 +8,9 @@
 namespace rnnext {
 
 // Derivative of the activation, written on its output y.
-template <typename Scalar>
-void rnn_activation_grad(Activation act, VectorMap<Scalar> grad, ConstVectorMap<Scalar> y) {
+template <typename Grad, typename Output>
+void rnn_activation_grad(Activation act, Grad grad, const Output& y) {
+  using Scalar = typename Grad::Scalar;
   switch (act) {
     case Activation::Tanh: grad *= Scalar(1) - y * y; break;
     case Activation::Sigmoid: grad *= y * (Scalar(1) - y); break;
@@ -42,23 +43,25 @@ void rnn_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */,
 #pragma omp barrier
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin, w = blocks[b].size;
+      const Index j = blocks[b].begin;
       states.multiply_add(y_t + j, H, weights[size_t(b)]);  // y[t] += h[t] . U for this block
-      for (Index n = 0; n < N; ++n) {
-        auto out = segment(y_t, n, H, j, w);
-        switch (act) {
-          case Activation::Tanh: out = tanh_of(out); break;
-          case Activation::Sigmoid: out = sigmoid(out); break;
-          case Activation::Relu: out = out.max(Scalar(0)); break;
+      with_block_width(blocks[b].size, [&](auto w) {
+        for (Index n = 0; n < N; ++n) {
+          auto out = segment(y_t, n, H, j, w);
+          switch (act) {
+            case Activation::Tanh: out = tanh_of(out); break;
+            case Activation::Sigmoid: out = sigmoid(out); break;
+            case Activation::Relu: out = out.max(Scalar(0)); break;
+          }
+          auto state = segment(h_next, n, H, j, w);
+          if (step_valid(lengths, t, n)) {
+            state = out;
+          } else {
+            state = segment(h_prev, n, H, j, w);
+            out.setZero();
+          }
         }
-        auto state = segment(h_next, n, H, j, w);
-        if (step_valid(lengths, t, n)) {
-          state = out;
-        } else {
-          state = segment(h_prev, n, H, j, w);
-          out.setZero();
-        }
-      }
+      });
     }
   }
 }
@@ -89,19 +92,21 @@ void rnn_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
     // for the product below; invalid rows keep it (their dpre is zero, so it passes through unchanged).
 #pragma omp for schedule(static)
     for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin, w = blocks[b].size;
-      for (Index n = 0; n < N; ++n) {
-        auto grad = segment(dpre_t, n, H, j, w);
-        if (!step_valid(lengths, t, n)) {
-          grad.setZero();
-          continue;
+      const Index j = blocks[b].begin;
+      with_block_width(blocks[b].size, [&](auto w) {
+        for (Index n = 0; n < N; ++n) {
+          auto grad = segment(dpre_t, n, H, j, w);
+          if (!step_valid(lengths, t, n)) {
+            grad.setZero();
+            continue;
+          }
+          auto dstate = segment(dh, n, H, j, w);
+          grad = dstate;
+          if (dy != nullptr) grad += segment(dy + t * N * H, n, H, j, w);
+          rnn_activation_grad(act, grad, segment(h_next, n, H, j, w));
+          dstate.setZero();
         }
-        auto dstate = segment(dh, n, H, j, w);
-        grad = dstate;
-        if (dy != nullptr) grad += segment(dy + t * N * H, n, H, j, w);
-        rnn_activation_grad<Scalar>(act, grad, segment(h_next, n, H, j, w));
-        dstate.setZero();
-      }
+      });
     }
     grads.pack_share(dpre_t, H, thread_id(), thread_count());
 #pragma omp barrier
