@@ -47,7 +47,8 @@ def batch_source(size: int, batch_size: int, num_steps: int, seed: int):
     """fit's batch source: epoch e trains on a fresh stream drawn from seed (seed, e), as r2rt's gen_epochs."""
     def batches(epoch):
         x, y = data.echo_data(size, seed=[seed, epoch])
-        return ((_ONE_HOT[xb], yb) for xb, yb in data.echo_batches(x, y, batch_size, num_steps))
+        # a list (8 bytes per step) rather than a generator, so the progress bar knows the epoch's length
+        return [(_ONE_HOT[xb], yb) for xb, yb in data.echo_batches(x, y, batch_size, num_steps)]
     return batches
 
 
@@ -248,7 +249,10 @@ def build_parser(prog: str = "rnnext train echo") -> argparse.ArgumentParser:
                    help="engine threads; these layers are so small that more threads only add synchronisation")
     p.add_argument("--csv", metavar="PATH", help="also write the results table to this CSV file")
     p.add_argument("--plot", metavar="PATH", help="also plot the loss curves to this PNG (needs matplotlib)")
-    p.add_argument("--quiet", dest="progress", action="store_false", help="no per-step progress output")
+    # progress defaults to True at the parser level; SUPPRESS keeps "(default: True)" out of --quiet's help
+    p.set_defaults(progress=True)
+    p.add_argument("--quiet", dest="progress", action="store_false", default=argparse.SUPPRESS,
+                   help="hide the per-step progress (a tqdm bar when tqdm is installed, else log lines)")
     p.add_argument("--quick", action="store_true",
                    help="tiny preset for smoke tests: 20,000 steps, batch 20, lr 0.3")
     return p
