@@ -300,6 +300,53 @@ def test_loaded_model_is_identical(tmp_path):
     np.testing.assert_array_equal(model.forward(ids, lengths=lengths), loaded.forward(ids, lengths=lengths))
 
 
+class Scale(rnnext.Layer):
+    """A user-defined layer: y = x * weight, one weight per feature."""
+
+    def __init__(self, input_size=None, **kwargs):
+        super().__init__(**kwargs)
+        self.input_size = input_size
+        if input_size is not None:
+            self.build((input_size,))
+
+    def build(self, input_shape):
+        if not self.built:
+            self.input_size = input_shape[-1]
+            self.weight = self._add_parameter("weight", self._draw(lambda rng, shape, dtype: rng.uniform(
+                0.5, 1.5, size=shape).astype(dtype), (self.input_size,)))
+            self.built = True
+
+    def forward(self, x):
+        self.build(x.shape)
+        self._cache = x
+        return x * self.weight.value
+
+    def backward(self, dy):
+        x = self._require_cache()
+        self.weight.grad += (dy * x).reshape(-1, self.input_size).sum(axis=0)
+        return dy * self.weight.value
+
+    def get_config(self):
+        return {"input_size": self.input_size, **super().get_config()}
+
+
+def test_custom_layers_load_with_custom_objects(tmp_path):
+    model = Sequential([Embedding(20, 4, seed=1, dtype=F64), Scale(seed=2, dtype=F64), LSTM(3, seed=3, dtype=F64),
+                        Dense(1, seed=4, dtype=F64)], input_shape=(5,))
+    x = np.arange(10).reshape(2, 5) % 20
+    report = gradcheck(model, x, np.ones((2, 1)), binary_cross_entropy_with_logits)
+    assert report.worst < GRADCHECK_TOL and "scale.weight" in report, str(report)  # the custom layer is sound
+    path = tmp_path / "custom.npz"
+    model.save(path)
+    with pytest.raises(ValueError, match=r"'Scale'.*custom_objects"):
+        load(path)
+    with pytest.raises(ValueError, match="custom_objects"):
+        load(path, custom_objects={"Scale": object})
+    loaded = load(path, custom_objects={"Scale": Scale})
+    assert isinstance(loaded.layers[1], Scale)
+    np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
+
+
 def test_load_checkpoint_object(tmp_path):
     path = tmp_path / "m.ckpt"  # the name is used as given, no suffix added
     model = tagger(dropout=0.0)

@@ -1004,14 +1004,26 @@ LAYER_CLASSES = {"RNN": RNN, "SimpleRNN": RNN, "LSTM": LSTM, "GRU": GRU, "Embedd
                  "Dropout": Dropout}
 
 
-def layer_from_config(spec: dict) -> Layer:
+def layer_from_config(spec: dict, custom_objects: dict | None = None) -> Layer:
     """Rebuild a layer from {"class": name, "config": layer.get_config()}; it is built when the config has its
-    input size. The weights are freshly initialized (load() fills them from the checkpoint)."""
+    input size. The weights are freshly initialized (load() fills them from the checkpoint).
+
+    custom_objects: {class name: Layer subclass} for your own layers (as Keras' `custom_objects`); the class is
+    called with its saved `get_config()` as keyword arguments."""
     if not isinstance(spec, dict) or "class" not in spec or "config" not in spec:
         raise ValueError(f"layer_from_config: spec is {spec!r}, expected a dict with keys 'class' and 'config'")
-    cls = LAYER_CLASSES.get(spec["class"])
+    classes = dict(LAYER_CLASSES)
+    if custom_objects is not None:
+        if not isinstance(custom_objects, dict) or not all(
+                isinstance(name, str) and isinstance(cls, type) and issubclass(cls, Layer)
+                for name, cls in custom_objects.items()):
+            raise ValueError(f"layer_from_config: custom_objects is {custom_objects!r}, expected a dict "
+                             "{class name: Layer subclass}")
+        classes.update(custom_objects)
+    cls = classes.get(spec["class"])
     if cls is None:
-        raise ValueError(f"layer_from_config: class is {spec['class']!r}, expected one of {sorted(LAYER_CLASSES)}")
+        raise ValueError(f"layer_from_config: class is {spec['class']!r}, expected one of {sorted(classes)}; "
+                         "pass custom_objects={name: class} for your own layers")
     if not isinstance(spec["config"], dict):
         raise ValueError(f"layer_from_config: config is {spec['config']!r}, expected a dict")
     return cls(**spec["config"])

@@ -198,8 +198,8 @@ class Sequential:
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> "Sequential":
-        layers = [layer_from_config(spec) for spec in config["layers"]]
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> "Sequential":
+        layers = [layer_from_config(spec, custom_objects) for spec in config["layers"]]
         input_shape = config.get("input_shape")
         return cls(layers, input_shape=None if input_shape is None else tuple(input_shape), name=config.get("name"))
 
@@ -326,8 +326,10 @@ class Checkpoint:
                 f"metadata keys={sorted(self.metadata) if isinstance(self.metadata, dict) else None})")
 
 
-def load_checkpoint(path) -> Checkpoint:
+def load_checkpoint(path, custom_objects: dict | None = None) -> Checkpoint:
     """Read a checkpoint written by Sequential.save into a new model; see Checkpoint.
+
+    custom_objects: {class name: Layer subclass} for your own layers in the model (see layer_from_config).
 
     A file that is not a readable rnnext checkpoint (truncated, corrupt, another format or version, weights that
     do not fit the architecture) raises ValueError naming the path and the problem. Nothing is returned half-built.
@@ -355,7 +357,7 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         config = header["model"]
         with _layers._without_initialization():
-            model = Sequential.from_config(config)
+            model = Sequential.from_config(config, custom_objects)
         for layer in model.layers:
             layer._initialize = True  # layers built later (no input size yet) draw their weights normally
     except (KeyError, TypeError, ValueError) as error:
@@ -413,16 +415,17 @@ def load_checkpoint(path) -> Checkpoint:
     return Checkpoint(path, model, model.metadata, optimizer_class, optimizer_params, optimizer_state)
 
 
-def load(path, optimizer=None) -> Sequential:
+def load(path, optimizer=None, custom_objects: dict | None = None) -> Sequential:
     """Read a checkpoint into a new Sequential (its metadata in `model.metadata`).
 
     With `optimizer` (an rnnext.optim optimizer of the saved class over parameters of the same shapes, e.g. one
     built over a freshly constructed model of the same architecture), its state is restored and its `params` are
     re-pointed at the returned model's parameters, so `optimizer.step()` then trains the loaded model exactly as
     the saved run would have continued. The optimizer is validated before anything in it changes.
+    custom_objects: {class name: Layer subclass} for your own layers in the model (see layer_from_config).
     For the raw optimizer state, use load_checkpoint().
     """
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, custom_objects)
     model = checkpoint.model
     if optimizer is None:
         return model
