@@ -25,10 +25,12 @@ CASES = {
 }
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
-# (T, N, I, H). The engine cuts H into blocks of 32 units (build_info()["unit_block"]), so H = 37, 70 and 33 leave a
-# remainder block; N = 1 and T = 1 are the degenerate batch and sequence; I != H everywhere so a transposed kernel
-# cannot pass. The last shape is big enough for the engine to run its time loop on 2 threads (see THREAD_SHAPES).
-SHAPES = [(1, 1, 3, 5), (4, 1, 6, 37), (3, 5, 4, 70), (5, 4, 9, 13), (2, 3, 40, 33), (2, 48, 24, 70)]
+# (T, N, I, H). The engine cuts H into blocks of 32 units (128 when N = 1; common.h unit_blocks): full blocks take
+# a fixed-size pointwise path, the rest a run-time-size one, so H = 37, 70 and 33 leave a remainder block and
+# (3, 1, 5, 160) has one full 128-unit block and a 32-unit rest; N = 1 and T = 1 are the degenerate batch and
+# sequence; I != H everywhere so a transposed kernel cannot pass. (2, 48, 24, 70) is big enough for the engine to
+# run its time loop on 2 threads (see THREAD_SHAPES).
+SHAPES = [(1, 1, 3, 5), (4, 1, 6, 37), (3, 5, 4, 70), (5, 4, 9, 13), (2, 3, 40, 33), (2, 48, 24, 70), (3, 1, 5, 160)]
 
 # Engine vs twin. The twin runs in float64 on the very values the engine got (float32 inputs are exact in float64),
 # so the difference measures the engine's own rounding, not the sum of two implementations' rounding. A tensor is
@@ -662,7 +664,8 @@ def test_set_num_threads(restore_threads):
 
 
 # Identical calls must give identical bits whatever addresses NumPy gives the engine's buffers: Eigen handles an
-# unaligned segment as scalar head, SIMD middle and scalar tail, so any operation whose scalar and SIMD paths
+# unaligned run-time-size segment (a partial unit block, a column sum) as scalar head, SIMD middle and scalar
+# tail, so any operation whose scalar and SIMD paths
 # round differently (float64 exp, tree-summed column sums) would make results move with the address. The calls
 # are repeated while the heap is shifted until two buffer addresses (mod 64, the widest SIMD alignment) are seen.
 @pytest.mark.parametrize("what", ["float64-logistic-forward", "bias-gradient"])

@@ -1,6 +1,8 @@
 """The echo, vanishing and numpy-rnn experiments in tiny configurations (a few seconds each)."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -71,10 +73,27 @@ def test_vanishing_tiny_run():
     assert np.isnan(norms[("LSTM c", "init")][0])
     text = "\n".join(lines)
     assert "||dL_T/dh_t||" in text and "RNN init" in text
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert "plot skipped" not in text  # no --plot, nothing to skip
+    assert "plot" not in text  # no --plot, nothing plotted or skipped
+
+
+def test_plot_without_matplotlib_is_skipped_with_a_hint(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    lines, log = collect()
+    vanishing.run(vanishing.parse_args(["--quick", "--cells", "rnn", "--plot", str(tmp_path / "v.png")]), log=log)
+    assert any(line.startswith("plot skipped:") and "pip install" in line for line in lines), lines
+    assert not (tmp_path / "v.png").exists()
+
+
+def test_plots_are_written_with_real_matplotlib(tmp_path):
+    pytest.importorskip("matplotlib")
+    reference = data.echo_reference_losses()
+    runs = [{"cell": "rnn", "num_steps": 5, "step_losses": list(np.linspace(0.7, 0.52, 300))}]
+    echo._plot(tmp_path / "echo.png", runs, reference, 100)
+    lags = np.arange(4)
+    vanishing._plot(tmp_path / "v.png", lags, {("RNN", "init"): np.ones(4), ("LSTM c", "trained"): np.ones(4)})
+    for name in ("echo.png", "v.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
 def test_vanishing_norms_match_a_finite_difference():
@@ -129,9 +148,8 @@ def test_numpy_rnn_listing_matches_the_book_loop():
 
 
 def test_plot_code_runs_against_a_stub_matplotlib(monkeypatch, tmp_path):
-    """matplotlib is an optional extra and absent here: drive every plotting function through a stand-in
-    that accepts any call, so their own code (names, shapes, loops) still runs in CI."""
-    import sys
+    """matplotlib is an optional extra: drive every plotting function through a stand-in that accepts any call,
+    so their own code (names, shapes, loops) runs wherever the tests run, with or without matplotlib."""
     import types
     from unittest import mock
 

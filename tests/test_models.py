@@ -340,8 +340,9 @@ def test_custom_layers_load_with_custom_objects(tmp_path):
     model.save(path)
     with pytest.raises(ValueError, match=r"'Scale'.*custom_objects"):
         load(path)
-    with pytest.raises(ValueError, match="custom_objects"):
-        load(path, custom_objects={"Scale": object})
+    for bad in ({"Scale": object}, [Scale]):
+        with pytest.raises(ValueError, match=r"^load: custom_objects is .*Layer subclass"):
+            load(path, custom_objects=bad)
     loaded = load(path, custom_objects={"Scale": Scale})
     assert isinstance(loaded.layers[1], Scale)
     np.testing.assert_array_equal(loaded.forward(x), model.forward(x))

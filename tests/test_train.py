@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -79,16 +80,23 @@ def test_fit_validation_metrics_scheduler_and_csv(tmp_path):
     assert set(rows[0]) == set(history.columns)
 
 
-def test_history_plot(tmp_path):
+def two_epoch_history():
     history = train.History()
     history.rows = [{"epoch": 1, "loss": 0.7, "val_loss": 0.72}, {"epoch": 2, "loss": 0.6, "val_loss": 0.65}]
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install"):
-            history.plot(tmp_path / "history.png")
-    else:
-        assert history.plot(tmp_path / "history.png").stat().st_size > 0
+    return history
+
+
+def test_history_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = two_epoch_history().plot(tmp_path / "history.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_history_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match="pip install"):
+        two_epoch_history().plot(tmp_path / "history.png")
 
 
 def test_evaluate_uses_eval_mode_and_reports_metrics():
@@ -291,14 +299,13 @@ def test_bad_arguments_are_named():
         train.fit(model, softmax_cross_entropy, optimizer, [np.zeros(3)], 1, progress=False)
 
 
-def test_plain_progress_lines(capsys):
+def test_plain_progress_lines(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if it were not installed: plain lines instead of a bar
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     model = echo_model()
     train.fit(model, softmax_cross_entropy, SGD(model.parameters(), lr=0.1), echo_source(), 1, log_every=10)
     out = capsys.readouterr().out
-    try:
-        import tqdm  # noqa: F401
-    except ImportError:
-        assert "epoch 1/1  step 10  loss" in out  # a generator source: the epoch's length is unknown
+    assert "epoch 1/1  step 10  loss" in out  # a generator source: the epoch's length is unknown
     assert "epoch 1/1:  loss" in out
 
 
@@ -398,7 +405,6 @@ def test_k2_below_k1_is_rejected():
 
 def test_progress_uses_tqdm_when_installed(monkeypatch, capsys):
     """tqdm is optional: with a stand-in module installed, fit drives one bar per epoch through its API."""
-    import sys
     import types
 
     bars = []

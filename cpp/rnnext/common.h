@@ -139,13 +139,14 @@ auto tanh_of(const Eigen::ArrayBase<Derived>& a) {
 // The width of a unit block as a type, so the pointwise passes see full blocks at compile time. Eigen
 // evaluates a fixed-size segment as whole packets with unaligned loads; given a run-time size it first
 // peels scalar elements up to the next alignment boundary, which made most of a 32-unit segment scalar
-// (about a third of an LSTM step's time). A last, partial block keeps the run-time size.
+// (about a third of an LSTM step's time). Any other size (a last, partial block) keeps the run-time size.
 template <Index Fixed>
 struct BlockWidth {
   static constexpr Index fixed = Fixed;
-  static constexpr Index max = Fixed == Eigen::Dynamic ? kVectorUnitBlock : Fixed;
+  static constexpr Index max_size = Fixed == Eigen::Dynamic ? kVectorUnitBlock : Fixed;
   Index size;
 };
+static_assert(kBatchUnitBlock <= kVectorUnitBlock, "a run-time-size block must fit BlockWidth<Dynamic>::max_size");
 
 // Calls body(width) with the block's width as a BlockWidth.
 template <typename Body>
@@ -161,7 +162,7 @@ void with_block_width(Index size, Body&& body) {
 
 // A short array of one unit block, kept on the stack.
 template <typename Scalar, typename Width>
-using BlockArray = Eigen::Array<Scalar, Width::fixed, 1, 0, Width::max, 1>;
+using BlockArray = Eigen::Array<Scalar, Width::fixed, 1, 0, Width::max_size, 1>;
 
 // Segment [begin, begin + width) of row `row` of a row-major matrix with `row_size` columns.
 template <typename Scalar, Index Fixed>

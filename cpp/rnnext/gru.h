@@ -143,7 +143,7 @@ void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
     for (Index b = 0; b < Index(blocks.size()); ++b) {
       const Index j = blocks[b].begin;
       with_block_width(blocks[b].size, [&](auto w) {
-        using BlockValues = BlockArray<Scalar, decltype(w)>;
+        using BlockValues = BlockArray<Scalar, std::decay_t<decltype(w)>>;
         for (Index n = 0; n < N; ++n) {
           auto dgate = [&](Index k) { return segment(dz_t, n, GH, k * H + j, w); };
           if (!step_valid(lengths, t, n)) {

@@ -1004,22 +1004,28 @@ LAYER_CLASSES = {"RNN": RNN, "SimpleRNN": RNN, "LSTM": LSTM, "GRU": GRU, "Embedd
                  "Dropout": Dropout}
 
 
-def layer_from_config(spec: dict, custom_objects: dict | None = None) -> Layer:
+def check_custom_objects(where: str, custom_objects) -> dict:
+    """The layer classes known to `where`: the built-in ones plus `custom_objects` ({class name: Layer subclass},
+    as Keras' `custom_objects` but for layers only), which may override a built-in name."""
+    if custom_objects is None:
+        return dict(LAYER_CLASSES)
+    if not isinstance(custom_objects, dict) or not all(
+            isinstance(name, str) and isinstance(cls, type) and issubclass(cls, Layer)
+            for name, cls in custom_objects.items()):
+        raise ValueError(f"{where}: custom_objects is {custom_objects!r}, expected a dict {{class name: Layer "
+                         "subclass}")
+    return {**LAYER_CLASSES, **custom_objects}
+
+
+def layer_from_config(spec: dict, *, custom_objects: dict | None = None) -> Layer:
     """Rebuild a layer from {"class": name, "config": layer.get_config()}; it is built when the config has its
     input size. The weights are freshly initialized (load() fills them from the checkpoint).
 
-    custom_objects: {class name: Layer subclass} for your own layers (as Keras' `custom_objects`); the class is
-    called with its saved `get_config()` as keyword arguments."""
+    custom_objects: {class name: Layer subclass} for your own layers; the class is called with its saved
+    `get_config()` as keyword arguments."""
+    classes = check_custom_objects("layer_from_config", custom_objects)
     if not isinstance(spec, dict) or "class" not in spec or "config" not in spec:
         raise ValueError(f"layer_from_config: spec is {spec!r}, expected a dict with keys 'class' and 'config'")
-    classes = dict(LAYER_CLASSES)
-    if custom_objects is not None:
-        if not isinstance(custom_objects, dict) or not all(
-                isinstance(name, str) and isinstance(cls, type) and issubclass(cls, Layer)
-                for name, cls in custom_objects.items()):
-            raise ValueError(f"layer_from_config: custom_objects is {custom_objects!r}, expected a dict "
-                             "{class name: Layer subclass}")
-        classes.update(custom_objects)
     cls = classes.get(spec["class"])
     if cls is None:
         raise ValueError(f"layer_from_config: class is {spec['class']!r}, expected one of {sorted(classes)}; "

@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 
 from . import layers as _layers
-from .layers import Layer, layer_from_config
+from .layers import Layer, check_custom_objects, layer_from_config
 from .parameter import Parameter
 
 __all__ = ["Sequential", "Checkpoint", "load", "load_checkpoint", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
@@ -198,8 +198,9 @@ class Sequential:
         }
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects: dict | None = None) -> "Sequential":
-        layers = [layer_from_config(spec, custom_objects) for spec in config["layers"]]
+    def from_config(cls, config: dict, *, custom_objects: dict | None = None) -> "Sequential":
+        check_custom_objects("Sequential.from_config", custom_objects)
+        layers = [layer_from_config(spec, custom_objects=custom_objects) for spec in config["layers"]]
         input_shape = config.get("input_shape")
         return cls(layers, input_shape=None if input_shape is None else tuple(input_shape), name=config.get("name"))
 
@@ -326,7 +327,7 @@ class Checkpoint:
                 f"metadata keys={sorted(self.metadata) if isinstance(self.metadata, dict) else None})")
 
 
-def load_checkpoint(path, custom_objects: dict | None = None) -> Checkpoint:
+def load_checkpoint(path, *, custom_objects: dict | None = None) -> Checkpoint:
     """Read a checkpoint written by Sequential.save into a new model; see Checkpoint.
 
     custom_objects: {class name: Layer subclass} for your own layers in the model (see layer_from_config).
@@ -335,6 +336,7 @@ def load_checkpoint(path, custom_objects: dict | None = None) -> Checkpoint:
     do not fit the architecture) raises ValueError naming the path and the problem. Nothing is returned half-built.
     """
     path = os.fspath(path)
+    check_custom_objects("load", custom_objects)  # the caller's mistake, not the file's: raised before reading it
     arrays = _read_arrays(path)
 
     def fail(problem):
@@ -357,7 +359,7 @@ def load_checkpoint(path, custom_objects: dict | None = None) -> Checkpoint:
     try:
         config = header["model"]
         with _layers._without_initialization():
-            model = Sequential.from_config(config, custom_objects)
+            model = Sequential.from_config(config, custom_objects=custom_objects)
         for layer in model.layers:
             layer._initialize = True  # layers built later (no input size yet) draw their weights normally
     except (KeyError, TypeError, ValueError) as error:
@@ -415,7 +417,7 @@ def load_checkpoint(path, custom_objects: dict | None = None) -> Checkpoint:
     return Checkpoint(path, model, model.metadata, optimizer_class, optimizer_params, optimizer_state)
 
 
-def load(path, optimizer=None, custom_objects: dict | None = None) -> Sequential:
+def load(path, optimizer=None, *, custom_objects: dict | None = None) -> Sequential:
     """Read a checkpoint into a new Sequential (its metadata in `model.metadata`).
 
     With `optimizer` (an rnnext.optim optimizer of the saved class over parameters of the same shapes, e.g. one
@@ -425,7 +427,7 @@ def load(path, optimizer=None, custom_objects: dict | None = None) -> Sequential
     custom_objects: {class name: Layer subclass} for your own layers in the model (see layer_from_config).
     For the raw optimizer state, use load_checkpoint().
     """
-    checkpoint = load_checkpoint(path, custom_objects)
+    checkpoint = load_checkpoint(path, custom_objects=custom_objects)
     model = checkpoint.model
     if optimizer is None:
         return model
