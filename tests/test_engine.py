@@ -29,8 +29,11 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 # a fixed-size pointwise path, the rest a run-time-size one, so H = 37, 70 and 33 leave a remainder block and
 # (3, 1, 5, 160) has one full 128-unit block and a 32-unit rest; N = 1 and T = 1 are the degenerate batch and
 # sequence; I != H everywhere so a transposed kernel cannot pass. (2, 48, 24, 70) is big enough for the engine to
-# run its time loop on 2 threads (see THREAD_SHAPES).
-SHAPES = [(1, 1, 3, 5), (4, 1, 6, 37), (3, 5, 4, 70), (5, 4, 9, 13), (2, 3, 40, 33), (2, 48, 24, 70), (3, 1, 5, 160)]
+# run its time loop on 2 threads (see THREAD_SHAPES). The last two cross the products' chunk sizes (gemm.h):
+# T*N = 600 rows make three 256-row chunks and, as the depth of a weight gradient, two depth chunks; I = 530 and
+# H = 520 make two depth chunks of the input and the in-loop products.
+SHAPES = [(1, 1, 3, 5), (4, 1, 6, 37), (3, 5, 4, 70), (5, 4, 9, 13), (2, 3, 40, 33), (2, 48, 24, 70), (3, 1, 5, 160),
+          (12, 50, 530, 40), (2, 13, 7, 520)]
 
 # Engine vs twin. The twin runs in float64 on the very values the engine got (float32 inputs are exact in float64),
 # so the difference measures the engine's own rounding, not the sum of two implementations' rounding. A tensor is
@@ -689,6 +692,8 @@ def test_results_do_not_depend_on_buffer_addresses(what):
         by_alignment.setdefault(results[buffer].ctypes.data % 64, results)
         if len(by_alignment) >= 2:
             break
+        # hold a block of the watched buffer's size too, or malloc may hand its freed block straight back
+        ballast.append(np.empty(results[buffer].nbytes, dtype=np.int8))
     if len(by_alignment) < 2:
         pytest.skip("the heap never placed the buffer at two different alignments")
     first, second = list(by_alignment.values())[:2]

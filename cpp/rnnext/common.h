@@ -21,6 +21,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -28,6 +31,9 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#ifdef __linux__
+#include <sys/mman.h>
 #endif
 
 namespace rnnext {
@@ -100,6 +106,34 @@ inline std::vector<UnitBlock> unit_blocks(Index H, Index N) {
   for (Index j = 0; j < H; j += size) blocks.push_back({j, std::min(size, H - j)});
   return blocks;
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Scratch memory of one call (gate gradients in the backward passes). It is left uninitialised: every element
+// is written before it is read, and zeroing tens of megabytes would cost a pass over memory. Buffers of
+// 4 MiB or more are 2 MiB aligned and advised to use transparent huge pages, as NumPy does for its own
+// arrays, so that first touches fault 2 MiB at a time instead of 4 KiB.
+template <typename Scalar>
+class Workspace {
+ public:
+  explicit Workspace(Index size) {
+    constexpr size_t kHugePage = size_t(2) << 20;
+    const size_t bytes = std::max<size_t>(size_t(size) * sizeof(Scalar), 1);
+    const size_t alignment = bytes >= 2 * kHugePage ? kHugePage : 64;
+    void* memory = std::aligned_alloc(alignment, (bytes + alignment - 1) / alignment * alignment);
+    if (memory == nullptr) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (alignment == kHugePage) madvise(memory, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
+    data_.reset(static_cast<Scalar*>(memory));
+  }
+  Scalar* data() { return data_.get(); }
+
+ private:
+  struct Free {
+    void operator()(Scalar* p) const { std::free(p); }
+  };
+  std::unique_ptr<Scalar, Free> data_;
+};
 
 // ---------------------------------------------------------------------------------------------------------
 // Masking by lengths. `lengths == nullptr` means every step is valid.
@@ -175,8 +209,8 @@ auto segment(const Scalar* base, Index row, Index row_size, Index begin, BlockWi
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The large products before and after the time loop, over all T*N rows at once. rnnext threads them itself
-// (Eigen's own threading stays off): each is cut into chunks of fixed size, one single-threaded Eigen
+// The large products before and after the time loop, over all T*N rows at once (gemm.h). rnnext threads them
+// itself (Eigen's own threading stays off): each is cut into chunks of fixed size, one single-threaded
 // product per chunk, so chunk boundaries, and hence results, never depend on the thread count.
 constexpr Index kRowChunk = 256;     // rows of T*N per chunk of an input-side product
 constexpr Index kColumnChunk = 256;  // output columns per chunk of a weight-gradient product
@@ -193,38 +227,6 @@ void parallel_chunks(Index chunks, double work, Body body) {
 
 inline Index chunk_count(Index size, Index chunk) { return (size + chunk - 1) / chunk; }
 
-// out [rows, n] (+)= in [rows, k] . weight, where weight is [k, n], or [n, k] used transposed.
-// Strides are the row strides of the row-major buffers (so column blocks of wider buffers work too).
-template <typename Scalar>
-void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in_stride, Index rows, Index k,
-                       const Scalar* weight, Index weight_stride, Index n, bool transpose_weight, bool accumulate) {
-  parallel_chunks(chunk_count(rows, kRowChunk), 2.0 * double(rows) * double(k) * double(n), [&](Index chunk) {
-    const Index first = chunk * kRowChunk, count = std::min(kRowChunk, rows - first);
-    StridedMap<Scalar> o(out + first * out_stride, count, n, Eigen::OuterStride<>(out_stride));
-    ConstStridedMap<Scalar> a(in + first * in_stride, count, k, Eigen::OuterStride<>(in_stride));
-    if (transpose_weight) {
-      ConstStridedMap<Scalar> w(weight, n, k, Eigen::OuterStride<>(weight_stride));
-      if (accumulate) o.noalias() += a * w.transpose(); else o.noalias() = a * w.transpose();
-    } else {
-      ConstStridedMap<Scalar> w(weight, k, n, Eigen::OuterStride<>(weight_stride));
-      if (accumulate) o.noalias() += a * w; else o.noalias() = a * w;
-    }
-  });
-}
-
-// out [m, n] = a [rows, m]^T . b [rows, n]: a weight gradient summed over all T*N rows.
-template <typename Scalar>
-void transposed_times(Scalar* out, Index out_stride, const Scalar* a, Index a_stride, Index m, const Scalar* b,
-                      Index b_stride, Index n, Index rows) {
-  parallel_chunks(chunk_count(n, kColumnChunk), 2.0 * double(rows) * double(m) * double(n), [&](Index chunk) {
-    const Index first = chunk * kColumnChunk, count = std::min(kColumnChunk, n - first);
-    StridedMap<Scalar> o(out + first, m, count, Eigen::OuterStride<>(out_stride));
-    ConstStridedMap<Scalar> left(a, rows, m, Eigen::OuterStride<>(a_stride));
-    ConstStridedMap<Scalar> right(b + first, rows, count, Eigen::OuterStride<>(b_stride));
-    o.noalias() = left.transpose() * right;
-  });
-}
-
 // out [n] = column sums of in [rows, n], added row by row in order (Eigen's colwise().sum() may regroup the
 // additions depending on the buffer's alignment, which would make results vary between calls).
 template <typename Scalar>
@@ -235,28 +237,6 @@ void column_sums(Scalar* out, const Scalar* in, Index in_stride, Index rows, Ind
     sum.setZero();
     for (Index row = 0; row < rows; ++row) sum += ConstVectorMap<Scalar>(in + row * in_stride + first, count);
   });
-}
-
-// projection [rows, G*H] = inputs [rows, I] . kernel [I, G*H] + bias [G*H]
-template <typename Scalar>
-void project_inputs(Scalar* projection, const Scalar* inputs, const Scalar* kernel, const Scalar* bias,
-                    Index rows, Index I, Index GH) {
-  for (Index row = 0; row < rows; ++row) std::copy_n(bias, GH, projection + row * GH);
-  rows_times_weight(projection, GH, inputs, I, rows, I, kernel, GH, GH, false, true);
-}
-
-// Given gate gradients dz [rows, G*H] (rows = T*N) of pre-activations z = inputs.kernel + states.recurrent + b:
-//   dinputs = dz . kernel^T, dkernel = inputs^T . dz, drecurrent = states^T . dz, dbias = column sums of dz.
-template <typename Scalar>
-void weight_gradients(Scalar* dinputs /* [rows, I] */, Scalar* dkernel /* [I, GH] */,
-                      Scalar* drecurrent /* [H, GH] */, Scalar* dbias /* [GH] */,
-                      const Scalar* dz /* [rows, GH] */, const Scalar* inputs /* [rows, I] */,
-                      const Scalar* kernel /* [I, GH] */, const Scalar* states /* [rows, H] */,
-                      Index rows, Index I, Index H, Index GH) {
-  rows_times_weight(dinputs, I, dz, GH, rows, GH, kernel, GH, I, true, false);
-  transposed_times(dkernel, GH, inputs, I, I, dz, GH, GH, rows);
-  transposed_times(drecurrent, GH, states, H, H, dz, GH, GH, rows);
-  column_sums(dbias, dz, GH, rows, GH);
 }
 
 }  // namespace rnnext

@@ -1,12 +1,14 @@
-// The small GEMMs inside the time loop, C += A . B, built from Eigen's own packing routines and GEBP
-// micro-kernel (Eigen/src/Core/products/GeneralBlockPanelKernel.h) so that:
-//   - the weight operand A is packed once per call, not once per time step (Eigen's products repack both
-//     operands on every call, which costs as much as the arithmetic at small batch sizes);
-//   - the step operand B (the states h[t] or the gate gradients dz[t]) is packed once per step and shared by
+// The GEMMs of the engine, C += A . B on operands packed once and reused:
+//   - inside the time loop, the weight operand A is packed once per call, not once per time step (a library
+//     GEMM repacks both operands on every call, which costs as much as the arithmetic at small batch sizes);
+//     the step operand B (the states h[t] or the gate gradients dz[t]) is packed once per step and shared by
 //     all threads, each thread packing a share of its columns;
-//   - every unit block is one fixed-size kernel call, so results do not depend on the number of threads;
-//   - a single sequence (N = 1) uses Eigen's GEMV on plain copies instead: GEBP's one-column path keeps only
-//     two accumulators busy and is bound by FMA latency.
+//   - every unit block is one fixed-size product, so results do not depend on the number of threads;
+//   - a single sequence (N = 1) uses Eigen's GEMV on plain copies instead: a one-column GEMM keeps too few
+//     accumulators busy and is bound by FMA latency;
+//   - the large products before and after the time loop (end of this file) use the same packed operands.
+// The arithmetic is rnnext's own AVX-512 micro-kernel for float (kernel_avx512.h), and Eigen's packing
+// routines and GEBP micro-kernel (Eigen/src/Core/products/GeneralBlockPanelKernel.h) otherwise.
 // Shapes are column-major views of the engine's row-major buffers: a row-major [N, X] buffer is a
 // column-major [X, N] matrix, so C^T = A . B^T computes a row-major C = B . A^T with N as the column count.
 #pragma once
@@ -14,6 +16,7 @@
 #include <Eigen/Core>
 
 #include "rnnext/common.h"
+#include "rnnext/kernel_avx512.h"
 
 namespace rnnext {
 
@@ -27,6 +30,30 @@ template <typename Scalar>
 using ResultMapper = ei::blas_data_mapper<Scalar, Index, Eigen::ColMajor>;
 template <typename Scalar>
 using AlignedVector = std::vector<Scalar, Eigen::aligned_allocator<Scalar>>;
+
+// Whether the products of this scalar type run on rnnext's own AVX-512 micro-kernel (kernel_avx512.h).
+template <typename Scalar>
+#ifdef RNNEXT_AVX512_KERNEL
+constexpr bool own_kernel = std::is_same_v<Scalar, float>;
+#else
+constexpr bool own_kernel = false;
+#endif
+
+// Packed row and column counts: whole panels of the kernel in use.
+template <typename Scalar>
+Index padded_rows(Index rows) {
+#ifdef RNNEXT_AVX512_KERNEL
+  if constexpr (own_kernel<Scalar>) return (rows + avx512::kMr - 1) / avx512::kMr * avx512::kMr;
+#endif
+  return rows;
+}
+template <typename Scalar>
+constexpr Index panel_columns() {
+#ifdef RNNEXT_AVX512_KERNEL
+  if constexpr (own_kernel<Scalar>) return avx512::kNr;
+#endif
+  return Traits<Scalar>::nr;
+}
 
 // Chunk sizes rounded up to whole 64-byte lines, so every packed chunk starts aligned (GEBP loads A aligned).
 template <typename Scalar>
@@ -46,6 +73,13 @@ struct GemmDepth {
 
 template <typename Scalar>
 GemmDepth gemm_depth(Index depth, Index rows, Index cols) {
+#ifdef RNNEXT_AVX512_KERNEL
+  if constexpr (gemm_detail::own_kernel<Scalar>) {
+    // Chunks of at most kMaxDepth, as even as possible: a 12-column panel of B then stays in L1.
+    const Index chunks = std::max<Index>(1, (depth + avx512::kMaxDepth - 1) / avx512::kMaxDepth);
+    return {depth, std::max<Index>((depth + chunks - 1) / chunks, 1)};
+  }
+#endif
   Index kc = depth, mc = rows, nc = cols;
   Eigen::internal::computeProductBlockingSizes<Scalar, Scalar>(kc, mc, nc, Index(1));
   return {depth, std::max<Index>(kc, 1)};
@@ -69,13 +103,26 @@ class PackedLhs {
         for (Index i = 0; i < rows; ++i) data_[size_t(i + k * rows)] = source(i, k);
       return;
     }
-    ei::gemm_pack_lhs<Scalar, Index, ConstMapper<Scalar, Order>, Traits<Scalar>::mr, Traits<Scalar>::LhsProgress,
-                      typename Traits<Scalar>::LhsPacket4Packing, Order>
-        pack_lhs;
-    chunk_stride_ = aligned_size<Scalar>(rows * depth.chunk);
+    chunk_stride_ = aligned_size<Scalar>(padded_rows<Scalar>(rows) * depth.chunk);
     data_.resize(size_t(chunk_stride_ * depth.chunks()));
-    for (Index c = 0; c < depth.chunks(); ++c)
-      pack_lhs(data_.data() + c * chunk_stride_, source.getSubMapper(0, depth.begin(c)), depth.size(c), rows);
+    for (Index c = 0; c < depth.chunks(); ++c) {
+      Scalar* out = data_.data() + c * chunk_stride_;
+#ifdef RNNEXT_AVX512_KERNEL
+      if constexpr (own_kernel<Scalar>) {
+        const Index k0 = depth.begin(c);
+        if constexpr (Order == Eigen::ColMajor) {
+          avx512::pack_a_columns(out, rows, depth.size(c), a + k0 * stride, stride);
+        } else {
+          avx512::pack_a(out, rows, depth.size(c), [&](Index i, Index k) { return source(i, k0 + k); });
+        }
+        continue;
+      }
+#endif
+      ei::gemm_pack_lhs<Scalar, Index, ConstMapper<Scalar, Order>, Traits<Scalar>::mr, Traits<Scalar>::LhsProgress,
+                        typename Traits<Scalar>::LhsPacket4Packing, Order>
+          pack_lhs;
+      pack_lhs(out, source.getSubMapper(0, depth.begin(c)), depth.size(c), rows);
+    }
   }
   Index rows() const { return rows_; }
   bool vector() const { return vector_; }
@@ -88,45 +135,69 @@ class PackedLhs {
   gemm_detail::AlignedVector<Scalar> data_;
 };
 
-// B [depth, cols], column-major with a stride (a row-major [cols, depth] step buffer), packed per depth
-// chunk. Threads pack disjoint column shares; a barrier must separate packing from use. With one column it is
-// a plain copy of the vector, and multiply_add is Eigen's GEMV.
+// B [depth, cols] packed per depth chunk. `Order` says how the source is stored: element (k, j) is
+// b[k + j * stride] for ColMajor (a row-major [cols, depth] step buffer) and b[k * stride + j] for RowMajor.
+// Threads pack disjoint column shares; a barrier must separate packing from use. In vector mode (one column,
+// to be multiplied by a vector-mode PackedLhs) it is a plain copy of the column and multiply_add is Eigen's GEMV.
 template <typename Scalar>
 class PackedRhs {
  public:
-  PackedRhs(const GemmDepth& depth, Index cols) : depth_(depth), cols_(cols) {
-    chunk_stride_ = gemm_detail::aligned_size<Scalar>(depth.chunk * cols);
+  PackedRhs(const GemmDepth& depth, Index cols, bool vector) { reshape(depth, cols, vector); }
+
+  // Sets the shape for the next packing, reusing the buffer.
+  void reshape(const GemmDepth& depth, Index cols, bool vector) {
+    constexpr Index nr = gemm_detail::panel_columns<Scalar>();
+    depth_ = depth;
+    cols_ = cols;
+    vector_ = vector;
+    chunk_stride_ = gemm_detail::aligned_size<Scalar>(depth.chunk * ((cols + nr - 1) / nr * nr));
     data_.resize(size_t(chunk_stride_ * depth.chunks()));
   }
 
   // Packs the columns of share `share` out of `shares` (whole nr-panels each, the last share takes the rest).
+  template <int Order = Eigen::ColMajor>
   void pack_share(const Scalar* b, Index stride, Index share, Index shares) {
     using namespace gemm_detail;
-    if (cols_ == 1) {
+    if (vector_) {
       if (share == 0) std::copy_n(b, depth_.depth, data_.data());
       return;
     }
-    constexpr Index nr = Traits<Scalar>::nr;
+    constexpr Index nr = panel_columns<Scalar>();
     const Index panels = (cols_ + nr - 1) / nr;
     const Index first = panels * share / shares * nr, last = std::min(cols_, panels * (share + 1) / shares * nr);
     if (first >= last) return;
-    ei::gemm_pack_rhs<Scalar, Index, ConstMapper<Scalar, Eigen::ColMajor>, nr, Eigen::ColMajor> pack_rhs;
-    ConstMapper<Scalar, Eigen::ColMajor> source(b, stride);
-    for (Index c = 0; c < depth_.chunks(); ++c)
-      pack_rhs(data_.data() + c * chunk_stride_ + first * depth_.size(c), source.getSubMapper(depth_.begin(c), first),
-               depth_.size(c), last - first);
+    ConstMapper<Scalar, Order> source(b, stride);
+    for (Index c = 0; c < depth_.chunks(); ++c) {
+      Scalar* out = data_.data() + c * chunk_stride_;
+#ifdef RNNEXT_AVX512_KERNEL
+      if constexpr (own_kernel<Scalar>) {
+        const Index k0 = depth_.begin(c);
+        avx512::pack_b(out, first, last, depth_.size(c), [&](Index k, Index j) { return source(k0 + k, j); });
+        continue;
+      }
+#endif
+      ei::gemm_pack_rhs<Scalar, Index, ConstMapper<Scalar, Order>, nr, Order> pack_rhs;
+      pack_rhs(out + first * depth_.size(c), source.getSubMapper(depth_.begin(c), first), depth_.size(c), last - first);
+    }
   }
 
   // C [rows, cols] (column-major, element (i, j) at c[i + j * stride]) += A . B
   void multiply_add(Scalar* c, Index stride, const PackedLhs<Scalar>& a) const {
     using namespace gemm_detail;
-    if (cols_ == 1) {
+    if (vector_) {
       using ColumnMajor = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
       using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
       Eigen::Map<Vector>(c, a.rows()).noalias() +=
           Eigen::Map<const ColumnMajor>(a.plain(), a.rows(), depth_.depth) * Eigen::Map<const Vector>(data_.data(), depth_.depth);
       return;
     }
+#ifdef RNNEXT_AVX512_KERNEL
+    if constexpr (own_kernel<Scalar>) {
+      for (Index k = 0; k < depth_.chunks(); ++k)
+        avx512::multiply_add(c, stride, a.chunk(k), data_.data() + k * chunk_stride_, a.rows(), cols_, depth_.size(k));
+      return;
+    }
+#endif
     ei::gebp_kernel<Scalar, Scalar, Index, ResultMapper<Scalar>, Traits<Scalar>::mr, Traits<Scalar>::nr, false, false>
         gebp;
     ResultMapper<Scalar> result(c, stride);
@@ -135,8 +206,9 @@ class PackedRhs {
   }
 
  private:
-  GemmDepth depth_;
-  Index cols_, chunk_stride_;
+  GemmDepth depth_{};
+  Index cols_ = 0, chunk_stride_ = 0;
+  bool vector_ = false;
   gemm_detail::AlignedVector<Scalar> data_;
 };
 
@@ -184,6 +256,105 @@ std::vector<PackedLhs<Scalar>> pack_unit_rows(const Scalar* recurrent_kernel, In
     packed[b].template pack<Eigen::RowMajor>(recurrent_kernel + blocks[b].begin * GH + first_column, GH,
                                              blocks[b].size, depth, N == 1);
   return packed;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The large products (see "The large products" in common.h), on the same packed operands and kernels as the
+// time loop.
+
+// out [rows, n] (+)= in [rows, k] . weight, where weight is [k, n], or [n, k] used transposed. Unless
+// `accumulate`, each output row first becomes `bias` [n] (zeros when null), chunk by chunk while the chunk is
+// in cache. Strides are the row strides of the row-major buffers (so column blocks of wider buffers work too).
+// Column-major, this is out^T [n, rows] += weight^T [n, k] . in^T [k, rows]: the weight is packed once as A,
+// and each chunk of kRowChunk rows is packed as B by the thread that multiplies it.
+template <typename Scalar>
+void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in_stride, Index rows, Index k,
+                       const Scalar* weight, Index weight_stride, Index n, bool transpose_weight,
+                       const typename Eigen::NumTraits<Scalar>::Real* bias, bool accumulate) {
+  if (rows == 0 || n == 0) return;
+  const GemmDepth depth = gemm_depth<Scalar>(k, n, std::min(rows, kRowChunk));
+  PackedLhs<Scalar> weight_t;
+  if (transpose_weight) {
+    weight_t.template pack<Eigen::RowMajor>(weight, weight_stride, n, depth, false);
+  } else {
+    weight_t.template pack<Eigen::ColMajor>(weight, weight_stride, n, depth, false);
+  }
+  const Index chunks = chunk_count(rows, kRowChunk);
+  const bool parallel = chunks > 1 && 2.0 * double(rows) * double(k) * double(n) > kParallelWork;
+#pragma omp parallel if (parallel)
+  {
+    PackedRhs<Scalar> chunk_t(depth, kRowChunk, false);
+#pragma omp for schedule(dynamic)
+    for (Index chunk = 0; chunk < chunks; ++chunk) {
+      const Index first = chunk * kRowChunk, count = std::min(kRowChunk, rows - first);
+      Scalar* out_chunk = out + first * out_stride;
+      if (!accumulate) {
+        for (Index row = 0; row < count; ++row) {
+          if (bias != nullptr) {
+            std::copy_n(bias, n, out_chunk + row * out_stride);
+          } else {
+            std::fill_n(out_chunk + row * out_stride, n, Scalar(0));
+          }
+        }
+      }
+      chunk_t.reshape(depth, count, false);
+      chunk_t.pack_share(in + first * in_stride, in_stride, 0, 1);
+      chunk_t.multiply_add(out_chunk, out_stride, weight_t);
+    }
+  }
+}
+
+// out [m, n] = a [rows, m]^T . b [rows, n]: a weight gradient summed over all T*N rows.
+// Column-major, this is out^T [n, m] = b^T [n, rows] . a [rows, m]. The depth (rows) is walked in chunks:
+// all threads pack the chunk of a as B together, then each packs and multiplies its own kColumnChunk-column
+// slices of b. Every element sums its depth chunks in the same order whatever the thread count.
+template <typename Scalar>
+void transposed_times(Scalar* out, Index out_stride, const Scalar* a, Index a_stride, Index m, const Scalar* b,
+                      Index b_stride, Index n, Index rows) {
+  for (Index i = 0; i < m; ++i) std::fill_n(out + i * out_stride, n, Scalar(0));
+  if (rows == 0 || n == 0 || m == 0) return;
+  const GemmDepth depth = gemm_depth<Scalar>(rows, std::min(n, kColumnChunk), m);
+  const Index chunks = chunk_count(n, kColumnChunk);
+  const bool parallel = 2.0 * double(rows) * double(m) * double(n) > kParallelWork;
+  PackedRhs<Scalar> a_chunk(GemmDepth{depth.chunk, depth.chunk}, m, false);
+#pragma omp parallel if (parallel)
+  {
+    PackedLhs<Scalar> b_slice;
+    for (Index c = 0; c < depth.chunks(); ++c) {
+      const GemmDepth block{depth.size(c), depth.size(c)};
+#pragma omp single
+      a_chunk.reshape(block, m, false);
+      a_chunk.template pack_share<Eigen::RowMajor>(a + depth.begin(c) * a_stride, a_stride, thread_id(), thread_count());
+#pragma omp barrier
+#pragma omp for schedule(dynamic)
+      for (Index chunk = 0; chunk < chunks; ++chunk) {
+        const Index first = chunk * kColumnChunk, count = std::min(kColumnChunk, n - first);
+        b_slice.template pack<Eigen::ColMajor>(b + depth.begin(c) * b_stride + first, b_stride, count, block, false);
+        a_chunk.multiply_add(out + first, out_stride, b_slice);
+      }
+    }
+  }
+}
+
+// projection [rows, G*H] = inputs [rows, I] . kernel [I, G*H] + bias [G*H]
+template <typename Scalar>
+void project_inputs(Scalar* projection, const Scalar* inputs, const Scalar* kernel, const Scalar* bias,
+                    Index rows, Index I, Index GH) {
+  rows_times_weight(projection, GH, inputs, I, rows, I, kernel, GH, GH, false, bias, false);
+}
+
+// Given gate gradients dz [rows, G*H] (rows = T*N) of pre-activations z = inputs.kernel + states.recurrent + b:
+//   dinputs = dz . kernel^T, dkernel = inputs^T . dz, drecurrent = states^T . dz, dbias = column sums of dz.
+template <typename Scalar>
+void weight_gradients(Scalar* dinputs /* [rows, I] */, Scalar* dkernel /* [I, GH] */,
+                      Scalar* drecurrent /* [H, GH] */, Scalar* dbias /* [GH] */,
+                      const Scalar* dz /* [rows, GH] */, const Scalar* inputs /* [rows, I] */,
+                      const Scalar* kernel /* [I, GH] */, const Scalar* states /* [rows, H] */,
+                      Index rows, Index I, Index H, Index GH) {
+  rows_times_weight(dinputs, I, dz, GH, rows, GH, kernel, GH, I, true, nullptr, false);
+  transposed_times(dkernel, GH, inputs, I, I, dz, GH, GH, rows);
+  transposed_times(drecurrent, GH, states, H, H, dz, GH, GH, rows);
+  column_sums(dbias, dz, GH, rows, GH);
 }
 
 }  // namespace rnnext

@@ -36,7 +36,7 @@ void gru_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar*
   const GemmDepth depth = gemm_depth<Scalar>(H, GH, N);
   const auto weights = pack_gate_columns(recurrent_kernel, H, G, blocks, depth, N);
   auto weight = [&](Index b, Index k) -> const PackedLhs<Scalar>& { return weights[size_t(b * G + k)]; };
-  PackedRhs<Scalar> states(depth, N);  // h[t], and r * h[t] in the second half of a reset_after=false step
+  PackedRhs<Scalar> states(depth, N, N == 1);  // h[t], and r * h[t] in the second half of a reset_after=false step
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
 
   // Finishes a row once n's pre-activation is in place: n = tanh(.), h_new = (1 - z) * n + z * h[t], mask.
@@ -117,9 +117,9 @@ void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
   const Index T = d.T, N = d.N, H = d.H, I = d.I, G = kGruGates, GH = G * H, rows = T * N;
   // Gradient on the recurrent pre-activations (h[t].U [+ b_h]) per step. reset_after: dz_n is scaled by r
   // there, so the input side's n-block dz_n is kept apart in dx_cand; otherwise both sides share dz.
-  std::vector<Scalar> dz(size_t(rows * GH));                        // [T, N, 3H]
-  std::vector<Scalar> dx_cand(reset_after ? size_t(rows * H) : 0);  // [T, N, H]
-  std::vector<Scalar> drh(reset_after ? 0 : size_t(N * H));         // [N, H] gradient on r * h[t]
+  Workspace<Scalar> dz(rows * GH);                        // [T, N, 3H]
+  Workspace<Scalar> dx_cand(reset_after ? rows * H : 0);  // [T, N, H]
+  Workspace<Scalar> drh(reset_after ? 0 : N * H);         // [N, H] gradient on r * h[t]
   Scalar* dh = dh0;
   const auto blocks = unit_blocks(H, N);
   // reset_after: dh += dz . U^T over all 3H columns. Otherwise d(r*h) = dz_n . U_n^T first, then
@@ -128,7 +128,7 @@ void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
   const GemmDepth depth_n = gemm_depth<Scalar>(H, H, N);
   const auto rows_all = pack_unit_rows(recurrent_kernel, GH, Index(0), blocks, depth_all, N);
   const auto rows_n = reset_after ? decltype(rows_all)() : pack_unit_rows(recurrent_kernel, GH, kGateN * H, blocks, depth_n, N);
-  PackedRhs<Scalar> grads_all(depth_all, N), grads_n(depth_n, reset_after ? 0 : N);
+  PackedRhs<Scalar> grads_all(depth_all, N, N == 1), grads_n(depth_n, reset_after ? 0 : N, N == 1);
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -201,8 +201,8 @@ void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
   if (reset_after) {
     // The input side sees (dz_r, dz_z, dx_cand); the recurrent side sees dz = (dz_r, dz_z, dx_cand * r).
     const Scalar* dcand = dx_cand.data();
-    rows_times_weight(dx, I, dz.data(), GH, rows, 2 * H, kernel, GH, I, true, false);
-    rows_times_weight(dx, I, dcand, H, rows, H, kernel + 2 * H, GH, I, true, true);
+    rows_times_weight(dx, I, dz.data(), GH, rows, 2 * H, kernel, GH, I, true, nullptr, false);
+    rows_times_weight(dx, I, dcand, H, rows, H, kernel + 2 * H, GH, I, true, nullptr, true);
     transposed_times(dkernel, GH, x, I, I, dz.data(), GH, 2 * H, rows);
     transposed_times(dkernel + 2 * H, GH, x, I, I, dcand, H, H, rows);
     transposed_times(drecurrent_kernel, GH, h, H, H, dz.data(), GH, GH, rows);
@@ -211,7 +211,7 @@ void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
     column_sums(dbias + GH, dz.data(), GH, rows, GH);
   } else {
     // Both sides see dz; the n columns of U multiply r * h[t] ("rh"), the r and z columns multiply h[t].
-    rows_times_weight(dx, I, dz.data(), GH, rows, GH, kernel, GH, I, true, false);
+    rows_times_weight(dx, I, dz.data(), GH, rows, GH, kernel, GH, I, true, nullptr, false);
     transposed_times(dkernel, GH, x, I, I, dz.data(), GH, GH, rows);
     transposed_times(drecurrent_kernel, GH, h, H, H, dz.data(), GH, 2 * H, rows);
     transposed_times(drecurrent_kernel + 2 * H, GH, recurrent_out, H, H, dz.data() + 2 * H, GH, H, rows);

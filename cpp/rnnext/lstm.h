@@ -41,7 +41,7 @@ void lstm_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar
   const auto blocks = unit_blocks(H, N);
   const GemmDepth depth = gemm_depth<Scalar>(H, GH, N);
   const auto weights = pack_gate_columns(recurrent_kernel, H, G, blocks, depth, N);
-  PackedRhs<Scalar> states(depth, N);
+  PackedRhs<Scalar> states(depth, N, N == 1);
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -115,13 +115,13 @@ void lstm_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar*
                    const int64_t* lengths /* [N] or null */, const Dims& d, const LstmOptions& opt) {
   const Index T = d.T, N = d.N, H = d.H, G = opt.gates(), GH = G * H;
   const LstmLayout L(opt);
-  std::vector<Scalar> dz(size_t(T * N * GH));  // [T, N, G*H] gradient on the gate pre-activations
+  Workspace<Scalar> dz(T * N * GH);  // [T, N, G*H] gradient on the gate pre-activations
   Scalar* dh = dh0;  // gradients on h[t+1] and c[t+1], carried backwards in place
   Scalar* dc = dc0;
   const auto blocks = unit_blocks(H, N);
   const GemmDepth depth = gemm_depth<Scalar>(GH, H, N);
   const auto weight_rows = pack_unit_rows(recurrent_kernel, GH, Index(0), blocks, depth, N);
-  PackedRhs<Scalar> grads(depth, N);
+  PackedRhs<Scalar> grads(depth, N, N == 1);
   const int threads = loop_threads(N, H, G, Index(blocks.size()));
 
 #pragma omp parallel num_threads(threads) if (threads > 1)

@@ -31,7 +31,7 @@ void rnn_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */,
   const auto blocks = unit_blocks(H, N);
   const GemmDepth depth = gemm_depth<Scalar>(H, H, N);
   const auto weights = pack_gate_columns(recurrent_kernel, H, Index(1), blocks, depth, N);
-  PackedRhs<Scalar> states(depth, N);
+  PackedRhs<Scalar> states(depth, N, N == 1);
   const int threads = loop_threads(N, H, 1, Index(blocks.size()));
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -76,12 +76,12 @@ void rnn_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* 
                   const Scalar* recurrent_kernel /* [H, H] */, const int64_t* lengths /* [N] or null */,
                   const Dims& d, Activation act) {
   const Index T = d.T, N = d.N, H = d.H;
-  std::vector<Scalar> dpre(size_t(T * N * H));  // [T, N, H] gradient on the pre-activations
+  Workspace<Scalar> dpre(T * N * H);  // [T, N, H] gradient on the pre-activations
   Scalar* dh = dh0;                             // the gradient on h[t+1], carried backwards in place
   const auto blocks = unit_blocks(H, N);
   const GemmDepth depth = gemm_depth<Scalar>(H, H, N);
   const auto weight_rows = pack_unit_rows(recurrent_kernel, H, Index(0), blocks, depth, N);
-  PackedRhs<Scalar> grads(depth, N);
+  PackedRhs<Scalar> grads(depth, N, N == 1);
   const int threads = loop_threads(N, H, 1, Index(blocks.size()));
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
