@@ -3,6 +3,7 @@
 
 #include "bindings/checks.h"
 #include "rnnext/common.h"
+#include "rnnext/gemm.h"
 
 namespace rnnext::bindings {
 
@@ -21,6 +22,11 @@ void bind_info(py::module_& m) {
 #endif
         info["num_threads"] = max_threads();
         info["simd"] = std::string(Eigen::SimdInstructionSetsInUse());
+        // Which micro-kernel does the matrix products, per dtype (gemm.h).
+        py::dict gemm;
+        gemm["float32"] = gemm_detail::own_kernel<float> ? "rnnext AVX-512 32x12" : "Eigen GEBP";
+        gemm["float64"] = gemm_detail::own_kernel<double> ? "rnnext AVX-512 32x12" : "Eigen GEBP";
+        info["gemm_kernel"] = gemm;
         info["cuda"] = false;
 #if defined(__clang__)
         info["compiler"] = std::string("clang ") + __clang_version__;
@@ -31,7 +37,8 @@ void bind_info(py::module_& m) {
 #endif
         return info;
       },
-      "Facts about this build: Eigen version, OpenMP and its thread count, SIMD sets, CUDA, compiler.");
+      "Facts about this build: Eigen version, OpenMP and its thread count, SIMD sets, GEMM micro-kernel per "
+      "dtype, CUDA, compiler.");
   m.def(
       "set_num_threads",
       [](int n) {

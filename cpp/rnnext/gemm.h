@@ -63,6 +63,10 @@ Index aligned_size(Index n) {
 }
 }  // namespace gemm_detail
 
+// Row ranges that split one packed A among threads start at multiples of this: a multiple of the panel height
+// of every kernel (rnnext's 32, Eigen's 3 packets: 6 to 48), so each range is a whole run of panels.
+constexpr Index kRowSplit = 192;
+
 // The depth chunking shared by one product's packed operands (Eigen's own choice for these sizes).
 struct GemmDepth {
   Index depth, chunk;
@@ -93,27 +97,41 @@ class PackedLhs {
  public:
   template <int Order>
   void pack(const Scalar* a, Index stride, Index rows, const GemmDepth& depth, bool vector) {
-    using namespace gemm_detail;
-    rows_ = rows;
-    vector_ = vector;
-    ConstMapper<Scalar, Order> source(a, stride);
     if (vector) {
+      rows_ = rows;
+      vector_ = true;
+      gemm_detail::ConstMapper<Scalar, Order> source(a, stride);
       data_.resize(size_t(rows * depth.depth));
       for (Index k = 0; k < depth.depth; ++k)
         for (Index i = 0; i < rows; ++i) data_[size_t(i + k * rows)] = source(i, k);
       return;
     }
-    chunk_stride_ = aligned_size<Scalar>(padded_rows<Scalar>(rows) * depth.chunk);
+    allocate(rows, depth);
+    pack_rows<Order>(a, stride, 0, rows);
+  }
+
+  // Packing in parallel: allocate once, then threads pack disjoint row ranges that start at multiples of
+  // kRowSplit (a multiple of every kernel's panel height, so each range is a whole run of panels).
+  void allocate(Index rows, const GemmDepth& depth) {
+    rows_ = rows;
+    vector_ = false;
+    depth_ = depth;
+    chunk_stride_ = gemm_detail::aligned_size<Scalar>(gemm_detail::padded_rows<Scalar>(rows) * depth.chunk);
     data_.resize(size_t(chunk_stride_ * depth.chunks()));
-    for (Index c = 0; c < depth.chunks(); ++c) {
-      Scalar* out = data_.data() + c * chunk_stride_;
+  }
+  template <int Order>
+  void pack_rows(const Scalar* a, Index stride, Index first, Index last) {
+    using namespace gemm_detail;
+    ConstMapper<Scalar, Order> source(a, stride);
+    for (Index c = 0; c < depth_.chunks(); ++c) {
+      Scalar* out = data_.data() + c * chunk_stride_ + first * depth_.size(c);
+      const Index k0 = depth_.begin(c);
 #ifdef RNNEXT_AVX512_KERNEL
       if constexpr (own_kernel<Scalar>) {
-        const Index k0 = depth.begin(c);
         if constexpr (Order == Eigen::ColMajor) {
-          avx512::pack_a_columns(out, rows, depth.size(c), a + k0 * stride, stride);
+          avx512::pack_a_columns(out, last - first, depth_.size(c), a + first + k0 * stride, stride);
         } else {
-          avx512::pack_a(out, rows, depth.size(c), [&](Index i, Index k) { return source(i, k0 + k); });
+          avx512::pack_a_rows(out, last - first, depth_.size(c), a + first * stride + k0, stride);
         }
         continue;
       }
@@ -121,15 +139,17 @@ class PackedLhs {
       ei::gemm_pack_lhs<Scalar, Index, ConstMapper<Scalar, Order>, Traits<Scalar>::mr, Traits<Scalar>::LhsProgress,
                         typename Traits<Scalar>::LhsPacket4Packing, Order>
           pack_lhs;
-      pack_lhs(out, source.getSubMapper(0, depth.begin(c)), depth.size(c), rows);
+      pack_lhs(out, source.getSubMapper(first, k0), depth_.size(c), last - first);
     }
   }
+
   Index rows() const { return rows_; }
   bool vector() const { return vector_; }
   const Scalar* chunk(Index c) const { return data_.data() + c * chunk_stride_; }
   const Scalar* plain() const { return data_.data(); }
 
  private:
+  GemmDepth depth_{};
   Index rows_ = 0, chunk_stride_ = 0;
   bool vector_ = false;
   gemm_detail::AlignedVector<Scalar> data_;
@@ -182,7 +202,10 @@ class PackedRhs {
   }
 
   // C [rows, cols] (column-major, element (i, j) at c[i + j * stride]) += A . B
-  void multiply_add(Scalar* c, Index stride, const PackedLhs<Scalar>& a) const {
+  // Rows [first_row, last_row) of A only (a range that starts at a multiple of kRowSplit) with the defaults
+  // below as the whole of A.
+  void multiply_add(Scalar* c, Index stride, const PackedLhs<Scalar>& a) const { multiply_add(c, stride, a, 0, a.rows()); }
+  void multiply_add(Scalar* c, Index stride, const PackedLhs<Scalar>& a, Index first_row, Index last_row) const {
     using namespace gemm_detail;
     if (vector_) {
       using ColumnMajor = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
@@ -194,15 +217,17 @@ class PackedRhs {
 #ifdef RNNEXT_AVX512_KERNEL
     if constexpr (own_kernel<Scalar>) {
       for (Index k = 0; k < depth_.chunks(); ++k)
-        avx512::multiply_add(c, stride, a.chunk(k), data_.data() + k * chunk_stride_, a.rows(), cols_, depth_.size(k));
+        avx512::multiply_add(c + first_row, stride, a.chunk(k) + first_row * depth_.size(k),
+                             data_.data() + k * chunk_stride_, last_row - first_row, cols_, depth_.size(k));
       return;
     }
 #endif
     ei::gebp_kernel<Scalar, Scalar, Index, ResultMapper<Scalar>, Traits<Scalar>::mr, Traits<Scalar>::nr, false, false>
         gebp;
-    ResultMapper<Scalar> result(c, stride);
+    ResultMapper<Scalar> result(c + first_row, stride);
     for (Index k = 0; k < depth_.chunks(); ++k)
-      gebp(result, a.chunk(k), data_.data() + k * chunk_stride_, a.rows(), depth_.size(k), cols_, Scalar(1));
+      gebp(result, a.chunk(k) + first_row * depth_.size(k), data_.data() + k * chunk_stride_, last_row - first_row,
+           depth_.size(k), cols_, Scalar(1));
   }
 
  private:
@@ -265,41 +290,56 @@ std::vector<PackedLhs<Scalar>> pack_unit_rows(const Scalar* recurrent_kernel, In
 // out [rows, n] (+)= in [rows, k] . weight, where weight is [k, n], or [n, k] used transposed. Unless
 // `accumulate`, each output row first becomes `bias` [n] (zeros when null), chunk by chunk while the chunk is
 // in cache. Strides are the row strides of the row-major buffers (so column blocks of wider buffers work too).
-// Column-major, this is out^T [n, rows] += weight^T [n, k] . in^T [k, rows]: the weight is packed once as A,
-// and each chunk of kRowChunk rows is packed as B by the thread that multiplies it.
+// Column-major, this is out^T [n, rows] += weight^T [n, k] . in^T [k, rows]: the threads pack the weight once
+// as A, together, then each work item packs a chunk of kRowChunk rows as B and multiplies it.
 template <typename Scalar>
 void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in_stride, Index rows, Index k,
                        const Scalar* weight, Index weight_stride, Index n, bool transpose_weight,
                        const typename Eigen::NumTraits<Scalar>::Real* bias, bool accumulate) {
   if (rows == 0 || n == 0) return;
   const GemmDepth depth = gemm_depth<Scalar>(k, n, std::min(rows, kRowChunk));
+  const Index chunks = chunk_count(rows, kRowChunk), splits = chunk_count(n, kRowSplit);
   PackedLhs<Scalar> weight_t;
-  if (transpose_weight) {
-    weight_t.template pack<Eigen::RowMajor>(weight, weight_stride, n, depth, false);
-  } else {
-    weight_t.template pack<Eigen::ColMajor>(weight, weight_stride, n, depth, false);
-  }
-  const Index chunks = chunk_count(rows, kRowChunk);
-  const bool parallel = chunks > 1 && 2.0 * double(rows) * double(k) * double(n) > kParallelWork;
-#pragma omp parallel if (parallel)
+  weight_t.allocate(n, depth);
+#pragma omp parallel if (2.0 * double(rows) * double(k) * double(n) > kParallelWork)
   {
+#pragma omp for schedule(static)
+    for (Index split = 0; split < splits; ++split) {
+      const Index first = split * kRowSplit, last = std::min(n, first + kRowSplit);
+      if (transpose_weight) {
+        weight_t.template pack_rows<Eigen::RowMajor>(weight, weight_stride, first, last);
+      } else {
+        weight_t.template pack_rows<Eigen::ColMajor>(weight, weight_stride, first, last);
+      }
+    }
+    // A work item is a row chunk times all output columns, or, when there are too few row chunks to keep every
+    // thread busy (a single short sequence), times kRowSplit of them. How items are cut changes no result:
+    // every output element is the same kernel's sum over the same depth chunks.
+    const Index column_splits = chunks >= 2 * thread_count() ? 1 : splits;
+    const Index item_columns = column_splits == 1 ? n : kRowSplit;
     PackedRhs<Scalar> chunk_t(depth, kRowChunk, false);
+    Index packed_chunk = -1;
 #pragma omp for schedule(dynamic)
-    for (Index chunk = 0; chunk < chunks; ++chunk) {
-      const Index first = chunk * kRowChunk, count = std::min(kRowChunk, rows - first);
-      Scalar* out_chunk = out + first * out_stride;
+    for (Index item = 0; item < chunks * column_splits; ++item) {
+      const Index chunk = item / column_splits, first = chunk * kRowChunk, count = std::min(kRowChunk, rows - first);
+      const Index first_column = item % column_splits * item_columns;
+      const Index columns = std::min(n, first_column + item_columns) - first_column;
+      Scalar* out_chunk = out + first * out_stride + first_column;
       if (!accumulate) {
         for (Index row = 0; row < count; ++row) {
           if (bias != nullptr) {
-            std::copy_n(bias, n, out_chunk + row * out_stride);
+            std::copy_n(bias + first_column, columns, out_chunk + row * out_stride);
           } else {
-            std::fill_n(out_chunk + row * out_stride, n, Scalar(0));
+            std::fill_n(out_chunk + row * out_stride, columns, Scalar(0));
           }
         }
       }
-      chunk_t.reshape(depth, count, false);
-      chunk_t.pack_share(in + first * in_stride, in_stride, 0, 1);
-      chunk_t.multiply_add(out_chunk, out_stride, weight_t);
+      if (chunk != packed_chunk) {
+        chunk_t.reshape(depth, count, false);
+        chunk_t.pack_share(in + first * in_stride, in_stride, 0, 1);
+        packed_chunk = chunk;
+      }
+      chunk_t.multiply_add(out + first * out_stride, out_stride, weight_t, first_column, first_column + columns);
     }
   }
 }

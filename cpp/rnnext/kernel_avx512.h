@@ -30,15 +30,18 @@ inline __mmask16 high_rows(Index rows) {
   return rows >= 32 ? __mmask16(0xFFFF) : rows <= 16 ? __mmask16(0) : __mmask16((1u << (rows - 16)) - 1);
 }
 
-// Packs A [rows, kc] into `panels` of kMr rows. element(i, k) reads the source.
-template <typename Element>
-void pack_a(float* out, Index rows, Index kc, Element element) {
-  for (Index p = 0; p < rows; p += kMr) {
+// Packs A [rows, kc] into panels of kMr rows, when A's rows are contiguous: element (i, k) = a[i * stride + k].
+// Each row is read in order and written with a stride of one panel row.
+inline void pack_a_rows(float* out, Index rows, Index kc, const float* a, Index stride) {
+  for (Index p = 0; p < rows; p += kMr, out += kMr * kc) {
     const Index valid = std::min(kMr, rows - p);
-    for (Index k = 0; k < kc; ++k, out += kMr) {
-      Index i = 0;
-      for (; i < valid; ++i) out[i] = element(p + i, k);
-      for (; i < kMr; ++i) out[i] = 0.0f;
+    for (Index i = 0; i < kMr; ++i) {
+      const float* row = a + (p + i) * stride;
+      if (i < valid) {
+        for (Index k = 0; k < kc; ++k) out[k * kMr + i] = row[k];
+      } else {
+        for (Index k = 0; k < kc; ++k) out[k * kMr + i] = 0.0f;
+      }
     }
   }
 }
