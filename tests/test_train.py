@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -156,7 +156,10 @@ def interrupting_loss(at_call, how):
         calls["n"] += 1
         if calls["n"] == at_call:
             if how == "signal":
-                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: the step completes, then fit stops
+                # a real Ctrl-C: the step completes, then fit stops. Sent to the main thread itself: os.kill
+                # lets the kernel pick any thread (an engine thread, say), and Python would then run the
+                # handler a little later, possibly after this step's end, so fit would stop a step later.
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             else:
                 raise KeyboardInterrupt  # as a second Ctrl-C would: in the middle of a step
         return softmax_cross_entropy(output, y)
