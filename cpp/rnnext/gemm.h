@@ -206,7 +206,33 @@ class PackedRhs {
   // below as the whole of A.
   void multiply_add(Scalar* c, Index stride, const PackedLhs<Scalar>& a) const { multiply_add(c, stride, a, 0, a.rows()); }
   void multiply_add(Scalar* c, Index stride, const PackedLhs<Scalar>& a, Index first_row, Index last_row) const {
+    multiply(c, stride, a, first_row, last_row, false, nullptr);
+  }
+
+  // C = A . B + row_init (one value per row of A, for rows [first_row, last_row); zeros when null): C is
+  // written, never read, which saves a pass over it when the product starts a buffer (an input projection).
+  void multiply_set(Scalar* c, Index stride, const PackedLhs<Scalar>& a, Index first_row, Index last_row,
+                    const Scalar* row_init) const {
+    multiply(c, stride, a, first_row, last_row, true, row_init);
+  }
+
+ private:
+  void multiply(Scalar* c, Index stride, const PackedLhs<Scalar>& a, Index first_row, Index last_row, bool set,
+                const Scalar* row_init) const {
     using namespace gemm_detail;
+    const Index rows = last_row - first_row;
+    if (set && (!own_kernel<Scalar> || depth_.chunks() == 0 || vector_)) {
+      // Eigen's kernel only accumulates: start C from row_init first.
+      for (Index j = 0; j < cols_; ++j) {
+        Scalar* column = c + first_row + j * stride;
+        if (row_init != nullptr) {
+          std::copy_n(row_init + first_row, rows, column);
+        } else {
+          std::fill_n(column, rows, Scalar(0));
+        }
+      }
+      set = false;
+    }
     if (vector_) {
       using ColumnMajor = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
       using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
@@ -218,7 +244,8 @@ class PackedRhs {
     if constexpr (own_kernel<Scalar>) {
       for (Index k = 0; k < depth_.chunks(); ++k)
         avx512::multiply_add(c + first_row, stride, a.chunk(k) + first_row * depth_.size(k),
-                             data_.data() + k * chunk_stride_, last_row - first_row, cols_, depth_.size(k));
+                             data_.data() + k * chunk_stride_, rows, cols_, depth_.size(k), set && k == 0,
+                             row_init ? row_init + first_row : nullptr);
       return;
     }
 #endif
@@ -226,11 +253,10 @@ class PackedRhs {
         gebp;
     ResultMapper<Scalar> result(c + first_row, stride);
     for (Index k = 0; k < depth_.chunks(); ++k)
-      gebp(result, a.chunk(k) + first_row * depth_.size(k), data_.data() + k * chunk_stride_, last_row - first_row,
-           depth_.size(k), cols_, Scalar(1));
+      gebp(result, a.chunk(k) + first_row * depth_.size(k), data_.data() + k * chunk_stride_, rows, depth_.size(k),
+           cols_, Scalar(1));
   }
 
- private:
   GemmDepth depth_{};
   Index cols_ = 0, chunk_stride_ = 0;
   bool vector_ = false;
@@ -288,8 +314,8 @@ std::vector<PackedLhs<Scalar>> pack_unit_rows(const Scalar* recurrent_kernel, In
 // time loop.
 
 // out [rows, n] (+)= in [rows, k] . weight, where weight is [k, n], or [n, k] used transposed. Unless
-// `accumulate`, each output row first becomes `bias` [n] (zeros when null), chunk by chunk while the chunk is
-// in cache. Strides are the row strides of the row-major buffers (so column blocks of wider buffers work too).
+// `accumulate`, out = in . weight + bias [n] (zeros when null), written without reading out. Strides are the
+// row strides of the row-major buffers (so column blocks of wider buffers work too).
 // Column-major, this is out^T [n, rows] += weight^T [n, k] . in^T [k, rows]: the threads pack the weight once
 // as A, together, then each work item packs a chunk of kRowChunk rows as B and multiplies it.
 template <typename Scalar>
@@ -324,22 +350,16 @@ void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in
       const Index chunk = item / column_splits, first = chunk * kRowChunk, count = std::min(kRowChunk, rows - first);
       const Index first_column = item % column_splits * item_columns;
       const Index columns = std::min(n, first_column + item_columns) - first_column;
-      Scalar* out_chunk = out + first * out_stride + first_column;
-      if (!accumulate) {
-        for (Index row = 0; row < count; ++row) {
-          if (bias != nullptr) {
-            std::copy_n(bias + first_column, columns, out_chunk + row * out_stride);
-          } else {
-            std::fill_n(out_chunk + row * out_stride, columns, Scalar(0));
-          }
-        }
-      }
       if (chunk != packed_chunk) {
         chunk_t.reshape(depth, count, false);
         chunk_t.pack_share(in + first * in_stride, in_stride, 0, 1);
         packed_chunk = chunk;
       }
-      chunk_t.multiply_add(out + first * out_stride, out_stride, weight_t, first_column, first_column + columns);
+      if (accumulate) {
+        chunk_t.multiply_add(out + first * out_stride, out_stride, weight_t, first_column, first_column + columns);
+      } else {
+        chunk_t.multiply_set(out + first * out_stride, out_stride, weight_t, first_column, first_column + columns, bias);
+      }
     }
   }
 }

@@ -74,11 +74,12 @@ void pack_b(float* out, Index first, Index last, Index kc, Element element) {
   }
 }
 
-// C [rows <= 32, Cols] += A panel . B panel over kc. Cols is a template parameter so the accumulators stay in
-// registers; rows below 32 are written with masks.
+// C [rows <= 32, Cols] += A panel . B panel over kc, or, when `overwrite`, C = A panel . B panel + row_init
+// (one value per row of the panel; zeros when null), so a first depth chunk need not read C. Cols is a template
+// parameter so the accumulators stay in registers; rows below 32 are written with masks.
 template <int Cols>
 inline void micro_kernel(Index kc, const float* __restrict a, const float* __restrict b, float* c, Index ldc,
-                         Index rows) {
+                         Index rows, bool overwrite, const float* row_init) {
   __m512 low[Cols], high[Cols];
   for (int j = 0; j < Cols; ++j) low[j] = high[j] = _mm512_setzero_ps();
   for (Index k = 0; k < kc; ++k, a += kMr, b += kNr) {
@@ -91,6 +92,16 @@ inline void micro_kernel(Index kc, const float* __restrict a, const float* __res
     }
   }
   const __mmask16 low_mask = low_rows(rows), high_mask = high_rows(rows);
+  if (overwrite) {
+    const __m512 init_low = row_init ? _mm512_maskz_loadu_ps(low_mask, row_init) : _mm512_setzero_ps();
+    const __m512 init_high = row_init ? _mm512_maskz_loadu_ps(high_mask, row_init + 16) : _mm512_setzero_ps();
+    for (int j = 0; j < Cols; ++j) {
+      float* column = c + j * ldc;
+      _mm512_mask_storeu_ps(column, low_mask, _mm512_add_ps(init_low, low[j]));
+      _mm512_mask_storeu_ps(column + 16, high_mask, _mm512_add_ps(init_high, high[j]));
+    }
+    return;
+  }
   for (int j = 0; j < Cols; ++j) {
     float* column = c + j * ldc;
     _mm512_mask_storeu_ps(column, low_mask, _mm512_add_ps(_mm512_maskz_loadu_ps(low_mask, column), low[j]));
@@ -99,11 +110,13 @@ inline void micro_kernel(Index kc, const float* __restrict a, const float* __res
   }
 }
 
-// C [rows, cols] += A . B for one depth chunk of packed operands (a: all row panels, b: all column panels).
-// Each column panel of B stays in L1 while a block of kRowBlock rows of A (in L2) streams past it.
+// C [rows, cols] += A . B for one depth chunk of packed operands (a: all row panels, b: all column panels), or
+// C = A . B + row_init when `overwrite` (see micro_kernel). Each column panel of B stays in L1 while a block of
+// kRowBlock rows of A (in L2) streams past it.
 constexpr Index kRowBlock = 256;
 
-inline void multiply_add(float* c, Index ldc, const float* a, const float* b, Index rows, Index cols, Index kc) {
+inline void multiply_add(float* c, Index ldc, const float* a, const float* b, Index rows, Index cols, Index kc,
+                         bool overwrite = false, const float* row_init = nullptr) {
   for (Index block = 0; block < rows; block += kRowBlock)
   for (Index q = 0; q < cols; q += kNr) {
     const float* b_panel = b + q * kc;
@@ -112,19 +125,20 @@ inline void multiply_add(float* c, Index ldc, const float* a, const float* b, In
       const float* a_panel = a + p * kc;
       float* tile = c + p + q * ldc;
       const Index height = std::min(kMr, rows - p);
+      const float* init = row_init ? row_init + p : nullptr;
       switch (width) {
-        case 12: micro_kernel<12>(kc, a_panel, b_panel, tile, ldc, height); break;
-        case 11: micro_kernel<11>(kc, a_panel, b_panel, tile, ldc, height); break;
-        case 10: micro_kernel<10>(kc, a_panel, b_panel, tile, ldc, height); break;
-        case 9: micro_kernel<9>(kc, a_panel, b_panel, tile, ldc, height); break;
-        case 8: micro_kernel<8>(kc, a_panel, b_panel, tile, ldc, height); break;
-        case 7: micro_kernel<7>(kc, a_panel, b_panel, tile, ldc, height); break;
-        case 6: micro_kernel<6>(kc, a_panel, b_panel, tile, ldc, height); break;
-        case 5: micro_kernel<5>(kc, a_panel, b_panel, tile, ldc, height); break;
-        case 4: micro_kernel<4>(kc, a_panel, b_panel, tile, ldc, height); break;
-        case 3: micro_kernel<3>(kc, a_panel, b_panel, tile, ldc, height); break;
-        case 2: micro_kernel<2>(kc, a_panel, b_panel, tile, ldc, height); break;
-        default: micro_kernel<1>(kc, a_panel, b_panel, tile, ldc, height); break;
+        case 12: micro_kernel<12>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
+        case 11: micro_kernel<11>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
+        case 10: micro_kernel<10>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
+        case 9: micro_kernel<9>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
+        case 8: micro_kernel<8>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
+        case 7: micro_kernel<7>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
+        case 6: micro_kernel<6>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
+        case 5: micro_kernel<5>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
+        case 4: micro_kernel<4>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
+        case 3: micro_kernel<3>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
+        case 2: micro_kernel<2>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
+        default: micro_kernel<1>(kc, a_panel, b_panel, tile, ldc, height, overwrite, init); break;
       }
     }
   }
