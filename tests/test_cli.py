@@ -88,7 +88,7 @@ def test_train_echo_tiny_run(tmp_path):
                     "--csv", "echo.csv", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "RNN   num_steps=5" in result.stdout and "final loss" in result.stdout
-    assert (tmp_path / "echo.csv").read_text().startswith("cell,num_steps,final_loss")
+    assert (tmp_path / "echo.csv").read_text().startswith("cell,num_steps,state_size,epochs,final_loss")
 
 
 def test_train_numpy_rnn(tmp_path):

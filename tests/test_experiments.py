@@ -36,6 +36,23 @@ def test_echo_tiny_run_learns_and_prints_the_references():
         assert run["final_loss"] < reference["none"]
     assert result["reproduced"] in (True, False)  # RNN ran at 5 and 10 steps, so the effect was checked
     assert "r2rt's effect" in text
+    # --epochs 2 applies to both windows; the state size stays r2rt's per window (4 at 5 steps, 16 at 10)
+    assert {(r["num_steps"], r["state_size"], r["epochs"]) for r in result["runs"]} == {(5, 4, 2), (10, 16, 2)}
+    assert "num_steps=10: 16 units, 2 epoch(s)" in text
+    assert "note: the 10-step run also has more units" in text
+
+
+def test_echo_defaults_are_r2rts_runs_per_window():
+    args = echo.parse_args([])
+    assert (args.state_size, args.epochs) == (None, None)
+    assert echo.run_config(1, args) == (4, 2)  # r2rt: learns neither echo
+    assert echo.run_config(5, args) == (4, 1)  # r2rt: learns the first
+    assert echo.run_config(10, args) == (16, 10)  # r2rt: learns both
+    assert echo.run_config(7, args) == (4, 1)  # not one of r2rt's runs
+    args = echo.parse_args(["--state-size", "8", "--epochs", "3"])
+    assert echo.run_config(5, args) == echo.run_config(10, args) == (8, 3)
+    help_text = " ".join(echo.build_parser().format_help().split())
+    assert "4 for 1 and 5, 16 for 10; 4 for others) --batch-size" in help_text  # no "(default: None)"
 
 
 def test_echo_effect_check():
@@ -88,7 +105,7 @@ def test_plot_without_matplotlib_is_skipped_with_a_hint(monkeypatch, tmp_path):
 def test_plots_are_written_with_real_matplotlib(tmp_path):
     pytest.importorskip("matplotlib")
     reference = data.echo_reference_losses()
-    runs = [{"cell": "rnn", "num_steps": 5, "step_losses": list(np.linspace(0.7, 0.52, 300))}]
+    runs = [{"cell": "rnn", "num_steps": 5, "state_size": 4, "step_losses": list(np.linspace(0.7, 0.52, 300))}]
     echo._plot(tmp_path / "echo.png", runs, reference, 100)
     lags = np.arange(4)
     vanishing._plot(tmp_path / "v.png", lags, {("RNN", "init"): np.ones(4), ("LSTM c", "trained"): np.ones(4)})
@@ -182,7 +199,7 @@ def test_plot_code_runs_against_a_stub_matplotlib(monkeypatch, tmp_path):
     one_epoch.plot(tmp_path / "s.png")
 
     reference = data.echo_reference_losses()
-    runs = [{"cell": "rnn", "num_steps": 5, "step_losses": list(np.linspace(0.7, 0.52, 300))}]
+    runs = [{"cell": "rnn", "num_steps": 5, "state_size": 4, "step_losses": list(np.linspace(0.7, 0.52, 300))}]
     echo._plot(tmp_path / "echo.png", runs, reference, 100)
     lags = np.arange(4)
     vanishing._plot(tmp_path / "v.png", lags, {("RNN", "init"): np.ones(4), ("LSTM c", "trained"): np.ones(4)})

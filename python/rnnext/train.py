@@ -1000,8 +1000,9 @@ def tbptt_tensorflow_style(model, loss_fn, optimizer, x, y, num_steps: int, *, c
     The streams are cut into consecutive windows of `num_steps` (the last one may be shorter); each window is
     one training step: forward from the state the previous window ended in, loss on every step of the window,
     backward within the window only, update. So the error at the last step of a window flows back
-    `num_steps - 1` steps but the error at its first step flows back none; r2rt shows this is why an RNN
-    trained with num_steps=5 cannot learn the echo at lag 8. Cost per time step: one forward and one backward
+    `num_steps - 1` steps but the error at its first step flows back none; r2rt gives this as the reason an
+    RNN trained with num_steps=5 does not learn the echo at lag 8 (docs/results.md: with 16 units it does,
+    from the state carried across windows). Cost per time step: one forward and one backward
     step. Stateful layers give the same thing across `fit` batches; this function runs from zero states and
     leaves the layers' `stateful` flags as they were. `model` must output every step (`return_sequences=True`).
     Returns the loss of every window.
