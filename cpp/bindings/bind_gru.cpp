@@ -86,7 +86,7 @@ void bind_gru(py::module_& m) {
       [](py::handle x, py::handle h0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
          py::handle lengths, bool reset_after) {
         const Args args("gru_forward");
-        if (args.floating_dtype("x", x).is(py::dtype::of<float>()))
+        if (args.is_float32("x", x))
           return gru_forward_impl<float>(args, x, h0, kernel, recurrent_kernel, bias, lengths, reset_after);
         return gru_forward_impl<double>(args, x, h0, kernel, recurrent_kernel, bias, lengths, reset_after);
       },
@@ -99,7 +99,7 @@ void bind_gru(py::module_& m) {
       [](py::handle dy, py::handle dh_n, const py::dict& cache, py::handle x, py::handle kernel,
          py::handle recurrent_kernel, py::handle bias, py::handle lengths, bool reset_after) {
         const Args args("gru_backward");
-        if (args.floating_dtype("x", x).is(py::dtype::of<float>()))
+        if (args.is_float32("x", x))
           return gru_backward_impl<float>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths,
                                           reset_after);
         return gru_backward_impl<double>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths,

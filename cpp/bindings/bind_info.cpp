@@ -41,12 +41,26 @@ void bind_info(py::module_& m) {
       "dtype, CUDA, compiler.");
   m.def(
       "set_num_threads",
-      [](int n) {
-        if (n < 1) throw py::value_error("set_num_threads: n is " + std::to_string(n) + ", expected n >= 1");
-        set_threads(n);
+      [](py::handle n_obj) {
+        // Any Python integer (or NumPy integer), checked before it can become a C int; bool is not a count.
+        if (PyBool_Check(n_obj.ptr()) || !PyIndex_Check(n_obj.ptr()))
+          throw py::type_error("set_num_threads: n is " + std::string(py::str(py::type::of(n_obj))) +
+                               ", expected an int");
+        const py::int_ n_int = py::reinterpret_steal<py::int_>(PyNumber_Index(n_obj.ptr()));
+        if (!n_int) throw py::error_already_set();
+        int overflow = 0;
+        const long long n = PyLong_AsLongLongAndOverflow(n_int.ptr(), &overflow);
+        const int limit = thread_limit();
+        if (overflow != 0 || n < 1 || n > limit)
+          throw py::value_error("set_num_threads: n is " + std::string(py::str(n_int)) + ", expected 1 <= n <= " +
+                                std::to_string(limit) + " (max_num_threads())");
+        set_threads(int(n));
       },
-      py::arg("n"), "Use n threads for engine calls made from this Python thread (OpenMP and Eigen).");
-  m.def("get_num_threads", &max_threads, "Threads used by engine calls.");
+      py::arg("n"),
+      "Use n threads for every engine call in this process, from any Python thread (1 <= n <= "
+      "max_num_threads()).");
+  m.def("max_num_threads", &thread_limit, "The most threads set_num_threads accepts: 4 per processor.");
+  m.def("get_num_threads", &max_threads, "Threads used by engine calls (the same for every Python thread).");
 }
 
 }  // namespace rnnext::bindings

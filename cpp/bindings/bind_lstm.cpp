@@ -109,7 +109,7 @@ void bind_lstm(py::module_& m) {
       [](py::handle x, py::handle h0, py::handle c0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
          py::handle peephole, py::handle lengths, bool coupled) {
         const Args args("lstm_forward");
-        if (args.floating_dtype("x", x).is(py::dtype::of<float>()))
+        if (args.is_float32("x", x))
           return lstm_forward_impl<float>(args, x, h0, c0, kernel, recurrent_kernel, bias, peephole, lengths, coupled);
         return lstm_forward_impl<double>(args, x, h0, c0, kernel, recurrent_kernel, bias, peephole, lengths, coupled);
       },
@@ -122,7 +122,7 @@ void bind_lstm(py::module_& m) {
       [](py::handle dy, py::handle dh_n, py::handle dc_n, const py::dict& cache, py::handle x, py::handle kernel,
          py::handle recurrent_kernel, py::handle bias, py::handle peephole, py::handle lengths, bool coupled) {
         const Args args("lstm_backward");
-        if (args.floating_dtype("x", x).is(py::dtype::of<float>()))
+        if (args.is_float32("x", x))
           return lstm_backward_impl<float>(args, dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peephole,
                                            lengths, coupled);
         return lstm_backward_impl<double>(args, dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peephole,

@@ -77,7 +77,7 @@ void bind_rnn(py::module_& m) {
          py::handle lengths, const std::string& activation) {
         const Args args("rnn_forward");
         const Activation act = parse_activation(args, activation);
-        if (args.floating_dtype("x", x).is(py::dtype::of<float>()))
+        if (args.is_float32("x", x))
           return rnn_forward_impl<float>(args, x, h0, kernel, recurrent_kernel, bias, lengths, act);
         return rnn_forward_impl<double>(args, x, h0, kernel, recurrent_kernel, bias, lengths, act);
       },
@@ -91,7 +91,7 @@ void bind_rnn(py::module_& m) {
          py::handle recurrent_kernel, py::handle bias, py::handle lengths, const std::string& activation) {
         const Args args("rnn_backward");
         const Activation act = parse_activation(args, activation);
-        if (args.floating_dtype("x", x).is(py::dtype::of<float>()))
+        if (args.is_float32("x", x))
           return rnn_backward_impl<float>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths, act);
         return rnn_backward_impl<double>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths, act);
       },

@@ -64,12 +64,20 @@ class Args {
     return py::reinterpret_borrow<py::array>(obj);
   }
 
-  // The dtype every floating argument of this call must have: float32 or float64, taken from `obj`.
-  py::dtype floating_dtype(const char* name, const py::handle& obj) const {
+  // Whether the floating arguments of this call are float32 (true) or float64 (false), taken from `obj`.
+  bool is_float32(const char* name, const py::handle& obj) const {
     py::array a = numpy(name, obj);
-    if (!a.dtype().is(py::dtype::of<float>()) && !a.dtype().is(py::dtype::of<double>()))
-      fail_type(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + ", expected float32 or float64");
-    return a.dtype();
+    if (has_dtype<float>(a)) return true;
+    if (has_dtype<double>(a)) return false;
+    fail_type(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + ", expected float32 or float64");
+  }
+
+  // A dtype counts by what it holds: an IEEE float of Scalar's size in either byte order, with or without
+  // metadata. Comparing dtype objects by identity would refuse float32 arrays that came through pickle.
+  template <typename Scalar>
+  static bool has_dtype(const py::array& a) {
+    const py::dtype dtype = a.dtype();
+    return dtype.kind() == 'f' && dtype.itemsize() == py::ssize_t(sizeof(Scalar)) && !dtype.has_fields();
   }
 
   void check_shape(const char* name, const py::array& a, const std::vector<Dim>& dims) const {
@@ -78,15 +86,37 @@ class Args {
     if (!ok) fail_value(std::string(name) + " has shape " + shape_string(a) + ", expected " + expected_string(dims));
   }
 
-  // A C-contiguous array of the call's dtype and the expected shape; a non-contiguous input is copied.
+  // A C-contiguous, aligned array of the call's dtype and the expected shape, used in place when the input is one.
+  // An input in another layout, alignment or byte order is copied; a copy that cannot be allocated raises
+  // MemoryError naming the argument.
   template <typename Scalar>
   CArray<Scalar> array(const char* name, const py::handle& obj, const std::vector<Dim>& dims) const {
     py::array a = numpy(name, obj);
-    if (!a.dtype().is(py::dtype::of<Scalar>()))
+    if (!has_dtype<Scalar>(a))
       fail_type(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + ", expected " +
                 std::string(py::str(py::dtype::of<Scalar>())) + " like the other floating arguments");
     check_shape(name, a, dims);
-    return CArray<Scalar>::ensure(a);
+    const bool aligned = (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) != 0;
+    if (CArray<Scalar>::check_(a) && aligned) return py::reinterpret_borrow<CArray<Scalar>>(a);
+    CArray<Scalar> copy = allocate<Scalar>(name, a);
+    copy[py::ellipsis()] = a;  // NumPy's assignment handles strides, broadcasting and byte order
+    return copy;
+  }
+
+  // A new C-contiguous array of a's shape; a failed allocation raises MemoryError naming the argument.
+  template <typename Scalar>
+  CArray<Scalar> allocate(const char* name, const py::array& a) const {
+    try {
+      return CArray<Scalar>(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+    } catch (py::error_already_set& error) {
+      if (!error.matches(PyExc_MemoryError)) throw;
+      PyErr_SetString(PyExc_MemoryError,
+                      (std::string(function_) + ": " + name + " of shape " + shape_string(a) +
+                       " needs a C-contiguous copy of " + std::to_string(a.size() * py::ssize_t(sizeof(Scalar))) +
+                       " bytes, which could not be allocated")
+                          .c_str());
+      throw py::error_already_set();
+    }
   }
 
   // Like array(), but None is allowed (it stands for zeros or "absent").
@@ -97,20 +127,35 @@ class Args {
     return array<Scalar>(name, obj, dims);
   }
 
-  // lengths: None, or integers [N] with 0 <= lengths[n] <= T; returned as int64.
+  // lengths: None, or integers [N] with 0 <= lengths[n] <= T; returned as int64. Unsigned values are checked
+  // before the cast, so 2**63 and above are reported as they are, not as negative numbers.
   std::optional<CArray<int64_t>> lengths(const py::handle& obj, py::ssize_t T, py::ssize_t N) const {
     if (obj.is_none()) return std::nullopt;
-    py::array a = py::module_::import("numpy").attr("asarray")(obj);
+    py::array a;
+    try {
+      a = py::module_::import("numpy").attr("asarray")(obj);
+    } catch (py::error_already_set& error) {
+      if (!error.matches(PyExc_ValueError) && !error.matches(PyExc_TypeError) && !error.matches(PyExc_OverflowError))
+        throw;
+      fail_type(std::string("lengths is not an array of integers [N] (") + error.what() + ")");
+    }
     const char kind = a.dtype().kind();
     if (kind != 'i' && kind != 'u')
       fail_type("lengths has dtype " + std::string(py::str(a.dtype())) + ", expected an integer dtype");
     check_shape("lengths", a, {{"N", N}});
+    const auto fail_range = [&](py::ssize_t n, const std::string& value) {
+      fail_value("lengths[" + std::to_string(n) + "] = " + value + " is out of range [0, T=" + std::to_string(T) +
+                 "]");
+    };
+    if (kind == 'u') {
+      auto unsigned_values = CArray<uint64_t>::ensure(a.attr("astype")("uint64"));
+      for (py::ssize_t n = 0; n < N; ++n)
+        if (unsigned_values.data()[n] > uint64_t(T)) fail_range(n, std::to_string(unsigned_values.data()[n]));
+    }
     auto out = CArray<int64_t>::ensure(a.attr("astype")("int64"));
     const int64_t* v = out.data();
     for (py::ssize_t n = 0; n < N; ++n)
-      if (v[n] < 0 || v[n] > T)
-        fail_value("lengths[" + std::to_string(n) + "] = " + std::to_string(v[n]) + " is out of range [0, T=" +
-                   std::to_string(T) + "]");
+      if (v[n] < 0 || v[n] > T) fail_range(n, std::to_string(v[n]));
     return out;
   }
 

@@ -19,6 +19,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -63,10 +64,29 @@ struct Dims {
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// Threads.
+// Threads. One count for the whole process, read by every parallel region of the engine: OpenMP's own setting
+// (omp_set_num_threads) belongs to the calling thread, so a new Python thread would not see it.
+#ifdef _OPENMP
+inline std::atomic<int>& thread_setting() {
+  static std::atomic<int> threads{omp_get_max_threads()};  // OMP_NUM_THREADS, or one per processor
+  return threads;
+}
+#endif
+
 inline int max_threads() {
 #ifdef _OPENMP
-  return omp_get_max_threads();
+  return thread_setting().load(std::memory_order_relaxed);
+#else
+  return 1;
+#endif
+}
+
+// The most threads set_threads accepts. The threads meet at a barrier every time step, so more threads than
+// processors only adds waiting; the margin leaves room to oversubscribe on purpose, while a count far beyond it
+// would make OpenMP fail to create threads (or crash) at the next call instead of now.
+inline int thread_limit() {
+#ifdef _OPENMP
+  return std::max(1, std::min(omp_get_thread_limit(), 4 * omp_get_num_procs()));
 #else
   return 1;
 #endif
@@ -75,7 +95,9 @@ inline int max_threads() {
 // Eigen never threads its own products here (see "The large products" below); only OpenMP threads count.
 inline void set_threads(int n) {
 #ifdef _OPENMP
-  omp_set_num_threads(n);
+  thread_setting().store(n, std::memory_order_relaxed);
+#else
+  (void)n;
 #endif
 }
 
@@ -221,7 +243,7 @@ constexpr double kParallelWork = 2.0e6;
 
 template <typename Body>
 void parallel_chunks(Index chunks, double work, Body body) {
-#pragma omp parallel for schedule(dynamic) if (chunks > 1 && work > kParallelWork)
+#pragma omp parallel for schedule(dynamic) num_threads(max_threads()) if (chunks > 1 && work > kParallelWork)
   for (Index chunk = 0; chunk < chunks; ++chunk) body(chunk);
 }
 

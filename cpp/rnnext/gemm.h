@@ -327,7 +327,7 @@ void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in
   const Index chunks = chunk_count(rows, kRowChunk), splits = chunk_count(n, kRowSplit);
   PackedLhs<Scalar> weight_t;
   weight_t.allocate(n, depth);
-#pragma omp parallel if (2.0 * double(rows) * double(k) * double(n) > kParallelWork)
+#pragma omp parallel num_threads(max_threads()) if (2.0 * double(rows) * double(k) * double(n) > kParallelWork)
   {
 #pragma omp for schedule(static)
     for (Index split = 0; split < splits; ++split) {
@@ -377,7 +377,7 @@ void transposed_times(Scalar* out, Index out_stride, const Scalar* a, Index a_st
   const Index chunks = chunk_count(n, kColumnChunk);
   const bool parallel = 2.0 * double(rows) * double(m) * double(n) > kParallelWork;
   PackedRhs<Scalar> a_chunk(GemmDepth{depth.chunk, depth.chunk}, m, false);
-#pragma omp parallel if (parallel)
+#pragma omp parallel num_threads(max_threads()) if (parallel)
   {
     PackedLhs<Scalar> b_slice;
     for (Index c = 0; c < depth.chunks(); ++c) {
