@@ -538,6 +538,49 @@ def test_output_shapes():
 # ---------------------------------------------------------------------------------------------------------
 # errors name the argument and the expected shape
 
+@pytest.mark.parametrize("cell", [RNN, GRU, LSTM])
+def test_ragged_inputs_name_the_argument(cell):
+    layer = cell(3, seed=0, num_layers=2)
+    x = np.zeros((2, 4, 5))
+    ragged_h = [[0.0, 0.0, 0.0], [0.0, 0.0]]
+    entry = (ragged_h, np.zeros((2, 3))) if cell is LSTM else ragged_h
+    label = r"initial_state\[1\]\[0\] \(h\)" if cell is LSTM else r"initial_state\[1\]"
+    good = (np.zeros((2, 3)), np.zeros((2, 3))) if cell is LSTM else np.zeros((2, 3))
+    with pytest.raises(ValueError, match=rf"^{cell.__name__}.forward: {label} is not a rectangular array of numbers"):
+        layer(x, initial_state=[good, entry])
+    single = cell(3, seed=0)
+    with pytest.raises(ValueError, match=rf"^{cell.__name__}.forward: initial_state"):
+        single(x, initial_state=[entry] if cell is LSTM else ragged_h)
+    with pytest.raises(ValueError, match=rf"^{cell.__name__}.forward: x is not a rectangular array of numbers"):
+        single([[[0.0] * 5] * 4, [[0.0] * 5] * 3])
+    with pytest.raises(ValueError, match=rf"^{cell.__name__}.forward: lengths is not a rectangular array"):
+        single(x, lengths=[[1], [2, 3]])
+
+
+def test_zero_input_features_are_reported_on_x():
+    with pytest.raises(ValueError, match=r"^LSTM.forward: x has shape \(2, 4, 0\) \(N, T, I\): I=0 input features, "
+                                         r"expected I >= 1$"):
+        LSTM(3)(np.zeros((2, 4, 0)))
+
+
+def test_unsigned_lengths_beyond_int64():
+    with pytest.raises(ValueError, match=r"lengths has values in \[1, 9223372036854775808\], expected values in "
+                                         r"\[0, T=4\]"):
+        GRU(3)(np.zeros((2, 4, 5)), lengths=np.array([2**63, 1], np.uint64))
+
+
+def test_embedding_empty_and_huge_ids():
+    embedding = Embedding(10, 4, seed=0)
+    assert embedding([]).shape == (0, 4)  # NumPy reads [] as float64; it is an empty batch of ids
+    assert embedding(np.zeros((2, 0), np.int64)).shape == (2, 0, 4)
+    with pytest.raises(ValueError, match="ids has dtype float64"):
+        embedding(np.zeros(0))  # an array given as float64 keeps its dtype and is refused
+    # 2**40 ids as a zero-stride view: refused at once because the output cannot exist, not after scanning them
+    with pytest.raises(MemoryError, match=r"^Embedding.forward: ids has shape \(1099511627776,\); the output"):
+        embedding(np.broadcast_to(np.int64(0), (2**40,)))
+    with pytest.raises(ValueError, match="ids is not a rectangular array"):
+        embedding([[1, 2], [3]])
+
 
 def test_errors():
     layer = LSTM(3, seed=0)

@@ -124,9 +124,25 @@ def _check_rate(value, where, name):
     return float(value)
 
 
+def _as_array(value, where, name):
+    """np.asarray(value), with NumPy's complaint about a ragged or otherwise unreadable input naming the argument."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise ValueError(f"{where}: {name} is not a rectangular array of numbers ({error})") from None
+
+
+def _ndim(value):
+    """Number of axes of value as an array, or None where it is not rectangular (a ragged nested list)."""
+    try:
+        return np.ndim(value)
+    except (ValueError, TypeError):
+        return None
+
+
 def _real_array(x, where, name, dtype):
     """x as an array of `dtype` (any real input is cast, as Keras does)."""
-    x = np.asarray(x)
+    x = _as_array(x, where, name)
     if x.dtype.kind not in "fiub":
         raise ValueError(f"{where}: {name} has dtype {x.dtype}, expected real numbers")
     return x.astype(dtype, copy=False)
@@ -417,9 +433,9 @@ class Recurrent(Layer):
         if count == 1:
             if self._has_cell_state:
                 if isinstance(states, (list, tuple)) and len(states) == 2 and all(
-                        s is None or np.ndim(s) == 2 for s in states):
+                        s is None or _ndim(s) == 2 for s in states):
                     states = [tuple(states)]
-            elif states is None or np.ndim(states) == 2:
+            elif states is None or _ndim(states) == 2:
                 states = [states]
         if not isinstance(states, (list, tuple)) or len(states) != count:
             got = f"a {type(states).__name__} of length {len(states)}" if isinstance(states, (list, tuple)) \
@@ -476,6 +492,8 @@ class Recurrent(Layer):
         T, N, size = x.shape
         if T == 0 or N == 0:
             raise ValueError(f"{where}: x has shape {shape} {layout}, expected at least one step and one row")
+        if size == 0:
+            raise ValueError(f"{where}: x has shape {shape} {layout}: I=0 input features, expected I >= 1")
         if not self.built:
             self.build((T, size))
         elif size != self.input_size:
@@ -487,7 +505,7 @@ class Recurrent(Layer):
         if lengths is None:
             return None
         where = self._where(method)
-        lengths = np.asarray(lengths)
+        lengths = _as_array(lengths, where, "lengths")
         if lengths.shape != (N,) or lengths.dtype.kind not in "iu":
             raise ValueError(f"{where}: lengths has shape {lengths.shape} and dtype {lengths.dtype}, expected "
                              f"integers of shape (N={N},)")
@@ -814,14 +832,24 @@ class Embedding(Layer):
 
     def forward(self, ids):
         where = self._where("forward")
-        ids = np.asarray(ids)
+        given_array = isinstance(ids, np.ndarray)
+        ids = _as_array(ids, where, "ids")
+        if ids.size == 0 and not given_array:
+            ids = ids.astype(np.int64)  # NumPy reads an empty list as float64; it is an empty batch of ids
         if ids.dtype.kind not in "iu":
             raise ValueError(f"{where}: ids has dtype {ids.dtype}, expected integer token ids")
+        # The output first: ids of impossible size (a broadcast view, say) fail here at once, not after a scan.
+        try:
+            y = np.empty(ids.shape + (self.dim,), dtype=self.dtype)
+        except MemoryError:
+            raise MemoryError(f"{where}: ids has shape {ids.shape}; the output {ids.shape + (self.dim,)} of "
+                              f"{np.dtype(self.dtype)} cannot be allocated") from None
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             bad = ids[(ids < 0) | (ids >= self.vocab_size)].ravel()[0]
             raise ValueError(f"{where}: ids contains {bad}, expected ids in [0, vocab_size={self.vocab_size})")
         self._cache = ids
-        return self.embeddings.value[ids]
+        np.take(self.embeddings.value, ids, axis=0, out=y)
+        return y
 
     def backward(self, dy):
         ids = self._require_cache()
@@ -976,7 +1004,7 @@ class Dropout(Layer):
         return config
 
     def forward(self, x):
-        x = np.asarray(x)
+        x = _as_array(x, self._where("forward"), "x")
         self.mask = None
         if self.training and self.rate > 0:
             if x.dtype.kind != "f":
@@ -989,7 +1017,7 @@ class Dropout(Layer):
 
     def backward(self, dy):
         self._require_cache()
-        dy = np.asarray(dy)
+        dy = _as_array(dy, self._where("backward"), "dy")
         if self.mask is None:
             return dy
         if dy.shape != self.mask.shape:
