@@ -1,0 +1,90 @@
+# Type stub for rnnext._core, the C++ engine (cpp/bindings). Letters as in docs/conventions.md: T steps, N rows,
+# I input size, H hidden size; arrays are float32 or float64, one dtype per call, taken from x.
+from typing import Literal, Optional, SupportsIndex, TypedDict
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+Float = NDArray[np.floating]
+
+class BuildInfo(TypedDict):
+    version: str
+    eigen_version: str
+    openmp: bool
+    num_threads: int
+    simd: str
+    gemm_kernel: dict[str, str]
+    cuda: bool
+    compiler: str
+
+def build_info() -> BuildInfo: ...
+def get_num_threads() -> int: ...
+def set_num_threads(n: SupportsIndex) -> None: ...
+def max_num_threads() -> int: ...
+
+# Forward passes return (y [T, N, H], h_n [N, H][, c_n [N, H]], cache); the cache goes to the matching backward.
+# Backward passes return gradients keyed by argument name (x, h0[, c0], kernel, recurrent_kernel, bias[, peephole]).
+def rnn_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H]
+    kernel: Float,                  # [I, H]
+    recurrent_kernel: Float,        # [H, H]
+    bias: Float,                    # [H]
+    lengths: Optional[ArrayLike] = None,  # [N] integers in [0, T]
+    activation: Literal["tanh", "relu", "sigmoid"] = "tanh",
+) -> tuple[Float, Float, dict[str, Float]]: ...
+def rnn_backward(
+    dy: Optional[Float],            # [T, N, H] or None (zero)
+    dh_n: Optional[Float],          # [N, H] or None (zero)
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    recurrent_kernel: Float,
+    bias: Float,
+    lengths: Optional[ArrayLike] = None,
+    activation: Literal["tanh", "relu", "sigmoid"] = "tanh",
+) -> dict[str, Float]: ...
+def lstm_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H]
+    c0: Float,                      # [N, H]
+    kernel: Float,                  # [I, G*H], G = 4 (3 when coupled)
+    recurrent_kernel: Float,        # [H, G*H]
+    bias: Float,                    # [G*H]
+    peephole: Optional[Float] = None,  # [P, H], P = 3 (2 when coupled)
+    lengths: Optional[ArrayLike] = None,
+    coupled: bool = False,
+) -> tuple[Float, Float, Float, dict[str, Float]]: ...
+def lstm_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    dc_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    recurrent_kernel: Float,
+    bias: Float,
+    peephole: Optional[Float] = None,
+    lengths: Optional[ArrayLike] = None,
+    coupled: bool = False,
+) -> dict[str, Float]: ...
+def gru_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H]
+    kernel: Float,                  # [I, 3H]
+    recurrent_kernel: Float,        # [H, 3H]
+    bias: Float,                    # [2, 3H] when reset_after, else [3H]
+    lengths: Optional[ArrayLike] = None,
+    reset_after: bool = True,
+) -> tuple[Float, Float, dict[str, Float]]: ...
+def gru_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    recurrent_kernel: Float,
+    bias: Float,
+    lengths: Optional[ArrayLike] = None,
+    reset_after: bool = True,
+) -> dict[str, Float]: ...

@@ -1,0 +1,31 @@
+"""The type stub python/rnnext/_core.pyi names every function of the compiled engine with its real parameters."""
+import ast
+import pathlib
+import re
+
+import rnnext
+from rnnext import _core
+
+STUB = pathlib.Path(rnnext.__file__).with_name("_core.pyi")
+
+
+def stub_functions():
+    tree = ast.parse(STUB.read_text())
+    return {node.name: [arg.arg for arg in node.args.args] for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def engine_functions():
+    # pybind11 writes each function's signature as the first line of its docstring: name(a: type, b: type = x) -> r
+    functions = {}
+    for name in dir(_core):
+        if name.startswith("_"):
+            continue
+        signature = getattr(_core, name).__doc__.splitlines()[0]
+        params = re.fullmatch(rf"{name}\((.*)\) -> .*", signature)[1]
+        functions[name] = [part.split(":")[0].strip() for part in params.split(", ")] if params else []
+    return functions
+
+
+def test_stub_matches_the_compiled_module():
+    assert STUB.is_file(), f"{STUB} is not installed with the package"
+    assert stub_functions() == engine_functions()
