@@ -1,7 +1,8 @@
 """Sequential models and checkpoints: a stack of layers with forward/backward, a Keras-style summary, and one-file
 .npz checkpoints (architecture, weights, metadata, optimizer state) that are written atomically.
 
-Checkpoint format: an .npz written with np.savez, read with allow_pickle=False, holding
+Checkpoint format: an .npz written with np.savez (members stored, not compressed), checked member by member
+before any data is read (rnnext.checkpoint_io) and read with allow_pickle=False, holding
 - "header": a 0-d string array with JSON {"format": "rnnext-checkpoint", "version": 1, "model": Sequential config
   (name, input_shape, layers as {"class", "config"}), "frozen": names of non-trainable parameters,
   "generators": each layer's generator state, "metadata": the caller's JSON-able dict, "optimizer": null or
@@ -15,13 +16,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
-import zipfile
-import zlib
 
 import numpy as np
 
 from . import layers as _layers
+from .checkpoint_io import (MAX_JSON_DEPTH, MAX_LAYERS, MIN_MEMBER_BYTES, CheckpointArchive, implied_weights,
+                            json_depth, write_atomically)
 from .layers import Layer, check_custom_objects, layer_from_config
 from .parameter import Parameter
 
@@ -109,7 +109,7 @@ class Sequential:
         """Build every layer for inputs of `input_shape` (without the batch axis, e.g. (T,) for ids or (T, I))."""
         try:
             input_shape = tuple(None if size is None else int(size) for size in input_shape)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise ValueError(f"Sequential.build: input_shape is {input_shape!r}, expected a tuple of sizes (None "
                              "for unknown) without the batch axis") from None
         self._build_layers(input_shape)
@@ -287,25 +287,13 @@ class Sequential:
             "metadata": metadata,
             "optimizer": optimizer_entry,
         }
+        if len(self.layers) > MAX_LAYERS:  # load refuses such a file, so do not write one
+            raise ValueError(f"Sequential.save: the model has {len(self.layers)} layers, more than the "
+                             f"{MAX_LAYERS} rnnext saves and loads")
+        if json_depth(header) > MAX_JSON_DEPTH:  # load refuses deeper headers, so do not write one
+            raise ValueError(f"Sequential.save: metadata nests deeper than {MAX_JSON_DEPTH - 1} levels")
         arrays[_HEADER] = np.array(json.dumps(header))
-        _write_atomically(path, arrays)
-
-
-def _write_atomically(path: str, arrays: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+        write_atomically(path, arrays)
 
 
 class Checkpoint:
@@ -332,89 +320,161 @@ def load_checkpoint(path, *, custom_objects: dict | None = None) -> Checkpoint:
 
     custom_objects: {class name: Layer subclass} for your own layers in the model (see layer_from_config).
 
-    A file that is not a readable rnnext checkpoint (truncated, corrupt, another format or version, weights that
-    do not fit the architecture) raises ValueError naming the path and the problem. Nothing is returned half-built.
+    A file that is not a readable rnnext checkpoint (truncated, corrupt, crafted, another format or version,
+    weights that do not fit the architecture) raises ValueError "load: <path>: <problem>", naming the member at
+    fault. Everything the file declares is checked before its data is read, and what it can make the loader
+    allocate is bounded by its own size (see rnnext.checkpoint_io). Nothing is returned half-built.
     """
     path = os.fspath(path)
-    check_custom_objects("load", custom_objects)  # the caller's mistake, not the file's: raised before reading it
-    arrays = _read_arrays(path)
+    classes = check_custom_objects("load", custom_objects)  # the caller's mistake, not the file's: raised first
+    with CheckpointArchive(path) as archive:
+        header = archive.read_header()
+        model = _model_from_header(path, header, archive.file_size, classes, custom_objects)
+        optimizer_class, optimizer_params, optimizer_keys = _check_members(path, header, archive.members, model)
+        # Everything is checked: now read the data.
+        for name, param in model.named_parameters():
+            param.value[...] = archive.read(_PARAM + name)
+        optimizer_state = None
+        if optimizer_keys is not None:
+            optimizer_state = {key: archive.read(_OPTIMIZER + key) for key in optimizer_keys}
+    return Checkpoint(path, model, model.metadata, optimizer_class, optimizer_params, optimizer_state)
 
+
+_HEADER_KEYS = {"format", "version", "model", "frozen", "generators", "metadata", "optimizer"}
+
+
+def _model_from_header(path: str, header: dict, file_size: int, classes: dict, custom_objects) -> Sequential:
+    """The model the header describes, with its frozen flags, generator states and metadata (zero weights)."""
     def fail(problem):
         return ValueError(f"load: {path}: {problem}")
 
-    if _HEADER not in arrays:
-        raise fail("not an rnnext checkpoint (the archive has no 'header' entry)")
-    try:
-        header = json.loads(str(arrays.pop(_HEADER)[()]))
-    except (ValueError, TypeError, IndexError) as error:
-        raise fail(f"the header is not valid JSON ({error})") from None
-    if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
-        found = header.get("format") if isinstance(header, dict) else type(header).__name__
-        raise fail(f"format is {found!r}, expected {CHECKPOINT_FORMAT!r}")
-    if header.get("version") != CHECKPOINT_VERSION:
-        raise fail(f"checkpoint version {header.get('version')!r} is not supported; this rnnext reads version "
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise fail(f"format is {header.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    version = header.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):  # True == 1 in Python, "1" is not a version
+        raise fail(f"header 'version' is {version!r}, expected the integer {CHECKPOINT_VERSION}")
+    if version != CHECKPOINT_VERSION:
+        raise fail(f"checkpoint version {version!r} is not supported; this rnnext reads version "
                    f"{CHECKPOINT_VERSION}")
+    unknown = sorted(set(header) - _HEADER_KEYS)
+    if unknown:
+        raise fail(f"the header has unknown entries {unknown}, expected only {sorted(_HEADER_KEYS)}")
 
+    # Before building anything, check that the weights the architecture would allocate could be in this file
+    # at all (each weight takes at least the smallest layer dtype's bytes, each array a member's overhead): an
+    # Embedding declared with 2**33 rows in a 3 KB file is refused here instead of allocating 256 GiB. What
+    # passes costs a few times the file's size to build, and the members are then checked against the model
+    # one by one, with precise messages.
+    config = header.get("model")
+    layer_count = len(config["layers"]) if isinstance(config, dict) and isinstance(config.get("layers"), list) else 0
+    if layer_count > MAX_LAYERS:
+        raise fail(f"the architecture has {layer_count} layers, more than the {MAX_LAYERS} rnnext saves and loads")
+    weights, arrays = implied_weights(config, classes)
+    least = weights * min(dtype.itemsize for dtype in _layers._DTYPES) + arrays * MIN_MEMBER_BYTES
+    if least > file_size:
+        raise fail(f"the architecture implies {weights:,} weights in {arrays:,} arrays (at least {least:,} bytes), "
+                   f"more than the whole file ({file_size:,} bytes) holds")
     # Build the model without drawing weights or touching the default generator: everything comes from the file.
     try:
-        config = header["model"]
         with _layers._without_initialization():
             model = Sequential.from_config(config, custom_objects=custom_objects)
         for layer in model.layers:
             layer._initialize = True  # layers built later (no input size yet) draw their weights normally
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # AttributeError: a list for a dict
         raise fail(f"the architecture cannot be rebuilt ({type(error).__name__}: {error})") from None
     if not model.built:
         raise fail("the architecture does not say every layer's input size")
 
+    by_name = dict(model.named_parameters())
+    frozen = header.get("frozen", [])
+    if not isinstance(frozen, list) or any(not isinstance(name, str) or name not in by_name for name in frozen):
+        raise fail(f"header 'frozen' is {frozen!r}, expected a list of the model's parameter names")
+    for name in frozen:
+        by_name[name].trainable = False
+    generators = header.get("generators", {})
+    layer_names = {layer.name for layer in model.layers}
+    if not isinstance(generators, dict) or not set(generators) <= layer_names:
+        found = sorted(generators) if isinstance(generators, dict) else generators
+        raise fail(f"header 'generators' has entries for {found!r}, expected a dict over the layer names "
+                   f"{sorted(layer_names)}")
+    for layer in model.layers:
+        if layer.name in generators:
+            try:
+                layer.rng.bit_generator.state = generators[layer.name]
+            except (TypeError, ValueError, KeyError, OverflowError) as error:
+                raise fail(f"the generator state of layer {layer.name!r} is invalid ({type(error).__name__}: "
+                           f"{error})") from None
+    metadata = header.get("metadata")
+    model.metadata = metadata if metadata is not None else {}
+    return model
+
+
+# "m.3": state of the optimizer's params[3] (as rnnext.optim names it); the digits are bounded so that int()
+# of a crafted 5000-digit index cannot fail (Python refuses to convert more than 4300 digits)
+_PER_PARAMETER_KEY = re.compile(r"[A-Za-z_]+\.(\d{1,18})")
+
+
+def _check_members(path: str, header: dict, members: dict, model: Sequential):
+    """Checks that the members are exactly the model's weights (each of its shape and dtype) and the optimizer
+    state the header lists (0-d numbers, or arrays shaped like the parameter they belong to). Returns
+    (optimizer class, its parameter names, its state keys), all None when the file has no optimizer."""
+    def fail(problem):
+        return ValueError(f"load: {path}: {problem}")
+
     named = model.named_parameters()
     expected = {_PARAM + name for name, _ in named}
-    present = {key for key in arrays if key.startswith(_PARAM)}
+    present = {key for key in members if key.startswith(_PARAM)}
     if expected - present:
         raise fail(f"weights missing for {sorted(key[len(_PARAM):] for key in expected - present)}")
     if present - expected:
         raise fail(f"weights for parameters the architecture does not have: "
                    f"{sorted(key[len(_PARAM):] for key in present - expected)}")
     for name, param in named:
-        value = arrays[_PARAM + name]
-        if value.shape != param.value.shape or value.dtype.kind != "f":
-            raise fail(f"weight {name!r} has shape {value.shape} and dtype {value.dtype}, expected "
-                       f"{param.value.shape} floating")
-        param.value[...] = value
-    frozen = header.get("frozen", [])
-    by_name = dict(named)
-    if not isinstance(frozen, list) or any(name not in by_name for name in frozen):
-        raise fail(f"'frozen' lists unknown parameters: {frozen!r}")
-    for name in frozen:
-        by_name[name].trainable = False
-    generators = header.get("generators", {})
-    try:
-        for layer in model.layers:
-            if layer.name in generators:
-                layer.rng.bit_generator.state = generators[layer.name]
-    except (TypeError, ValueError, KeyError) as error:
-        raise fail(f"a layer's generator state is invalid ({error})") from None
+        member = members[_PARAM + name]
+        # Exactly the dtype the layer stores: a float16 or int weight would be cast, losing what was saved.
+        if member.shape != param.value.shape or member.dtype != param.value.dtype:
+            raise fail(f"weight {name!r} has shape {member.shape} and dtype {member.dtype}, expected "
+                       f"{param.value.shape} {param.value.dtype}")
 
-    metadata = header.get("metadata")
-    model.metadata = metadata if metadata is not None else {}
-
-    optimizer_class = optimizer_params = optimizer_state = None
     entry = header.get("optimizer")
-    if entry is not None:
-        try:
-            optimizer_class = str(entry["class"])
-            optimizer_params = [str(name) for name in entry["params"]]
-            keys = [str(key) for key in entry["keys"]]
-        except (KeyError, TypeError) as error:
-            raise fail(f"the optimizer entry is malformed ({error})") from None
-        unknown = [name for name in optimizer_params if name not in by_name]
-        if unknown:
-            raise fail(f"the optimizer refers to unknown parameters {unknown}")
-        missing = [key for key in keys if _OPTIMIZER + key not in arrays]
-        if missing:
-            raise fail(f"optimizer state missing for keys {missing}")
-        optimizer_state = {key: arrays[_OPTIMIZER + key] for key in keys}
-    return Checkpoint(path, model, model.metadata, optimizer_class, optimizer_params, optimizer_state)
+    present = {key[len(_OPTIMIZER):] for key in members if key.startswith(_OPTIMIZER)}
+    if entry is None:
+        if present:
+            raise fail(f"the file has optimizer state members {sorted(present)}, but the header no optimizer entry")
+        return None, None, None
+    if not isinstance(entry, dict) or set(entry) != {"class", "params", "keys"} \
+            or not isinstance(entry["class"], str) \
+            or not all(isinstance(entry[field], list) and all(isinstance(item, str) for item in entry[field])
+                       for field in ("params", "keys")):
+        raise fail("header 'optimizer' is malformed, expected {'class': name, 'params': [parameter names], "
+                   "'keys': [state keys]}")
+    by_name = dict(named)
+    params, keys = entry["params"], entry["keys"]
+    unknown = [name for name in params if name not in by_name]
+    if unknown:
+        raise fail(f"the optimizer refers to unknown parameters {unknown}")
+    if len(set(params)) != len(params) or len(set(keys)) != len(keys):
+        raise fail("header 'optimizer' lists a parameter or a key twice")
+    if set(keys) - present:
+        raise fail(f"optimizer state missing for keys {sorted(set(keys) - present)}")
+    if present - set(keys):
+        raise fail(f"optimizer state members {sorted(present - set(keys))} are not in the header's keys")
+    for key in keys:
+        member = members[_OPTIMIZER + key]
+        if member.dtype.kind not in "biuf":
+            raise fail(f"optimizer state {key!r} has dtype {member.dtype}, expected numbers")
+        if member.shape == ():
+            continue
+        match = _PER_PARAMETER_KEY.fullmatch(key)
+        index = int(match.group(1)) if match else None
+        if index is None or index >= len(params):
+            raise fail(f"optimizer state {key!r} has shape {member.shape}, expected a number (only per-parameter "
+                       f"state '<name>.<index < {len(params)}>' holds arrays)")
+        param = by_name[params[index]]
+        if member.shape != param.value.shape or member.dtype != param.value.dtype:
+            raise fail(f"optimizer state {key!r} has shape {member.shape} and dtype {member.dtype}, expected "
+                       f"{param.value.shape} {param.value.dtype} (parameter {params[index]!r})")
+    return entry["class"], params, keys
 
 
 def load(path, optimizer=None, *, custom_objects: dict | None = None) -> Sequential:
@@ -455,17 +515,3 @@ def load(path, optimizer=None, *, custom_objects: dict | None = None) -> Sequent
         raise fail(f"the optimizer state does not fit ({error})") from None
     optimizer.params = new_params
     return model
-
-
-def _read_arrays(path: str) -> dict:
-    """Every array of the .npz at `path`, read eagerly (so a damaged member fails here, not later)."""
-    with open(path, "rb") as file:  # a missing file or a permission problem raises OSError as usual
-        try:
-            archive = np.load(file, allow_pickle=False)
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single .npy array, expected an .npz archive")
-            with archive:
-                return {key: archive[key] for key in archive.files}
-        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError) as error:
-            raise ValueError(f"load: {path}: not a readable rnnext checkpoint (.npz): {type(error).__name__}: "
-                             f"{error}") from None
