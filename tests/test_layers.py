@@ -615,6 +615,10 @@ def test_errors():
         RNN(3, activation="gelu")
     with pytest.raises(ValueError, match="dropout is 1.5"):
         GRU(3, dropout=1.5)
+    with pytest.raises(ValueError, match=r"forget_bias is 1e\+300, expected a finite number of magnitude at most "
+                                         r"3\.40282e\+38 \(float32\)"):
+        LSTM(3, forget_bias=1e300)
+    assert LSTM(3, forget_bias=1e300, dtype=np.float64, input_size=2).forget_bias == 1e300
     with pytest.raises(ValueError, match="dtype is float16"):
         GRU(3, dtype=np.float16)
     with pytest.raises(ValueError, match=r"x has shape \(2, 3\), expected \(N, \.\.\., F=4\)"):

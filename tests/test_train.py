@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import signal
 import sys
 import threading
@@ -198,6 +199,41 @@ def test_resume_rejects_a_plain_model_file(tmp_path):
     with pytest.raises(ValueError, match="not a training checkpoint"):
         train.fit(model, softmax_cross_entropy, SGD(model.parameters(), lr=0.1), echo_source(), 1,
                   checkpoint_path=tmp_path / "plain.npz", resume=True, progress=False)
+
+
+# A training state damaged or crafted by hand: resume says which checkpoint is at fault, never a raw KeyError.
+MALFORMED_TRAIN_STATES = {
+    "epoch is a string": lambda state: state.update(epoch="1"),
+    "epoch is a bool": lambda state: state.update(epoch=True),
+    "history is a number": lambda state: state.update(history=5),
+    "history missing": lambda state: state.pop("history"),
+    "averages is a list": lambda state: state.update(averages=[1]),
+    "best is a number": lambda state: state.update(best=3),
+    "rng is a list": lambda state: state.update(rng=[1], epoch_rng=None),
+    "rng holds bad generator states": lambda state: state.update(
+        rng={**state["rng"], "model": {name: {"bit_generator": "PCG64", "state": "x"} for name in state["rng"]["model"]}}),
+    "carried states without arrays": lambda state: state.update(carried_states=[[{"pair": True}]]),
+    "more batches done than the epoch has": lambda state: state.update(done_in_epoch=10**6, epoch_rng=None),
+}
+
+
+@pytest.mark.parametrize("damage", MALFORMED_TRAIN_STATES)
+def test_resume_names_the_checkpoint_of_a_malformed_train_state(tmp_path, damage):
+    from rnnext import load_checkpoint
+    path = tmp_path / "run.npz"
+    model = echo_model()
+    train.fit(model, softmax_cross_entropy, SGD(model.parameters(), lr=0.1), echo_source(), 1,
+              checkpoint_path=path, progress=False)
+    saved = load_checkpoint(path)
+    optimizer = SGD(saved.model.parameters(), lr=0.1)
+    optimizer.load_state_dict(saved.optimizer_state)
+    metadata = dict(saved.metadata)
+    MALFORMED_TRAIN_STATES[damage](metadata["train_state"])
+    saved.model.save(path, optimizer=optimizer, metadata=metadata)
+    model = echo_model()
+    with pytest.raises(ValueError, match=rf"^fit: {re.escape(str(path))}: the training state"):
+        train.fit(model, softmax_cross_entropy, SGD(model.parameters(), lr=0.1), echo_source(), 2,
+                  checkpoint_path=path, resume=True, progress=False)
 
 
 def nan_at(call):

@@ -702,9 +702,11 @@ class LSTM(Recurrent):
         super().__init__(units, **kwargs)
         self.peephole = _check_bool(peephole, "LSTM", "peephole")
         self.coupled = _check_bool(coupled, "LSTM", "coupled")
+        largest = float(np.finfo(self.dtype).max)  # a larger value would overflow the bias to inf
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.number)) \
-                or not math.isfinite(forget_bias):
-            raise ValueError(f"LSTM: forget_bias is {forget_bias!r}, expected a finite number")
+                or not math.isfinite(forget_bias) or abs(forget_bias) > largest:
+            raise ValueError(f"LSTM: forget_bias is {forget_bias!r}, expected a finite number of magnitude at most "
+                             f"{largest:g} ({np.dtype(self.dtype)})")
         self.forget_bias = float(forget_bias)
         self._finish_init()
 

@@ -800,12 +800,13 @@ def fit(model, loss_fn, optimizer, train_batches, epochs: int = 1, *, val_batche
         _assign_weights(model, weights, checkpoint_path)
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
-        if scheduler is not None and resume_state.get("scheduler") is not None:
-            scheduler.load_state_dict(resume_state["scheduler"])
-        history = History.from_dict(resume_state["history"])
-        at = _Position(resume_state["epoch"], resume_state["done_in_epoch"], resume_state["global_step"])
-        averages = _Averages(resume_state["averages"])
-        best = dict(resume_state["best"])
+        with _malformed_train_state(checkpoint_path):
+            if scheduler is not None and resume_state.get("scheduler") is not None:
+                scheduler.load_state_dict(resume_state["scheduler"])
+            history = History.from_dict(resume_state["history"])
+            at = _Position(*(_count(resume_state[key], key) for key in ("epoch", "done_in_epoch", "global_step")))
+            averages = _Averages(resume_state["averages"])
+            best = dict(resume_state["best"])
         if restore_best_weights and _best_path(checkpoint_path).exists():
             best_weights = _read_checkpoint(_best_path(checkpoint_path))[0]
         show.write(f"resuming from {checkpoint_path} at epoch {at.epoch + 1}, step {at.done_in_epoch} of the "
@@ -838,7 +839,8 @@ def fit(model, loss_fn, optimizer, train_batches, epochs: int = 1, *, val_batche
                 if resume_state is not None:
                     # The data source starts from its state at the start of the epoch (the checkpoint's
                     # current state when it was written at an epoch boundary) ...
-                    rng.restore(resume_state["epoch_rng"] or resume_state["rng"], parts=("data",))
+                    with _malformed_train_state(checkpoint_path):
+                        rng.restore(resume_state["epoch_rng"] or resume_state["rng"], parts=("data",))
                 if at.done_in_epoch == 0:
                     epoch_rng = rng.snapshot()
                     averages = _Averages()
@@ -851,11 +853,14 @@ def fit(model, loss_fn, optimizer, train_batches, epochs: int = 1, *, val_batche
                 if resume_state is not None:
                     # ... replays the batches trained on before the checkpoint, and then the model's
                     # generators and carried states continue from where the checkpoint left them.
-                    for _ in range(at.done_in_epoch):
-                        next(iterator)
-                    rng.restore(resume_state["rng"], parts=("model",))
-                    if resume_state.get("carried_states") is not None:
-                        _set_carried_states(model, _states_from_json(resume_state["carried_states"]))
+                    for done in range(at.done_in_epoch):
+                        if next(iterator, None) is None:
+                            raise ValueError(f"fit: {checkpoint_path}: the training state says {at.done_in_epoch} "
+                                             f"batches of epoch {at.epoch + 1} were trained on, but it has {done}")
+                    with _malformed_train_state(checkpoint_path):
+                        rng.restore(resume_state["rng"], parts=("model",))
+                        if resume_state["carried_states"] is not None:
+                            _set_carried_states(model, resume_state["carried_states"])
                     resume_state = None
 
                 for batch in iterator:
@@ -956,7 +961,33 @@ def _train_state(metadata, path: Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"fit: {path} is not a training checkpoint written by rnnext.train.fit (resume=True "
                          "needs one); use rnnext.load for a plain saved model")
-    return state
+    with _malformed_train_state(path):
+        carried = state.get("carried_states")
+        return {**state, "carried_states": None if carried is None else _states_from_json(carried)}
+
+
+class _malformed_train_state:
+    """Turns what a damaged or crafted training state makes the resume code raise into a ValueError naming the
+    checkpoint (the weights and optimizer state were checked by load_checkpoint already)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and issubclass(kind, (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                                                  OverflowError)):
+            raise ValueError(f"fit: {self.path}: the training state (metadata['train_state']) is malformed "
+                             f"({kind.__name__}: {error})") from None
+        return False
+
+
+def _count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} is {value!r}, expected an integer >= 0")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------------
