@@ -116,7 +116,10 @@ def binary_cross_entropy_with_logits(logits, targets, reduction: str = "mean"):
         raise ValueError(f"{name}: targets has shape {targets.shape}, expected the shape of logits {logits.shape}")
     # Negated so NaN targets fail too.
     if targets.size and not np.all((targets >= 0) & (targets <= 1)):
-        low, high = np.nanmin(targets), np.nanmax(targets)
+        # Not np.nanmin/np.nanmax: on all-NaN targets they warn ("All-NaN slice encountered"), and the losses
+        # never warn; the message then reports [nan, nan].
+        numbers = targets[~np.isnan(targets)] if targets.dtype.kind == "f" else targets
+        low, high = (numbers.min(), numbers.max()) if numbers.size else (np.nan, np.nan)
         raise ValueError(f"{name}: targets must lie in [0, 1], got values in [{low}, {high}] (or NaN)")
     _check_reduction(name, reduction)
     if logits.size == 0:
