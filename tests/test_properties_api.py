@@ -454,9 +454,6 @@ def test_dense_matches_formulas(example_counter, shape, units, activation, dtype
     example_counter()
 
 
-@pytest.mark.xfail(strict=True, reason="layers.py bug: Dense with 0 input features is reported as a build "
-                   "problem ('Dense.build: the feature size input_shape[-1] is 0'), not on x; the recurrent layers "
-                   "were fixed to say 'x has shape ...: I=0 input features'")
 def test_dense_zero_features_are_reported_on_x():
     with pytest.raises(ValueError) as caught:
         rnnext.Dense(2, seed=0).forward(np.zeros((3, 0)))

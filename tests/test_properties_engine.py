@@ -125,14 +125,6 @@ def problem_of(case, shape, dtype, seed):
         return make_problem(case, shape, dtype, seed=seed)
 
 
-# The twin's LSTM without peepholes multiplies zero peephole rows by the cell (reference._peephole_rows), so a
-# non-finite cell state makes its gates NaN (0 * inf, 0 * NaN) where the engine, which has no peephole term,
-# keeps them finite; its backward likewise adds 0 * (an infinite gate gradient) = NaN into dc0 where the engine
-# gives inf: see test_twin_lstm_without_peephole_keeps_gates_finite_with_a_nan_cell. Until the twin is fixed,
-# these two cases get no NaN/inf (the peephole cases, whose rows are non-zero, do).
-TWIN_NAN_CELL_CASES = ("lstm", "lstm-coupled")
-
-
 @st.composite
 def engine_calls(draw, with_nonfinite=True):
     """(case, dtype, shape, params, options, lengths, douts) of one valid forward/backward pair."""
@@ -148,12 +140,6 @@ def engine_calls(draw, with_nonfinite=True):
     lengths = lengths_values(draw, T, N)
     if with_nonfinite and draw(st.integers(0, 3)) == 0:
         arrays = {**params, **{f"d{k}": v for k, v in douts.items() if v is not None}}
-        if case in TWIN_NAN_CELL_CASES:
-            arrays = {}  # see TWIN_NAN_CELL_CASES
-        if case == "rnn-relu":
-            # engine bug: a NaN gradient (arriving, or made by a NaN weight) is dropped by the relu derivative,
-            # see test_relu_backward_propagates_a_nan_gradient
-            arrays = {}
         if lengths is not None and min(lengths) < T:
             # engine bug, see test_nan_weight_does_not_leak_into_dh0_through_padded_steps
             arrays = {k: v for k, v in arrays.items() if k != "recurrent_kernel"}
@@ -252,8 +238,6 @@ def test_engine_matches_twin(example_counter, call):
     example_counter()
 
 
-@pytest.mark.xfail(strict=True, reason="reference.lstm_forward without peepholes computes 0 * c for the missing "
-                   "peephole terms, so a NaN/inf cell turns the input/forget/output gates NaN; the engine keeps them")
 @pytest.mark.parametrize("coupled", [False, True])
 def test_twin_lstm_without_peephole_keeps_gates_finite_with_a_nan_cell(coupled):
     G = 3 if coupled else 4
@@ -265,8 +249,6 @@ def test_twin_lstm_without_peephole_keeps_gates_finite_with_a_nan_cell(coupled):
     assert np.array_equal(np.isnan(twin), np.isnan(engine)), f"twin gates {twin}, engine gates {engine}"
 
 
-@pytest.mark.xfail(strict=True, reason="reference.lstm_backward without peepholes adds 0 * (gate gradient) into "
-                   "dc0, so an infinite incoming dc_n gives dc0 = NaN instead of the engine's (correct) inf")
 def test_twin_lstm_without_peephole_backward_keeps_an_infinite_cell_gradient():
     x, h0, c0 = np.zeros((1, 1, 0)), np.full((1, 1), 0.06), np.full((1, 1), -0.066)
     kernel, recurrent_kernel, bias = np.zeros((0, 4)), np.array([[0.32, 0.05, -0.27, 0.18]]), np.full(4, 0.1)
@@ -294,21 +276,16 @@ def test_nan_weight_does_not_leak_into_dh0_through_padded_steps(case):
     assert np.array_equal(grads["h0"][0], douts["h_n"][0]), f"dh0[0] = {grads['h0'][0]}, dh_n[0] = {douts['h_n'][0]}"
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug (or twin/engine disagreement): the relu derivative is applied "
-                   "as a select, so a NaN gradient arriving at a unit with a <= 0 becomes 0; the twin gives "
-                   "NaN * 0 = NaN")
-def test_relu_backward_propagates_a_nan_gradient():
+def test_relu_backward_passes_nothing_through_a_unit_that_is_off():
+    """relu's derivative is a select, in the engine, the twin and PyTorch: a unit with a <= 0 passes no gradient,
+    not even a NaN one (NaN * 0 would be NaN)."""
     x, h0 = np.full((1, 1, 1), 1.0), np.zeros((1, 1))
     kernel, recurrent_kernel, bias = np.full((1, 1), -1.0), np.full((1, 1), 0.5), np.zeros(1)
-    cache = rnnext.rnn_forward(x, h0, kernel, recurrent_kernel, bias, activation="relu")[2]  # a = -1: h = 0
-    grads = rnnext.rnn_backward(None, np.full((1, 1), np.nan), cache, x, kernel, recurrent_kernel, bias,
-                                activation="relu")
-    cache_ref = reference.rnn_forward(x, h0, kernel, recurrent_kernel, bias, activation="relu")[2]
-    with np.errstate(invalid="ignore"):
-        grads_ref = reference.rnn_backward(None, np.full((1, 1), np.nan), cache_ref, x, kernel, recurrent_kernel,
-                                           bias, activation="relu")
-    assert np.isnan(grads_ref["x"]).all()
-    assert np.isnan(grads["x"]).all(), f"engine dx = {grads['x']}, twin dx = {grads_ref['x']}"
+    for module in (rnnext, reference):
+        cache = module.rnn_forward(x, h0, kernel, recurrent_kernel, bias, activation="relu")[2]  # a = -1: h = 0
+        grads = module.rnn_backward(None, np.full((1, 1), np.nan), cache, x, kernel, recurrent_kernel, bias,
+                                    activation="relu")
+        assert np.array_equal(grads["x"], np.zeros((1, 1, 1))), f"{module.__name__}: dx = {grads['x']}"
 
 
 @st.composite

@@ -938,6 +938,8 @@ class Dense(Layer):
         x = _real_array(x, where, "x", self.dtype)
         if x.ndim < 2:
             raise ValueError(f"{where}: x has shape {x.shape}, expected (N, ..., F) with a batch axis")
+        if x.shape[-1] == 0:
+            raise ValueError(f"{where}: x has shape {x.shape}: F=0 features, expected F >= 1")
         if not self.built:
             self.build(x.shape[1:])
         elif x.shape[-1] != self.input_size:

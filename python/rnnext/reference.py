@@ -29,10 +29,11 @@ def _relu(a):
 
 
 _ACTIVATIONS = {
-    # name: (y = act(a), dy/da as a function of y)
-    "tanh": (np.tanh, lambda y: 1 - y * y),
-    "relu": (_relu, lambda y: y > 0),
-    "sigmoid": (_sigmoid, lambda y: y * (1 - y)),
+    # name: (y = act(a), da from the gradient on y and y itself)
+    "tanh": (np.tanh, lambda dy, y: dy * (1 - y * y)),
+    # a select, not dy * (y > 0): a unit that is off passes no gradient at all, not even a NaN (as in PyTorch)
+    "relu": (_relu, lambda dy, y: np.where(y > 0, dy, 0)),
+    "sigmoid": (_sigmoid, lambda dy, y: dy * (y * (1 - y))),
 }
 
 
@@ -171,7 +172,7 @@ def rnn_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=Non
         # (their y[t] is a constant 0), so nothing enters the cell there
         dh_new = np.where(valid, dh + dy[t], 0)
         # backprop through h_new = act(a); at valid rows h_new is h[t+1]
-        da = dh_new * act_grad(h[t + 1])
+        da = act_grad(dh_new, h[t + 1])
         # backprop through a = x[t] @ W_xh + h[t] @ W_hh + b_h
         dx[t] = da @ W_xh.T
         dW_xh += x[t].T @ da
@@ -185,16 +186,20 @@ def rnn_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=Non
 # ---------------------------------------------------------------------------------------------------------
 # LSTM, gate order i, f, g, o (coupled: f, g, o with i = 1 - f); optional peepholes (Gers & Schmidhuber 2000)
 
-def _peephole_rows(peephole, coupled, H, dtype):
-    """(p_i, p_f, p_o), each [H]. Without peepholes they are zero, which makes every peephole term vanish."""
+def _peephole_rows(peephole, coupled):
+    """(p_i, p_f, p_o), each [H] or None where the cell has no such peephole."""
     if peephole is None:
-        zero = np.zeros((H,), dtype=dtype)
-        return zero, zero, zero
+        return None, None, None
     if coupled:
         p_f, p_o = peephole
-        return np.zeros((H,), dtype=dtype), p_f, p_o
+        return None, p_f, p_o
     p_i, p_f, p_o = peephole
     return p_i, p_f, p_o
+
+
+def _peek(p, a):
+    """p * a, or 0 without that peephole: a missing peephole adds nothing, even where a is inf or NaN."""
+    return 0 if p is None else p * a
 
 
 def _check_peephole(fn, peephole, coupled, H, dtype):
@@ -224,7 +229,7 @@ def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, peephole=None, lengt
     b_z = _check(fn, "bias", bias, [(f"{G}H", G * H)], dtype)
     peephole = _check_peephole(fn, peephole, coupled, H, dtype)
     lengths = _check_lengths(fn, lengths, N, T)
-    p_i, p_f, p_o = _peephole_rows(peephole, coupled, H, dtype)
+    p_i, p_f, p_o = _peephole_rows(peephole, coupled)
 
     h = np.zeros((T + 1, N, H), dtype=dtype)
     c = np.zeros((T + 1, N, H), dtype=dtype)
@@ -237,15 +242,15 @@ def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, peephole=None, lengt
         z = x[t] @ W_xz + h[t] @ W_hz + b_z  # gate pre-activations, blocks in gate order
         if coupled:
             z_f, z_g, z_o = np.split(z, 3, axis=1)
-            f = _sigmoid(z_f + p_f * c[t])
+            f = _sigmoid(z_f + _peek(p_f, c[t]))
             i = 1 - f
         else:
             z_i, z_f, z_g, z_o = np.split(z, 4, axis=1)
-            i = _sigmoid(z_i + p_i * c[t])
-            f = _sigmoid(z_f + p_f * c[t])
+            i = _sigmoid(z_i + _peek(p_i, c[t]))
+            f = _sigmoid(z_f + _peek(p_f, c[t]))
         g = np.tanh(z_g)
         c_new = f * c[t] + i * g
-        o = _sigmoid(z_o + p_o * c_new)  # the output gate peeks at the new cell
+        o = _sigmoid(z_o + _peek(p_o, c_new))  # the output gate peeks at the new cell
         h_new = o * np.tanh(c_new)
         gates[t] = np.concatenate([f, g, o] if coupled else [i, f, g, o], axis=1)
         c[t + 1] = np.where(valid, c_new, c[t])
@@ -278,7 +283,7 @@ def lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peep
     h = _check_cache(fn, cache, "h", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
     c = _check_cache(fn, cache, "c", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
     gates = _check_cache(fn, cache, "gates", [("T", T), ("N", N), (f"{G}H", G * H)], dtype)
-    p_i, p_f, p_o = _peephole_rows(peephole, coupled, H, dtype)
+    p_i, p_f, p_o = _peephole_rows(peephole, coupled)
 
     dx = np.zeros_like(x)
     dW_xz = np.zeros_like(W_xz)
@@ -301,11 +306,11 @@ def lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peep
         tc = np.tanh(c[t + 1])
         dz_o = dh_new * tc * o * (1 - o)
         # backprop into c_new: from step t+1, through tanh(c_new), and through the output-gate peephole
-        dc_new = dc_next + dh_new * o * (1 - tc * tc) + dz_o * p_o
+        dc_new = dc_next + dh_new * o * (1 - tc * tc) + _peek(p_o, dz_o)
         # backprop through c_new = f * c[t] + i * g
         dz_g = dc_new * i * (1 - g * g)
         if coupled:
-            dz_f = (dc_new * c[t] - dc_new * g) * f * (1 - f)  # f also reaches c_new through i = 1 - f
+            dz_f = dc_new * (c[t] - g) * f * (1 - f)  # f also reaches c_new through i = 1 - f
             dz_i = np.zeros_like(dz_f)
             dz = np.concatenate([dz_f, dz_g, dz_o], axis=1)
         else:
@@ -313,15 +318,16 @@ def lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peep
             dz_i = dc_new * g * i * (1 - i)
             dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)
         # backprop into c[t]: through the forget gate and the i, f peepholes
-        dc_prev = dc_new * f + dz_i * p_i + dz_f * p_f
+        dc_prev = dc_new * f + _peek(p_i, dz_i) + _peek(p_f, dz_f)
         # backprop through z = x[t] @ W_xz + h[t] @ W_hz + b_z (+ peephole terms)
         dx[t] = dz @ W_xz.T
         dW_xz += x[t].T @ dz
         dW_hz += h[t].T @ dz
         db_z += dz.sum(axis=0)
-        dp_i += (dz_i * c[t]).sum(axis=0)
-        dp_f += (dz_f * c[t]).sum(axis=0)
-        dp_o += (dz_o * c[t + 1]).sum(axis=0)
+        if peephole is not None:
+            dp_i += (dz_i * c[t]).sum(axis=0)
+            dp_f += (dz_f * c[t]).sum(axis=0)
+            dp_o += (dz_o * c[t + 1]).sum(axis=0)
         dh_prev = dz @ W_hz.T
         dh = np.where(valid, dh_prev, dh)  # a carried state passes its gradients straight through
         dc = np.where(valid, dc_prev, dc)
