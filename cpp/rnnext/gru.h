@@ -42,8 +42,8 @@ struct GruGrads {
   Scalar* bias;              // the bias's shape: [2, 3H] when reset_after, else [3H]
 };
 
-// Forward: the part of a step every stage list shares. gates[t] holds x[t] . kernel plus the biases that are
-// simply added; finish() turns n's pre-activation into n and writes h[t+1] and y[t].
+// Forward: what both stages of a step share. gates[t] holds x[t] . kernel plus the biases that are simply
+// added; finish() writes h[t+1] and y[t] once n is known, carry() stands in for it at masked rows.
 template <typename Scalar>
 struct GruForwardBase {
   GateColumns<Scalar>& U;
@@ -65,91 +65,74 @@ struct GruForwardBase {
     h.segment(t + 1, n, j, w) = h.segment(t, n, j, w);
     y.segment(t, n, j, w).setZero();
   }
-  // r and z from their pre-activations, at masked rows too (they are cached).
+};
+
+// Forward, first stage (the only one when reset_after): r, z += h[t] . U_rz, and hn += h[t] . U_n when
+// reset_after (hn starts as b_hn); then r and z, and n = tanh(. + r * hn) when reset_after, or rh = r * h[t]
+// for the second stage. All of it at masked rows too (it is cached).
+template <typename Scalar, bool ResetAfter>
+struct GruForwardGates : GruForwardBase<Scalar> {
+  using B = GruForwardBase<Scalar>;
+  using B::U, B::h, B::gates, B::recurrent, B::gate, B::finish, B::carry;
+  static constexpr bool packs = true, rows = true;
+
+  StepOperand<Scalar> operand(Index t) const { return U.operand(h.step(t), h.width); }
+  void products(Index t, Index b, const UnitBlock& block) const {
+    const Index H = h.width, j = block.begin;
+    U.add(gates.step(t) + kGateR * H + j, gates.width, b, kGateR);
+    U.add(gates.step(t) + kGateZ * H + j, gates.width, b, kGateZ);
+    if constexpr (ResetAfter) U.add(recurrent.step(t) + j, H, b, kGateN);
+  }
   template <typename W>
-  void activate_rz(Index t, Index n, Index j, W w) const {
+  void activate(Index t, Index n, Index j, W w) const {
     auto r = gate(t, n, kGateR, j, w), z = gate(t, n, kGateZ, j, w);
+    auto rec = recurrent.segment(t, n, j, w);
     r = sigmoid(r);
     z = sigmoid(z);
-  }
-};
-
-// reset_after = true: one stage. r, z += h[t] . U_rz and hn += h[t] . U_n (hn starts as b_hn), then
-// n = tanh(. + r * hn).
-template <typename Scalar>
-struct GruForwardStep : GruForwardBase<Scalar> {
-  static constexpr bool packs = true, rows = true;
-
-  StepOperand<Scalar> operand(Index t) const { return this->U.operand(this->h.step(t), this->h.width); }
-  void products(Index t, Index b, const UnitBlock& block) const {
-    const Index H = this->h.width, j = block.begin;
-    this->U.add(this->gates.step(t) + kGateR * H + j, this->gates.width, b, kGateR);
-    this->U.add(this->gates.step(t) + kGateZ * H + j, this->gates.width, b, kGateZ);
-    this->U.add(this->recurrent.step(t) + j, H, b, kGateN);
-  }
-  template <typename W>
-  void activate(Index t, Index n, Index j, W w) const {
-    this->activate_rz(t, n, j, w);
-    auto cand = this->gate(t, n, kGateN, j, w);
-    cand = tanh_of(cand + this->gate(t, n, kGateR, j, w) * this->recurrent.segment(t, n, j, w));
+    if constexpr (ResetAfter) {
+      auto cand = gate(t, n, kGateN, j, w);
+      cand = tanh_of(cand + r * rec);
+    } else {
+      rec = r * h.segment(t, n, j, w);
+    }
   }
   template <typename W>
   void row(Index t, Index n, Index j, W w) const {
     activate(t, n, j, w);
-    this->finish(t, n, j, w);
+    if constexpr (ResetAfter) finish(t, n, j, w);
   }
   template <typename W>
   void masked_row(Index t, Index n, Index j, W w) const {
     activate(t, n, j, w);
-    this->carry(t, n, j, w);
+    if constexpr (ResetAfter) carry(t, n, j, w);
   }
 };
 
-// reset_after = false, first stage: r, z += h[t] . U_rz, then r, z and rh = r * h[t] at every row.
-template <typename Scalar>
-struct GruForwardGates : GruForwardBase<Scalar> {
-  static constexpr bool packs = true, rows = true;
-
-  StepOperand<Scalar> operand(Index t) const { return this->U.operand(this->h.step(t), this->h.width); }
-  void products(Index t, Index b, const UnitBlock& block) const {
-    const Index H = this->h.width, j = block.begin;
-    this->U.add(this->gates.step(t) + kGateR * H + j, this->gates.width, b, kGateR);
-    this->U.add(this->gates.step(t) + kGateZ * H + j, this->gates.width, b, kGateZ);
-  }
-  template <typename W>
-  void row(Index t, Index n, Index j, W w) const {
-    this->activate_rz(t, n, j, w);
-    this->recurrent.segment(t, n, j, w) = this->gate(t, n, kGateR, j, w) * this->h.segment(t, n, j, w);
-  }
-  template <typename W>
-  void masked_row(Index t, Index n, Index j, W w) const {
-    row(t, n, j, w);  // cached at masked rows too
-  }
-};
-
-// reset_after = false, second stage: n += rh . U_n, then n = tanh(.).
+// Forward, second stage (reset_after = false): n += rh . U_n, which needs rh of every unit, then n = tanh(.).
 template <typename Scalar>
 struct GruForwardCandidate : GruForwardBase<Scalar> {
+  using B = GruForwardBase<Scalar>;
+  using B::U, B::h, B::gates, B::recurrent, B::gate, B::finish, B::carry;
   static constexpr bool packs = true, rows = true;
 
-  StepOperand<Scalar> operand(Index t) const { return this->U.operand(this->recurrent.step(t), this->h.width); }
+  StepOperand<Scalar> operand(Index t) const { return U.operand(recurrent.step(t), recurrent.width); }
   void products(Index t, Index b, const UnitBlock& block) const {
-    this->U.add(this->gates.step(t) + kGateN * this->h.width + block.begin, this->gates.width, b, kGateN);
+    U.add(gates.step(t) + kGateN * h.width + block.begin, gates.width, b, kGateN);
   }
   template <typename W>
   void activate(Index t, Index n, Index j, W w) const {
-    auto cand = this->gate(t, n, kGateN, j, w);
+    auto cand = gate(t, n, kGateN, j, w);
     cand = tanh_of(cand);
   }
   template <typename W>
   void row(Index t, Index n, Index j, W w) const {
     activate(t, n, j, w);
-    this->finish(t, n, j, w);
+    finish(t, n, j, w);
   }
   template <typename W>
   void masked_row(Index t, Index n, Index j, W w) const {
     activate(t, n, j, w);
-    this->carry(t, n, j, w);
+    carry(t, n, j, w);
   }
 };
 
@@ -160,10 +143,10 @@ struct GruForwardCandidate : GruForwardBase<Scalar> {
 template <typename Scalar, bool ResetAfter>
 struct GruBackwardStep {
   static constexpr bool packs = false, rows = true;
-  Sequence<Scalar> dz, dx_cand;                    // [T, N, 3H], [T, N, H] (reset_after only)
-  Scalar* dh;                                      // [N, H] gradient on h[t+1], turned into the one on h[t]
-  Sequence<const Scalar> dy, h, gates, recurrent;  // [T, N, H] (data null when absent), [T+1, N, H], [T, N, 3H],
-                                                   // [T, N, H]
+  Sequence<Scalar> dz, dx_cand;  // [T, N, 3H], [T, N, H] (reset_after only)
+  Scalar* dh;                    // [N, H] gradient on h[t+1], turned into the one on h[t]
+  Sequence<const Scalar> dy;     // [T, N, H], data null when absent
+  Sequence<const Scalar> h, gates, recurrent;  // the cache: [T+1, N, H], [T, N, 3H], [T, N, H]
 
   void products(Index, Index, const UnitBlock&) const {}
   template <typename W>
@@ -201,10 +184,10 @@ template <typename Scalar>
 struct GruBackwardReset {
   static constexpr bool packs = true, rows = true;
   UnitRows<Scalar>& U_n;
-  Sequence<Scalar> dz;                 // [T, N, 3H]
-  Scalar* drh;                         // [N, H] gradient on r * h[t], this step's only
-  Scalar* dh;                          // [N, H]
-  Sequence<const Scalar> h, gates;     // [T+1, N, H], [T, N, 3H]
+  Sequence<Scalar> dz;              // [T, N, 3H]
+  Scalar* drh;                      // [N, H] gradient on r * h[t], this step's only
+  Scalar* dh;                       // [N, H]
+  Sequence<const Scalar> h, gates;  // [T+1, N, H], [T, N, 3H]
 
   StepOperand<Scalar> operand(Index t) const { return U_n.operand(dz.step(t) + kGateN * h.width, dz.width); }
   void products(Index, Index b, const UnitBlock& block) const {
@@ -243,11 +226,10 @@ void gru_forward(Scalar* y /* [T, N, H] */, const GruCache<Scalar>& cache, const
   const TimeLoop loop(d, G, lengths);
   GateColumns<Scalar> U(weights.recurrent_kernel, d, G, loop);  // also packs r * h[t] in the second stage
   const GruForwardBase<Scalar> base{U, {y, N, H}, {cache.h, N, H}, {cache.gates, N, GH}, {cache.recurrent, N, H}};
+  GruForwardGates<Scalar, ResetAfter> gates{base};
   if constexpr (ResetAfter) {
-    GruForwardStep<Scalar> step{base};
-    loop.forward(step);
+    loop.forward(gates);
   } else {
-    GruForwardGates<Scalar> gates{base};
     GruForwardCandidate<Scalar> candidate{base};
     loop.forward(gates, candidate);
   }
