@@ -26,11 +26,14 @@ py::tuple gru_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
 
   CArray<Scalar> y({T, N, H}), h({T + 1, N, H}), gates({T, N, 3 * H}), recurrent_out({T, N, H});
   std::copy_n(h0.data(), N * H, h.mutable_data());
+  const GruWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
+  const GruCache<Scalar> state{h.mutable_data(), gates.mutable_data(), recurrent_out.mutable_data()};
   {
     py::gil_scoped_release release;
-    gru_forward<Scalar>(y.mutable_data(), h.mutable_data(), gates.mutable_data(), recurrent_out.mutable_data(),
-                        x.data(), kernel.data(), recurrent.data(), bias.data(), data_or_null(lengths),
-                        Dims{T, N, I, H}, reset_after);
+    with_variant<false, true>(reset_after, [&](auto variant) {
+      gru_forward<Scalar, decltype(variant)::value>(y.mutable_data(), state, x.data(), weights, data_or_null(lengths),
+                                                    Dims{T, N, I, H});
+    });
   }
   CArray<Scalar> h_n({N, H});
   std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
@@ -55,19 +58,23 @@ py::dict gru_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_ob
   auto kernel = args.array<Scalar>("kernel", kernel_obj, {{"I", I}, {"3*H", 3 * H}});
   auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", H}, {"3*H", 3 * H}});
   const auto bias_dims = gru_bias_dims(H, reset_after);
-  args.array<Scalar>("bias", bias_obj, bias_dims);
+  auto bias = args.array<Scalar>("bias", bias_obj, bias_dims);
   auto lengths = args.lengths(lengths_obj, T, N);
 
   std::vector<py::ssize_t> bias_shape;
   for (const Dim& dim : bias_dims) bias_shape.push_back(dim.size);
   CArray<Scalar> dx({T, N, I}), dkernel({I, 3 * H}), drecurrent({H, 3 * H}), dbias(bias_shape);
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
+  const GruWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
+  const GruCache<const Scalar> state{h.data(), gates.data(), recurrent_out.data()};
+  const GruGrads<Scalar> grads_out{dx.mutable_data(), dh0.mutable_data(), dkernel.mutable_data(),
+                                   drecurrent.mutable_data(), dbias.mutable_data()};
   {
     py::gil_scoped_release release;
-    gru_backward<Scalar>(dx.mutable_data(), dh0.mutable_data(), dkernel.mutable_data(), drecurrent.mutable_data(),
-                         dbias.mutable_data(), data_or_null(dy), h.data(), gates.data(), recurrent_out.data(),
-                         x.data(), kernel.data(), recurrent.data(), data_or_null(lengths), Dims{T, N, I, H},
-                         reset_after);
+    with_variant<false, true>(reset_after, [&](auto variant) {
+      gru_backward<Scalar, decltype(variant)::value>(grads_out, data_or_null(dy), state, x.data(), weights,
+                                                     data_or_null(lengths), Dims{T, N, I, H});
+    });
   }
   py::dict grads;
   grads["x"] = dx;
@@ -86,9 +93,9 @@ void bind_gru(py::module_& m) {
       [](py::handle x, py::handle h0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
          py::handle lengths, bool reset_after) {
         const Args args("gru_forward");
-        if (args.is_float32("x", x))
-          return gru_forward_impl<float>(args, x, h0, kernel, recurrent_kernel, bias, lengths, reset_after);
-        return gru_forward_impl<double>(args, x, h0, kernel, recurrent_kernel, bias, lengths, reset_after);
+        return with_dtype(args, x, [&](auto scalar) {
+          return gru_forward_impl<decltype(scalar)>(args, x, h0, kernel, recurrent_kernel, bias, lengths, reset_after);
+        });
       },
       py::arg("x"), py::arg("h0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("lengths") = py::none(), py::arg("reset_after") = true,
@@ -99,11 +106,10 @@ void bind_gru(py::module_& m) {
       [](py::handle dy, py::handle dh_n, const py::dict& cache, py::handle x, py::handle kernel,
          py::handle recurrent_kernel, py::handle bias, py::handle lengths, bool reset_after) {
         const Args args("gru_backward");
-        if (args.is_float32("x", x))
-          return gru_backward_impl<float>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths,
-                                          reset_after);
-        return gru_backward_impl<double>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths,
-                                         reset_after);
+        return with_dtype(args, x, [&](auto scalar) {
+          return gru_backward_impl<decltype(scalar)>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias,
+                                                     lengths, reset_after);
+        });
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
       py::arg("bias"), py::arg("lengths") = py::none(), py::arg("reset_after") = true,

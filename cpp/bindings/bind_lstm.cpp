@@ -17,6 +17,14 @@ LstmShapes lstm_shapes(const Args& args, const CArray<Scalar>& x, const py::hand
   return {x.shape(0), x.shape(1), x.shape(2), args.hidden_size(recurrent_kernel, G, label.c_str()), G, coupled ? 2 : 3};
 }
 
+// The options as template arguments of the cell (the variant dispatch of this cell, once per call).
+template <typename Body>
+void with_lstm_variant(bool peephole, bool coupled, Body&& body) {
+  with_variant<false, true>(peephole, [&](auto with_peephole) {
+    with_variant<false, true>(coupled, [&](auto with_coupled) { body(with_peephole, with_coupled); });
+  });
+}
+
 template <typename Scalar>
 py::tuple lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle c0_obj,
                             py::handle kernel_obj, py::handle recurrent_obj, py::handle bias_obj,
@@ -35,15 +43,14 @@ py::tuple lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_ob
   CArray<Scalar> y({s.T, s.N, s.H}), h({s.T + 1, s.N, s.H}), c({s.T + 1, s.N, s.H}), gates({s.T, s.N, s.G * s.H});
   std::copy_n(h0.data(), s.N * s.H, h.mutable_data());
   std::copy_n(c0.data(), s.N * s.H, c.mutable_data());
-  const Dims d{s.T, s.N, s.I, s.H};
-  LstmOptions opt;
-  opt.peephole = peephole.has_value();
-  opt.coupled = coupled;
+  const LstmWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data(), data_or_null(peephole)};
+  const LstmCache<Scalar> state{h.mutable_data(), c.mutable_data(), gates.mutable_data()};
   {
     py::gil_scoped_release release;
-    lstm_forward<Scalar>(y.mutable_data(), h.mutable_data(), c.mutable_data(), gates.mutable_data(), x.data(),
-                         kernel.data(), recurrent.data(), bias.data(), data_or_null(peephole),
-                         data_or_null(lengths), d, opt);
+    with_lstm_variant(peephole.has_value(), coupled, [&](auto with_peephole, auto with_coupled) {
+      lstm_forward<Scalar, decltype(with_peephole)::value, decltype(with_coupled)::value>(
+          y.mutable_data(), state, x.data(), weights, data_or_null(lengths), Dims{s.T, s.N, s.I, s.H});
+    });
   }
   CArray<Scalar> h_n({s.N, s.H}), c_n({s.N, s.H});
   std::copy_n(h.data() + s.T * s.N * s.H, s.N * s.H, h_n.mutable_data());
@@ -70,7 +77,7 @@ py::dict lstm_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_o
   auto gates = cache_entry<Scalar>(args, cache, "gates", {{"T", s.T}, {"N", s.N}, {gl.c_str(), s.G * s.H}});
   auto kernel = args.array<Scalar>("kernel", kernel_obj, {{"I", s.I}, {gl.c_str(), s.G * s.H}});
   auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", s.H}, {gl.c_str(), s.G * s.H}});
-  args.array<Scalar>("bias", bias_obj, {{gl.c_str(), s.G * s.H}});
+  auto bias = args.array<Scalar>("bias", bias_obj, {{gl.c_str(), s.G * s.H}});
   auto peephole = args.optional_array<Scalar>("peephole", peephole_obj, {{coupled ? "P(f,o)" : "P(i,f,o)", s.P}, {"H", s.H}});
   auto lengths = args.lengths(lengths_obj, s.T, s.N);
 
@@ -78,17 +85,17 @@ py::dict lstm_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_o
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, s.N, s.H), dc0 = copy_or_zeros(dc_n, s.N, s.H);
   std::optional<CArray<Scalar>> dpeephole;
   if (peephole) dpeephole = CArray<Scalar>({s.P, s.H});
-  const Dims d{s.T, s.N, s.I, s.H};
-  LstmOptions opt;
-  opt.peephole = peephole.has_value();
-  opt.coupled = coupled;
+  const LstmWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data(), data_or_null(peephole)};
+  const LstmCache<const Scalar> state{h.data(), c.data(), gates.data()};
+  const LstmGrads<Scalar> grads_out{dx.mutable_data(), dh0.mutable_data(), dc0.mutable_data(),
+                                    dkernel.mutable_data(), drecurrent.mutable_data(), dbias.mutable_data(),
+                                    dpeephole ? dpeephole->mutable_data() : nullptr};
   {
     py::gil_scoped_release release;
-    lstm_backward<Scalar>(dx.mutable_data(), dh0.mutable_data(), dc0.mutable_data(), dkernel.mutable_data(),
-                          drecurrent.mutable_data(), dbias.mutable_data(),
-                          dpeephole ? dpeephole->mutable_data() : nullptr, data_or_null(dy), h.data(), c.data(),
-                          gates.data(), x.data(), kernel.data(), recurrent.data(), data_or_null(peephole),
-                          data_or_null(lengths), d, opt);
+    with_lstm_variant(peephole.has_value(), coupled, [&](auto with_peephole, auto with_coupled) {
+      lstm_backward<Scalar, decltype(with_peephole)::value, decltype(with_coupled)::value>(
+          grads_out, data_or_null(dy), state, x.data(), weights, data_or_null(lengths), Dims{s.T, s.N, s.I, s.H});
+    });
   }
   py::dict grads;
   grads["x"] = dx;
@@ -109,9 +116,10 @@ void bind_lstm(py::module_& m) {
       [](py::handle x, py::handle h0, py::handle c0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
          py::handle peephole, py::handle lengths, bool coupled) {
         const Args args("lstm_forward");
-        if (args.is_float32("x", x))
-          return lstm_forward_impl<float>(args, x, h0, c0, kernel, recurrent_kernel, bias, peephole, lengths, coupled);
-        return lstm_forward_impl<double>(args, x, h0, c0, kernel, recurrent_kernel, bias, peephole, lengths, coupled);
+        return with_dtype(args, x, [&](auto scalar) {
+          return lstm_forward_impl<decltype(scalar)>(args, x, h0, c0, kernel, recurrent_kernel, bias, peephole,
+                                                     lengths, coupled);
+        });
       },
       py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("peephole") = py::none(), py::arg("lengths") = py::none(), py::arg("coupled") = false,
@@ -122,11 +130,10 @@ void bind_lstm(py::module_& m) {
       [](py::handle dy, py::handle dh_n, py::handle dc_n, const py::dict& cache, py::handle x, py::handle kernel,
          py::handle recurrent_kernel, py::handle bias, py::handle peephole, py::handle lengths, bool coupled) {
         const Args args("lstm_backward");
-        if (args.is_float32("x", x))
-          return lstm_backward_impl<float>(args, dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peephole,
-                                           lengths, coupled);
-        return lstm_backward_impl<double>(args, dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peephole,
-                                          lengths, coupled);
+        return with_dtype(args, x, [&](auto scalar) {
+          return lstm_backward_impl<decltype(scalar)>(args, dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias,
+                                                      peephole, lengths, coupled);
+        });
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"),
       py::arg("recurrent_kernel"), py::arg("bias"), py::arg("peephole") = py::none(), py::arg("lengths") = py::none(),

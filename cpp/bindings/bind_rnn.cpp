@@ -12,6 +12,12 @@ Activation parse_activation(const Args& args, const std::string& name) {
   args.fail_value("activation is '" + name + "', expected 'tanh', 'relu' or 'sigmoid'");
 }
 
+// The activation as a template argument of the cell (the variant dispatch of this cell, once per call).
+template <typename Body>
+void with_activation(Activation act, Body&& body) {
+  with_variant<Activation::Tanh, Activation::Relu, Activation::Sigmoid>(act, std::forward<Body>(body));
+}
+
 template <typename Scalar>
 py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle kernel_obj,
                            py::handle recurrent_obj, py::handle bias_obj, py::handle lengths_obj, Activation act) {
@@ -25,10 +31,13 @@ py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
 
   CArray<Scalar> y({T, N, H}), h({T + 1, N, H});
   std::copy_n(h0.data(), N * H, h.mutable_data());
+  const RnnWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
   {
     py::gil_scoped_release release;
-    rnn_forward<Scalar>(y.mutable_data(), h.mutable_data(), x.data(), kernel.data(), recurrent.data(), bias.data(),
-                        data_or_null(lengths), Dims{T, N, I, H}, act);
+    with_activation(act, [&](auto variant) {
+      rnn_forward<Scalar, decltype(variant)::value>(y.mutable_data(), h.mutable_data(), x.data(), weights,
+                                                    data_or_null(lengths), Dims{T, N, I, H});
+    });
   }
   CArray<Scalar> h_n({N, H});
   std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
@@ -48,16 +57,20 @@ py::dict rnn_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_ob
   auto h = cache_entry<Scalar>(args, cache, "h", {{"T+1", T + 1}, {"N", N}, {"H", H}});
   auto kernel = args.array<Scalar>("kernel", kernel_obj, {{"I", I}, {"H", H}});
   auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", H}, {"H", H}});
-  args.array<Scalar>("bias", bias_obj, {{"H", H}});
+  auto bias = args.array<Scalar>("bias", bias_obj, {{"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
 
   CArray<Scalar> dx({T, N, I}), dkernel({I, H}), drecurrent({H, H}), dbias({H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
+  const RnnWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
+  const RnnGrads<Scalar> grads_out{dx.mutable_data(), dh0.mutable_data(), dkernel.mutable_data(),
+                                   drecurrent.mutable_data(), dbias.mutable_data()};
   {
     py::gil_scoped_release release;
-    rnn_backward<Scalar>(dx.mutable_data(), dh0.mutable_data(), dkernel.mutable_data(), drecurrent.mutable_data(),
-                         dbias.mutable_data(), data_or_null(dy), h.data(), x.data(), kernel.data(), recurrent.data(),
-                         data_or_null(lengths), Dims{T, N, I, H}, act);
+    with_activation(act, [&](auto variant) {
+      rnn_backward<Scalar, decltype(variant)::value>(grads_out, data_or_null(dy), h.data(), x.data(), weights,
+                                                     data_or_null(lengths), Dims{T, N, I, H});
+    });
   }
   py::dict grads;
   grads["x"] = dx;
@@ -77,9 +90,9 @@ void bind_rnn(py::module_& m) {
          py::handle lengths, const std::string& activation) {
         const Args args("rnn_forward");
         const Activation act = parse_activation(args, activation);
-        if (args.is_float32("x", x))
-          return rnn_forward_impl<float>(args, x, h0, kernel, recurrent_kernel, bias, lengths, act);
-        return rnn_forward_impl<double>(args, x, h0, kernel, recurrent_kernel, bias, lengths, act);
+        return with_dtype(args, x, [&](auto scalar) {
+          return rnn_forward_impl<decltype(scalar)>(args, x, h0, kernel, recurrent_kernel, bias, lengths, act);
+        });
       },
       py::arg("x"), py::arg("h0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("lengths") = py::none(), py::arg("activation") = "tanh",
@@ -91,9 +104,10 @@ void bind_rnn(py::module_& m) {
          py::handle recurrent_kernel, py::handle bias, py::handle lengths, const std::string& activation) {
         const Args args("rnn_backward");
         const Activation act = parse_activation(args, activation);
-        if (args.is_float32("x", x))
-          return rnn_backward_impl<float>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths, act);
-        return rnn_backward_impl<double>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths, act);
+        return with_dtype(args, x, [&](auto scalar) {
+          return rnn_backward_impl<decltype(scalar)>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias,
+                                                     lengths, act);
+        });
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
       py::arg("bias"), py::arg("lengths") = py::none(), py::arg("activation") = "tanh",

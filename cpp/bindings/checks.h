@@ -1,5 +1,6 @@
 // Argument checking and conversion shared by the bindings: every error names the function, the argument
-// and the expected shape or dtype, so bad input becomes a Python exception, never a crash.
+// and the expected shape or dtype, so bad input becomes a Python exception, never a crash. Also the two
+// dispatches from run-time choices to template arguments, each made once per call: the dtype and the variant.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -9,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace rnnext::bindings {
@@ -180,6 +182,24 @@ class Args {
  private:
   const char* function_;
 };
+
+// Calls body(Scalar()) with Scalar float or double: the dtype of the call, taken from x (the first floating argument).
+template <typename Body>
+decltype(auto) with_dtype(const Args& args, const py::handle& x, Body&& body) {
+  if (args.is_float32("x", x)) return body(float());
+  return body(double());
+}
+
+// Calls body(std::integral_constant<type, V>()) for the V among Values equal to `value`, so that a variant
+// (a bool option, an activation) becomes a template argument: body(variant) uses decltype(variant)::value.
+// The caller has checked `value`; the last of Values is taken when no other matches.
+template <auto Value, auto... Rest, typename T, typename Body>
+decltype(auto) with_variant(T value, Body&& body) {
+  if constexpr (sizeof...(Rest) > 0) {
+    if (value != Value) return with_variant<Rest...>(value, std::forward<Body>(body));
+  }
+  return body(std::integral_constant<decltype(Value), Value>());
+}
 
 // A fresh [N, H] copy of `source`, or zeros when it is absent (None was passed). Backward passes use it as
 // the carried state gradient, which they overwrite in place.

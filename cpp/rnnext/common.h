@@ -10,9 +10,9 @@
 //   lengths [N] (optional): step t of row n is valid when t < lengths[n]; invalid steps carry the state and
 //   output zero. Weight gradients are assigned (never accumulated) by the engine.
 //
-// Parallelism: the hidden units are cut into fixed blocks of units (unit_block_size). Inside the time loop each
-// thread owns whole blocks: it computes their gate columns with small GEMMs over pre-packed weights
-// (gemm.h) and runs the fused pointwise pass on them. Block shapes never depend on the thread count, which
+// Parallelism: the hidden units are cut into fixed blocks of units (unit_block_size). Inside the time loop
+// (time_loop.h) each thread owns whole blocks: it computes their gate columns with small GEMMs over pre-packed
+// weights (gemm.h) and runs the fused pointwise pass on them. Block shapes never depend on the thread count, which
 // keeps results bitwise identical for any number of threads. OpenMP is never used across time steps.
 #pragma once
 

@@ -3,219 +3,283 @@
 //   reset_after = true  (cuDNN, PyTorch, Keras): n = tanh(x.W_n + b_xn + r * (h.U_n + b_hn)), bias [2, 3H]
 //   reset_after = false (Cho et al. 2014):        n = tanh(x.W_n + (r * h).U_n + b_n),        bias [3H]
 //   h_new = (1 - z) * n + z * h[t]   (PyTorch, Keras and Cho et al.; some course notes swap z and 1 - z)
+// The time loop is time_loop.h's; this file holds the products and pointwise math of each stage of a step,
+// forward and backward side by side, with the variant as a template parameter. reset_after = false needs one
+// more stage each way: n's product needs r * h[t] of every unit, and its gradient d(r * h) feeds dz_r.
 #pragma once
 
 #include "rnnext/common.h"
 #include "rnnext/gemm.h"
+#include "rnnext/time_loop.h"
 
 namespace rnnext {
 
 constexpr Index kGruGates = 3;
 constexpr Index kGateR = 0, kGateZ = 1, kGateN = 2;
 
-// Forward. On entry h[0] holds h0. `recurrent_out` is the cache entry of the variant: "hn" [T, N, H] =
-// h[t].U_n + b_hn when reset_after, "rh" [T, N, H] = r * h[t] otherwise.
 template <typename Scalar>
-void gru_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar* gates /* [T, N, 3H] */,
-                 Scalar* recurrent_out /* [T, N, H] */,
-                 const Scalar* x /* [T, N, I] */, const Scalar* kernel /* [I, 3H] */,
-                 const Scalar* recurrent_kernel /* [H, 3H] */, const Scalar* bias /* [2, 3H] or [3H] */,
-                 const int64_t* lengths /* [N] or null */, const Dims& d, bool reset_after) {
+struct GruWeights {
+  const Scalar* kernel;            // [I, 3H]
+  const Scalar* recurrent_kernel;  // [H, 3H]
+  const Scalar* bias;              // [2, 3H] (input row, recurrent row) when reset_after, else [3H]
+};
+
+// The forward pass's states, activated gates and the variant's recurrent term, which the backward pass reads.
+// Element is Scalar for the forward pass, which writes it, and const Scalar for the backward pass.
+template <typename Element>
+struct GruCache {
+  Element* h;          // [T+1, N, H] slot 0 = h0
+  Element* gates;      // [T, N, 3H] activated gates r, z, n
+  Element* recurrent;  // [T, N, H] "hn" = h[t].U_n + b_hn when reset_after, "rh" = r * h[t] otherwise
+};
+
+template <typename Scalar>
+struct GruGrads {
+  Scalar* x;                 // [T, N, I]
+  Scalar* h0;                // [N, H] on entry the gradient on h[T] (dh_n), on exit the one on h0
+  Scalar* kernel;            // [I, 3H]
+  Scalar* recurrent_kernel;  // [H, 3H]
+  Scalar* bias;              // the bias's shape: [2, 3H] when reset_after, else [3H]
+};
+
+// Forward: what both stages of a step share. gates[t] holds x[t] . kernel plus the biases that are simply
+// added; finish() writes h[t+1] and y[t] once n is known, carry() stands in for it at masked rows.
+template <typename Scalar>
+struct GruForwardBase {
+  GateColumns<Scalar>& U;
+  Sequence<Scalar> y, h, gates, recurrent;  // [T, N, H], [T+1, N, H], [T, N, 3H], [T, N, H]
+
+  template <typename W>
+  auto gate(Index t, Index n, Index k, Index j, W w) const {
+    return gates.segment(t, n, k * h.width + j, w);
+  }
+  template <typename W>
+  void finish(Index t, Index n, Index j, W w) const {
+    auto z = gate(t, n, kGateZ, j, w), cand = gate(t, n, kGateN, j, w);
+    auto state = h.segment(t + 1, n, j, w);
+    state = (Scalar(1) - z) * cand + z * h.segment(t, n, j, w);
+    y.segment(t, n, j, w) = state;
+  }
+  template <typename W>
+  void carry(Index t, Index n, Index j, W w) const {
+    h.segment(t + 1, n, j, w) = h.segment(t, n, j, w);
+    y.segment(t, n, j, w).setZero();
+  }
+};
+
+// Forward, first stage (the only one when reset_after): r, z += h[t] . U_rz, and hn += h[t] . U_n when
+// reset_after (hn starts as b_hn); then r and z, and n = tanh(. + r * hn) when reset_after, or rh = r * h[t]
+// for the second stage. All of it at masked rows too (it is cached).
+template <typename Scalar, bool ResetAfter>
+struct GruForwardGates : GruForwardBase<Scalar> {
+  using B = GruForwardBase<Scalar>;
+  using B::U, B::h, B::gates, B::recurrent, B::gate, B::finish, B::carry;
+  static constexpr bool packs = true, rows = true;
+
+  StepOperand<Scalar> operand(Index t) const { return U.operand(h.step(t), h.width); }
+  void products(Index t, Index b, const UnitBlock& block) const {
+    const Index H = h.width, j = block.begin;
+    U.add(gates.step(t) + kGateR * H + j, gates.width, b, kGateR);
+    U.add(gates.step(t) + kGateZ * H + j, gates.width, b, kGateZ);
+    if constexpr (ResetAfter) U.add(recurrent.step(t) + j, H, b, kGateN);
+  }
+  template <typename W>
+  void activate(Index t, Index n, Index j, W w) const {
+    auto r = gate(t, n, kGateR, j, w), z = gate(t, n, kGateZ, j, w);
+    auto rec = recurrent.segment(t, n, j, w);
+    r = sigmoid(r);
+    z = sigmoid(z);
+    if constexpr (ResetAfter) {
+      auto cand = gate(t, n, kGateN, j, w);
+      cand = tanh_of(cand + r * rec);
+    } else {
+      rec = r * h.segment(t, n, j, w);
+    }
+  }
+  template <typename W>
+  void row(Index t, Index n, Index j, W w) const {
+    activate(t, n, j, w);
+    if constexpr (ResetAfter) finish(t, n, j, w);
+  }
+  template <typename W>
+  void masked_row(Index t, Index n, Index j, W w) const {
+    activate(t, n, j, w);
+    if constexpr (ResetAfter) carry(t, n, j, w);
+  }
+};
+
+// Forward, second stage (reset_after = false): n += rh . U_n, which needs rh of every unit, then n = tanh(.).
+template <typename Scalar>
+struct GruForwardCandidate : GruForwardBase<Scalar> {
+  using B = GruForwardBase<Scalar>;
+  using B::U, B::h, B::gates, B::recurrent, B::gate, B::finish, B::carry;
+  static constexpr bool packs = true, rows = true;
+
+  StepOperand<Scalar> operand(Index t) const { return U.operand(recurrent.step(t), recurrent.width); }
+  void products(Index t, Index b, const UnitBlock& block) const {
+    U.add(gates.step(t) + kGateN * h.width + block.begin, gates.width, b, kGateN);
+  }
+  template <typename W>
+  void activate(Index t, Index n, Index j, W w) const {
+    auto cand = gate(t, n, kGateN, j, w);
+    cand = tanh_of(cand);
+  }
+  template <typename W>
+  void row(Index t, Index n, Index j, W w) const {
+    activate(t, n, j, w);
+    finish(t, n, j, w);
+  }
+  template <typename W>
+  void masked_row(Index t, Index n, Index j, W w) const {
+    activate(t, n, j, w);
+    carry(t, n, j, w);
+  }
+};
+
+// Backward step, first stage: backpropagate h_new = (1 - z) * n + z * h[t] into z, n (and r when reset_after),
+// and the direct path into h[t]; the products of the later stages add the paths through the gates. dz[t] is the
+// gradient on the recurrent pre-activations (h[t].U [+ b_h]): when reset_after, dz_n is scaled by r there, so the
+// input side's dz_n is kept apart in dx_cand. Masked rows get dz = 0 and keep dh.
+template <typename Scalar, bool ResetAfter>
+struct GruBackwardStep {
+  static constexpr bool packs = false, rows = true;
+  Sequence<Scalar> dz, dx_cand;  // [T, N, 3H], [T, N, H] (reset_after only)
+  Scalar* dh;                    // [N, H] gradient on h[t+1], turned into the one on h[t]
+  Sequence<const Scalar> dy;     // [T, N, H], data null when absent
+  Sequence<const Scalar> h, gates, recurrent;  // the cache: [T+1, N, H], [T, N, 3H], [T, N, H]
+
+  void products(Index, Index, const UnitBlock&) const {}
+  template <typename W>
+  void row(Index t, Index n, Index j, W w) const {
+    using BlockValues = BlockArray<Scalar, W>;
+    const Index H = h.width;
+    auto dgate = [&](Index k) { return dz.segment(t, n, k * H + j, w); };
+    auto gate = [&](Index k) { return gates.segment(t, n, k * H + j, w); };
+    auto r = gate(kGateR), z = gate(kGateZ), cand = gate(kGateN);
+    auto dstate = segment(dh, n, H, j, w);
+    BlockValues dh_total = dstate;
+    if (dy.data != nullptr) dh_total += dy.segment(t, n, j, w);
+    const BlockValues dcand_pre = dh_total * (Scalar(1) - z) * (Scalar(1) - cand * cand);
+    dgate(kGateZ) = dh_total * (h.segment(t, n, j, w) - cand) * z * (Scalar(1) - z);
+    dstate = dh_total * z;
+    if constexpr (ResetAfter) {
+      auto hn = recurrent.segment(t, n, j, w);
+      dgate(kGateR) = dcand_pre * hn * r * (Scalar(1) - r);
+      dgate(kGateN) = dcand_pre * r;
+      dx_cand.segment(t, n, j, w) = dcand_pre;
+    } else {
+      dgate(kGateN) = dcand_pre;
+    }
+  }
+  template <typename W>
+  void masked_row(Index t, Index n, Index j, W w) const {
+    for (Index k = 0; k < kGruGates; ++k) dz.segment(t, n, k * h.width + j, w).setZero();
+    if constexpr (ResetAfter) dx_cand.segment(t, n, j, w).setZero();
+  }
+};
+
+// reset_after = false, middle stage: backpropagate n = tanh(. + (r * h).U_n) into r * h (drh = dz_n . U_n^T),
+// then into r and h[t].
+template <typename Scalar>
+struct GruBackwardReset {
+  static constexpr bool packs = true, rows = true;
+  UnitRows<Scalar>& U_n;
+  Sequence<Scalar> dz;              // [T, N, 3H]
+  Scalar* drh;                      // [N, H] gradient on r * h[t], this step's only
+  Scalar* dh;                       // [N, H]
+  Sequence<const Scalar> h, gates;  // [T+1, N, H], [T, N, 3H]
+
+  StepOperand<Scalar> operand(Index t) const { return U_n.operand(dz.step(t) + kGateN * h.width, dz.width); }
+  void products(Index, Index b, const UnitBlock& block) const {
+    for (Index n = 0; n < h.N; ++n) std::fill_n(drh + n * h.width + block.begin, block.size, Scalar(0));
+    U_n.add(drh + block.begin, h.width, b);
+  }
+  template <typename W>
+  void row(Index t, Index n, Index j, W w) const {
+    const Index H = h.width;
+    auto r = gates.segment(t, n, kGateR * H + j, w);
+    auto drh_row = segment(drh, n, H, j, w);
+    dz.segment(t, n, kGateR * H + j, w) = drh_row * h.segment(t, n, j, w) * r * (Scalar(1) - r);
+    segment(dh, n, H, j, w) += drh_row * r;
+  }
+  template <typename W>
+  void masked_row(Index, Index, Index, W) const {}
+};
+
+// Forward. On entry cache.h[0] holds h0; on exit the cache holds every state, the activated gates and the
+// variant's recurrent term, and y the outputs.
+template <typename Scalar, bool ResetAfter>
+void gru_forward(Scalar* y /* [T, N, H] */, const GruCache<Scalar>& cache, const Scalar* x /* [T, N, I] */,
+                 const GruWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
   const Index T = d.T, N = d.N, H = d.H, G = kGruGates, GH = G * H;
+  const Scalar* bias = weights.bias;
   // Input projection plus every bias that is simply added: with reset_after the recurrent biases of r and z
   // join the input biases, while b_hn stays inside r * (h.U_n + b_hn).
   std::vector<Scalar> input_bias(bias, bias + GH);
-  if (reset_after)
+  if constexpr (ResetAfter)
     for (Index col = 0; col < 2 * H; ++col) input_bias[size_t(col)] += bias[GH + col];
-  project_inputs(gates, x, kernel, input_bias.data(), T * N, d.I, GH);
-  if (reset_after) {  // hn starts as b_hn; the loop adds h[t].U_n
-    for (Index row = 0; row < T * N; ++row) std::copy_n(bias + GH + 2 * H, H, recurrent_out + row * H);
+  project_inputs(cache.gates, x, weights.kernel, input_bias.data(), T * N, d.I, GH);
+  if constexpr (ResetAfter) {  // hn starts as b_hn; the loop adds h[t].U_n
+    for (Index row = 0; row < T * N; ++row) std::copy_n(bias + GH + 2 * H, H, cache.recurrent + row * H);
   }
 
-  const auto blocks = unit_blocks(H, N);
-  const GemmDepth depth = gemm_depth<Scalar>(H, GH, N);
-  const auto weights = pack_gate_columns(recurrent_kernel, H, G, blocks, depth, N);
-  auto weight = [&](Index b, Index k) -> const PackedLhs<Scalar>& { return weights[size_t(b * G + k)]; };
-  PackedRhs<Scalar> states(depth, N, N == 1);  // h[t], and r * h[t] in the second half of a reset_after=false step
-  const int threads = loop_threads(N, H, G, Index(blocks.size()));
-
-  // Finishes a row once n's pre-activation is in place: n = tanh(.), h_new = (1 - z) * n + z * h[t], mask.
-  auto finish_row = [&](Index t, Index n, Index j, auto w) {
-    const Scalar* h_prev = h + t * N * H;
-    Scalar* gates_t = gates + t * N * GH;
-    auto z = segment(gates_t, n, GH, kGateZ * H + j, w);
-    auto cand = segment(gates_t, n, GH, kGateN * H + j, w);
-    auto state = segment(h + (t + 1) * N * H, n, H, j, w);
-    auto out = segment(y + t * N * H, n, H, j, w);
-    if (step_valid(lengths, t, n)) {
-      state = (Scalar(1) - z) * cand + z * segment(h_prev, n, H, j, w);
-      out = state;
-    } else {
-      state = segment(h_prev, n, H, j, w);
-      out.setZero();
-    }
-  };
-
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  for (Index t = 0; t < T; ++t) {
-    const Scalar* h_prev = h + t * N * H;
-    Scalar* gates_t = gates + t * N * GH;
-    Scalar* rec_t = recurrent_out + t * N * H;
-    states.pack_share(h_prev, H, thread_id(), thread_count());
-#pragma omp barrier
-#pragma omp for schedule(static)
-    for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin;
-      states.multiply_add(gates_t + kGateR * H + j, GH, weight(b, kGateR));
-      states.multiply_add(gates_t + kGateZ * H + j, GH, weight(b, kGateZ));
-      if (reset_after) states.multiply_add(rec_t + j, H, weight(b, kGateN));  // hn = h[t].U_n + b_hn
-      with_block_width(blocks[b].size, [&](auto w) {
-        for (Index n = 0; n < N; ++n) {
-          auto r = segment(gates_t, n, GH, kGateR * H + j, w), z = segment(gates_t, n, GH, kGateZ * H + j, w);
-          auto rec = segment(rec_t, n, H, j, w);
-          r = sigmoid(r);
-          z = sigmoid(z);
-          if (reset_after) {
-            auto cand = segment(gates_t, n, GH, kGateN * H + j, w);
-            cand = tanh_of(cand + r * rec);
-            finish_row(t, n, j, w);
-          } else {
-            rec = r * segment(h_prev, n, H, j, w);
-          }
-        }
-      });
-    }
-    if (reset_after) continue;  // uniform across threads, so every thread skips the same constructs
-    // reset_after = false: n needs (r * h[t]) of every unit, complete after the loop above.
-    states.pack_share(rec_t, H, thread_id(), thread_count());
-#pragma omp barrier
-#pragma omp for schedule(static)
-    for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin;
-      states.multiply_add(gates_t + kGateN * H + j, GH, weight(b, kGateN));
-      with_block_width(blocks[b].size, [&](auto w) {
-        for (Index n = 0; n < N; ++n) {
-          auto cand = segment(gates_t, n, GH, kGateN * H + j, w);
-          cand = tanh_of(cand);
-          finish_row(t, n, j, w);
-        }
-      });
-    }
+  const TimeLoop loop(d, G, lengths);
+  GateColumns<Scalar> U(weights.recurrent_kernel, d, G, loop);  // also packs r * h[t] in the second stage
+  const GruForwardBase<Scalar> base{U, {y, N, H}, {cache.h, N, H}, {cache.gates, N, GH}, {cache.recurrent, N, H}};
+  GruForwardGates<Scalar, ResetAfter> gates{base};
+  if constexpr (ResetAfter) {
+    loop.forward(gates);
+  } else {
+    GruForwardCandidate<Scalar> candidate{base};
+    loop.forward(gates, candidate);
   }
 }
 
-// Backward. On entry dh0 holds the gradient on the final state; on exit, the one on h0. dy may be null.
-// dbias has the bias's shape ([2, 3H] when reset_after).
-template <typename Scalar>
-void gru_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* dkernel /* [I, 3H] */,
-                  Scalar* drecurrent_kernel /* [H, 3H] */, Scalar* dbias /* [2, 3H] or [3H] */,
-                  const Scalar* dy /* [T, N, H] or null */, const Scalar* h /* [T+1, N, H] */,
-                  const Scalar* gates /* [T, N, 3H] */, const Scalar* recurrent_out /* [T, N, H] */,
-                  const Scalar* x /* [T, N, I] */, const Scalar* kernel /* [I, 3H] */,
-                  const Scalar* recurrent_kernel /* [H, 3H] */, const int64_t* lengths /* [N] or null */,
-                  const Dims& d, bool reset_after) {
+// Backward. grads.h0 holds dh_n on entry. dy may be null.
+template <typename Scalar, bool ResetAfter>
+void gru_backward(const GruGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
+                  const GruCache<const Scalar>& cache, const Scalar* x /* [T, N, I] */,
+                  const GruWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
   const Index T = d.T, N = d.N, H = d.H, I = d.I, G = kGruGates, GH = G * H, rows = T * N;
-  // Gradient on the recurrent pre-activations (h[t].U [+ b_h]) per step. reset_after: dz_n is scaled by r
-  // there, so the input side's n-block dz_n is kept apart in dx_cand; otherwise both sides share dz.
-  Workspace<Scalar> dz(rows * GH);                        // [T, N, 3H]
-  Workspace<Scalar> dx_cand(reset_after ? rows * H : 0);  // [T, N, H]
-  Workspace<Scalar> drh(reset_after ? 0 : N * H);         // [N, H] gradient on r * h[t]
-  Scalar* dh = dh0;
-  const auto blocks = unit_blocks(H, N);
+  Workspace<Scalar> dz(rows * GH);                       // [T, N, 3H]
+  Workspace<Scalar> dx_cand(ResetAfter ? rows * H : 0);  // [T, N, H]
+  const TimeLoop loop(d, G, lengths);
+  GruBackwardStep<Scalar, ResetAfter> through_state{
+      {dz.data(), N, GH}, {dx_cand.data(), N, H}, grads.h0, {dy, N, H}, {cache.h, N, H}, {cache.gates, N, GH},
+      {cache.recurrent, N, H}};
   // reset_after: dh += dz . U^T over all 3H columns. Otherwise d(r*h) = dz_n . U_n^T first, then
   // dh += dz_rz . U_rz^T once dz_r is known.
-  const GemmDepth depth_all = gemm_depth<Scalar>(reset_after ? GH : 2 * H, H, N);
-  const GemmDepth depth_n = gemm_depth<Scalar>(H, H, N);
-  const auto rows_all = pack_unit_rows(recurrent_kernel, GH, Index(0), blocks, depth_all, N);
-  const auto rows_n = reset_after ? decltype(rows_all)() : pack_unit_rows(recurrent_kernel, GH, kGateN * H, blocks, depth_n, N);
-  PackedRhs<Scalar> grads_all(depth_all, N, N == 1), grads_n(depth_n, reset_after ? 0 : N, N == 1);
-  const int threads = loop_threads(N, H, G, Index(blocks.size()));
-
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  for (Index t = T - 1; t >= 0; --t) {
-    const Scalar* h_prev = h + t * N * H;
-    const Scalar* gates_t = gates + t * N * GH;
-    const Scalar* rec_t = recurrent_out + t * N * H;
-    Scalar* dz_t = dz.data() + t * N * GH;
-    // Backpropagate h_new = (1 - z) * n + z * h[t] into z, n (and r when reset_after), and the direct
-    // path into h[t]; the products below add the paths through the gates.
-#pragma omp for schedule(static)
-    for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin;
-      with_block_width(blocks[b].size, [&](auto w) {
-        using BlockValues = BlockArray<Scalar, std::decay_t<decltype(w)>>;
-        for (Index n = 0; n < N; ++n) {
-          auto dgate = [&](Index k) { return segment(dz_t, n, GH, k * H + j, w); };
-          if (!step_valid(lengths, t, n)) {
-            for (Index k = 0; k < G; ++k) dgate(k).setZero();
-            if (reset_after) segment(dx_cand.data() + t * N * H, n, H, j, w).setZero();
-            continue;
-          }
-          auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
-          auto r = gate(kGateR), z = gate(kGateZ), cand = gate(kGateN);
-          auto dstate = segment(dh, n, H, j, w);
-          BlockValues dh_total = dstate;
-          if (dy != nullptr) dh_total += segment(dy + t * N * H, n, H, j, w);
-          const BlockValues dcand_pre = dh_total * (Scalar(1) - z) * (Scalar(1) - cand * cand);
-          dgate(kGateZ) = dh_total * (segment(h_prev, n, H, j, w) - cand) * z * (Scalar(1) - z);
-          dstate = dh_total * z;
-          if (reset_after) {
-            auto hn = segment(rec_t, n, H, j, w);
-            dgate(kGateR) = dcand_pre * hn * r * (Scalar(1) - r);
-            dgate(kGateN) = dcand_pre * r;
-            segment(dx_cand.data() + t * N * H, n, H, j, w) = dcand_pre;
-          } else {
-            dgate(kGateN) = dcand_pre;
-          }
-        }
-      });
-    }
-    if (!reset_after) {
-      // Backpropagate n = tanh(. + (r * h).U_n) into r * h, then into r and h[t].
-      grads_n.pack_share(dz_t + kGateN * H, GH, thread_id(), thread_count());
-#pragma omp barrier
-#pragma omp for schedule(static)
-      for (Index b = 0; b < Index(blocks.size()); ++b) {
-        const Index j = blocks[b].begin;
-        with_block_width(blocks[b].size, [&](auto w) {
-          for (Index n = 0; n < N; ++n) segment(drh.data(), n, H, j, w).setZero();
-          grads_n.multiply_add(drh.data() + j, H, rows_n[size_t(b)]);
-          for (Index n = 0; n < N; ++n) {
-            if (!step_valid(lengths, t, n)) continue;
-            auto r = segment(gates_t, n, GH, kGateR * H + j, w);
-            auto drh_row = segment(drh.data(), n, H, j, w);
-            segment(dz_t, n, GH, kGateR * H + j, w) = drh_row * segment(h_prev, n, H, j, w) * r * (Scalar(1) - r);
-            segment(dh, n, H, j, w) += drh_row * r;
-          }
-        });
-      }
-    }
-    // dh[t] += dz . U^T over the columns not yet used (all of them when reset_after, else r and z).
-    grads_all.pack_share(dz_t, GH, thread_id(), thread_count());
-#pragma omp barrier
-#pragma omp for schedule(static) nowait
-    for (Index b = 0; b < Index(blocks.size()); ++b)
-      grads_all.multiply_add(dh + blocks[b].begin, H, rows_all[size_t(b)]);
+  UnitRows<Scalar> U(weights.recurrent_kernel, d, G, 0, ResetAfter ? GH : 2 * H, loop);
+  BackpropIntoState<Scalar> into_state{U, {dz.data(), N, GH}, grads.h0, H};
+  if constexpr (ResetAfter) {
+    loop.backward(through_state, into_state);
+  } else {
+    Workspace<Scalar> drh(N * H);  // [N, H]
+    UnitRows<Scalar> U_n(weights.recurrent_kernel, d, G, kGateN * H, H, loop);
+    GruBackwardReset<Scalar> through_reset{U_n, {dz.data(), N, GH}, drh.data(), grads.h0, {cache.h, N, H},
+                                           {cache.gates, N, GH}};
+    loop.backward(through_state, through_reset, into_state);
   }
 
-  if (reset_after) {
+  const Scalar* dz_all = dz.data();
+  if constexpr (ResetAfter) {
     // The input side sees (dz_r, dz_z, dx_cand); the recurrent side sees dz = (dz_r, dz_z, dx_cand * r).
     const Scalar* dcand = dx_cand.data();
-    rows_times_weight(dx, I, dz.data(), GH, rows, 2 * H, kernel, GH, I, true, nullptr, false);
-    rows_times_weight(dx, I, dcand, H, rows, H, kernel + 2 * H, GH, I, true, nullptr, true);
-    transposed_times(dkernel, GH, x, I, I, dz.data(), GH, 2 * H, rows);
-    transposed_times(dkernel + 2 * H, GH, x, I, I, dcand, H, H, rows);
-    transposed_times(drecurrent_kernel, GH, h, H, H, dz.data(), GH, GH, rows);
-    column_sums(dbias, dz.data(), GH, rows, 2 * H);
-    column_sums(dbias + 2 * H, dcand, H, rows, H);
-    column_sums(dbias + GH, dz.data(), GH, rows, GH);
+    rows_times_weight(grads.x, I, dz_all, GH, rows, 2 * H, weights.kernel, GH, I, true, nullptr, false);
+    rows_times_weight(grads.x, I, dcand, H, rows, H, weights.kernel + 2 * H, GH, I, true, nullptr, true);
+    transposed_times(grads.kernel, GH, x, I, I, dz_all, GH, 2 * H, rows);
+    transposed_times(grads.kernel + 2 * H, GH, x, I, I, dcand, H, H, rows);
+    transposed_times(grads.recurrent_kernel, GH, cache.h, H, H, dz_all, GH, GH, rows);
+    column_sums(grads.bias, dz_all, GH, rows, 2 * H);
+    column_sums(grads.bias + 2 * H, dcand, H, rows, H);
+    column_sums(grads.bias + GH, dz_all, GH, rows, GH);
   } else {
     // Both sides see dz; the n columns of U multiply r * h[t] ("rh"), the r and z columns multiply h[t].
-    rows_times_weight(dx, I, dz.data(), GH, rows, GH, kernel, GH, I, true, nullptr, false);
-    transposed_times(dkernel, GH, x, I, I, dz.data(), GH, GH, rows);
-    transposed_times(drecurrent_kernel, GH, h, H, H, dz.data(), GH, 2 * H, rows);
-    transposed_times(drecurrent_kernel + 2 * H, GH, recurrent_out, H, H, dz.data() + 2 * H, GH, H, rows);
-    column_sums(dbias, dz.data(), GH, rows, GH);
+    rows_times_weight(grads.x, I, dz_all, GH, rows, GH, weights.kernel, GH, I, true, nullptr, false);
+    transposed_times(grads.kernel, GH, x, I, I, dz_all, GH, GH, rows);
+    transposed_times(grads.recurrent_kernel, GH, cache.h, H, H, dz_all, GH, 2 * H, rows);
+    transposed_times(grads.recurrent_kernel + 2 * H, GH, cache.recurrent, H, H, dz_all + 2 * H, GH, H, rows);
+    column_sums(grads.bias, dz_all, GH, rows, GH);
   }
 }
 

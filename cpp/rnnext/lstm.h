@@ -2,202 +2,217 @@
 // (Gers & Schmidhuber 2000) and coupled input/forget gates (i = 1 - f).
 //   gates i,f,g,o (coupled: f,g,o) = x[t] . kernel + h[t] . recurrent_kernel + bias  [+ peepholes]
 //   c_new = f * c[t] + i * g,   h_new = o * tanh(c_new)
+// The time loop is time_loop.h's; this file holds the pointwise math of one step, forward and backward side by
+// side, with the two options as template parameters.
 #pragma once
 
 #include "rnnext/common.h"
 #include "rnnext/gemm.h"
+#include "rnnext/time_loop.h"
 
 namespace rnnext {
 
-struct LstmOptions {
-  bool peephole = false;  // peephole [P, H]: rows (i, f, o), or (f, o) when coupled
-  bool coupled = false;   // i = 1 - f, so there are three gate blocks (f, g, o)
-  Index gates() const { return coupled ? 3 : 4; }
-};
-
 // Where each gate's block sits along G*H, and each peephole's row.
+template <bool Coupled>
 struct LstmLayout {
-  Index i, f, g, o;           // gate block index (i is unused when coupled)
-  Index peep_i, peep_f, peep_o;  // peephole row (peep_i unused when coupled)
-  explicit LstmLayout(const LstmOptions& opt)
-      : i(0), f(opt.coupled ? 0 : 1), g(opt.coupled ? 1 : 2), o(opt.coupled ? 2 : 3),
-        peep_i(0), peep_f(opt.coupled ? 0 : 1), peep_o(opt.coupled ? 1 : 2) {}
+  static constexpr Index G = Coupled ? 3 : 4;  // gate blocks
+  static constexpr Index P = Coupled ? 2 : 3;  // peephole rows
+  static constexpr Index i = 0, f = Coupled ? 0 : 1, g = Coupled ? 1 : 2, o = Coupled ? 2 : 3;  // i: not coupled
+  static constexpr Index peep_i = 0, peep_f = Coupled ? 0 : 1, peep_o = Coupled ? 1 : 2;        // peep_i: not coupled
 };
 
-// Forward. On entry h[0], c[0] hold h0, c0; on exit h, c hold every state, y the outputs and gates the
-// activated gates of every step.
 template <typename Scalar>
-void lstm_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar* c /* [T+1, N, H] */,
-                  Scalar* gates /* [T, N, G*H] */,
-                  const Scalar* x /* [T, N, I] */, const Scalar* kernel /* [I, G*H] */,
-                  const Scalar* recurrent_kernel /* [H, G*H] */, const Scalar* bias /* [G*H] */,
-                  const Scalar* peephole /* [P, H] or null */, const int64_t* lengths /* [N] or null */,
-                  const Dims& d, const LstmOptions& opt) {
-  const Index T = d.T, N = d.N, H = d.H, G = opt.gates(), GH = G * H;
-  const LstmLayout L(opt);
-  // gates doubles as the buffer of input projections until step t activates its slice in place.
-  project_inputs(gates, x, kernel, bias, T * N, d.I, GH);
+struct LstmWeights {
+  const Scalar* kernel;            // [I, G*H]
+  const Scalar* recurrent_kernel;  // [H, G*H]
+  const Scalar* bias;              // [G*H]
+  const Scalar* peephole;          // [P, H]: rows (i, f, o), or (f, o) when coupled; null without peepholes
+};
 
-  const auto blocks = unit_blocks(H, N);
-  const GemmDepth depth = gemm_depth<Scalar>(H, GH, N);
-  const auto weights = pack_gate_columns(recurrent_kernel, H, G, blocks, depth, N);
-  PackedRhs<Scalar> states(depth, N, N == 1);
-  const int threads = loop_threads(N, H, G, Index(blocks.size()));
+// The forward pass's states and activated gates, which the backward pass reads. Element is Scalar for the
+// forward pass, which writes it, and const Scalar for the backward pass.
+template <typename Element>
+struct LstmCache {
+  Element* h;      // [T+1, N, H] slot 0 = h0
+  Element* c;      // [T+1, N, H] slot 0 = c0
+  Element* gates;  // [T, N, G*H] activated gates
+};
 
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  for (Index t = 0; t < T; ++t) {
-    const Scalar* h_prev = h + t * N * H;
-    const Scalar* c_prev = c + t * N * H;
-    Scalar* h_next = h + (t + 1) * N * H;
-    Scalar* c_next = c + (t + 1) * N * H;
-    Scalar* gates_t = gates + t * N * GH;
-    states.pack_share(h_prev, H, thread_id(), thread_count());
-#pragma omp barrier
-#pragma omp for schedule(static)
-    for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin;
-      for (Index k = 0; k < G; ++k)  // gates[t] += h[t] . U for this block's columns of gate k
-        states.multiply_add(gates_t + k * H + j, GH, weights[size_t(b * G + k)]);
-      with_block_width(blocks[b].size, [&](auto w) {
-        for (Index n = 0; n < N; ++n) {
-          auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
-          auto cell_prev = segment(c_prev, n, H, j, w);
-          auto cell = segment(c_next, n, H, j, w);
-          auto f = gate(L.f), g = gate(L.g), o = gate(L.o);
-          if (opt.peephole) {
-            f = sigmoid(f + segment(peephole, L.peep_f, H, j, w) * cell_prev);
-          } else {
-            f = sigmoid(f);
-          }
-          g = tanh_of(g);
-          if (opt.coupled) {
-            cell = f * cell_prev + (Scalar(1) - f) * g;
-          } else {
-            auto i = gate(L.i);
-            if (opt.peephole) {
-              i = sigmoid(i + segment(peephole, L.peep_i, H, j, w) * cell_prev);
-            } else {
-              i = sigmoid(i);
-            }
-            cell = f * cell_prev + i * g;
-          }
-          if (opt.peephole) {
-            o = sigmoid(o + segment(peephole, L.peep_o, H, j, w) * cell);
-          } else {
-            o = sigmoid(o);
-          }
-          auto state = segment(h_next, n, H, j, w);
-          auto out = segment(y + t * N * H, n, H, j, w);
-          if (step_valid(lengths, t, n)) {
-            state = o * tanh_of(cell);
-            out = state;
-          } else {
-            state = segment(h_prev, n, H, j, w);
-            cell = cell_prev;
-            out.setZero();
-          }
-        }
-      });
+template <typename Scalar>
+struct LstmGrads {
+  Scalar* x;                 // [T, N, I]
+  Scalar* h0;                // [N, H] on entry the gradient on h[T] (dh_n), on exit the one on h0
+  Scalar* c0;                // [N, H] on entry the gradient on c[T] (dc_n), on exit the one on c0
+  Scalar* kernel;            // [I, G*H]
+  Scalar* recurrent_kernel;  // [H, G*H]
+  Scalar* bias;              // [G*H]
+  Scalar* peephole;          // [P, H], written only with peepholes
+};
+
+// Forward step: gates[t] holds x[t] . kernel + bias; add h[t] . U, activate the gates in place (the cache keeps
+// them activated), write c[t+1], h[t+1] and y[t].
+template <typename Scalar, bool Peephole, bool Coupled>
+struct LstmForwardStep {
+  using L = LstmLayout<Coupled>;
+  static constexpr bool packs = true, rows = true;
+  GateColumns<Scalar>& U;
+  Sequence<Scalar> y, h, c, gates;  // [T, N, H], [T+1, N, H], [T+1, N, H], [T, N, G*H]
+  const Scalar* peephole;           // [P, H] or null
+
+  StepOperand<Scalar> operand(Index t) const { return U.operand(h.step(t), h.width); }
+  void products(Index t, Index b, const UnitBlock& block) const {
+    for (Index k = 0; k < L::G; ++k) U.add(gates.step(t) + k * h.width + block.begin, gates.width, b, k);
+  }
+
+  // The gates and c[t+1], at masked rows too (they are cached).
+  template <typename W>
+  void activate(Index t, Index n, Index j, W w) const {
+    const Index H = h.width;
+    auto gate = [&](Index k) { return gates.segment(t, n, k * H + j, w); };
+    auto cell_prev = c.segment(t, n, j, w);
+    auto cell = c.segment(t + 1, n, j, w);
+    auto f = gate(L::f), g = gate(L::g), o = gate(L::o);
+    if constexpr (Peephole) {
+      f = sigmoid(f + segment(peephole, L::peep_f, H, j, w) * cell_prev);
+    } else {
+      f = sigmoid(f);
+    }
+    g = tanh_of(g);
+    if constexpr (Coupled) {
+      cell = f * cell_prev + (Scalar(1) - f) * g;
+    } else {
+      auto i = gate(L::i);
+      if constexpr (Peephole) {
+        i = sigmoid(i + segment(peephole, L::peep_i, H, j, w) * cell_prev);
+      } else {
+        i = sigmoid(i);
+      }
+      cell = f * cell_prev + i * g;
+    }
+    if constexpr (Peephole) {
+      o = sigmoid(o + segment(peephole, L::peep_o, H, j, w) * cell);
+    } else {
+      o = sigmoid(o);
     }
   }
+  template <typename W>
+  void row(Index t, Index n, Index j, W w) const {
+    activate(t, n, j, w);
+    auto state = h.segment(t + 1, n, j, w);
+    state = gates.segment(t, n, L::o * h.width + j, w) * tanh_of(c.segment(t + 1, n, j, w));
+    y.segment(t, n, j, w) = state;
+  }
+  template <typename W>
+  void masked_row(Index t, Index n, Index j, W w) const {
+    activate(t, n, j, w);
+    h.segment(t + 1, n, j, w) = h.segment(t, n, j, w);
+    c.segment(t + 1, n, j, w) = c.segment(t, n, j, w);
+    y.segment(t, n, j, w).setZero();
+  }
+};
+
+// Backward step, first stage: backpropagate h_new and c_new into the gate pre-activations dz[t] and into c[t].
+// Valid rows restart dh from zero for the product of the next stage (BackpropIntoState); masked rows get dz = 0
+// and keep dh and dc.
+template <typename Scalar, bool Peephole, bool Coupled>
+struct LstmBackwardStep {
+  using L = LstmLayout<Coupled>;
+  static constexpr bool packs = false, rows = true;
+  Sequence<Scalar> dz;                 // [T, N, G*H] gradient on the gate pre-activations
+  Scalar* dh;                          // [N, H] gradient on h[t+1]
+  Scalar* dc;                          // [N, H] gradient on c[t+1], turned into the one on c[t]
+  Sequence<const Scalar> dy, c, gates;  // [T, N, H] (data null when absent), [T+1, N, H], [T, N, G*H]
+  const Scalar* peephole;              // [P, H] or null
+
+  void products(Index, Index, const UnitBlock&) const {}
+  template <typename W>
+  void row(Index t, Index n, Index j, W w) const {
+    using BlockValues = BlockArray<Scalar, W>;
+    const Index H = c.width;
+    auto dgate = [&](Index k) { return dz.segment(t, n, k * H + j, w); };
+    auto gate = [&](Index k) { return gates.segment(t, n, k * H + j, w); };
+    auto f = gate(L::f), g = gate(L::g), o = gate(L::o);
+    auto cell_prev = c.segment(t, n, j, w);
+    auto dcell = segment(dc, n, H, j, w);
+    auto dstate = segment(dh, n, H, j, w);
+    BlockValues dh_total = dstate;
+    if (dy.data != nullptr) dh_total += dy.segment(t, n, j, w);
+    dstate.setZero();  // restarted here, accumulated by the product of the next stage
+    const BlockValues tanh_cell = tanh_of(c.segment(t + 1, n, j, w));
+
+    // Backpropagate h_new = o * tanh(c_new) into the output gate and the cell.
+    dgate(L::o) = dh_total * tanh_cell * o * (Scalar(1) - o);
+    BlockValues dcell_total = dcell + dh_total * o * (Scalar(1) - tanh_cell * tanh_cell);
+    if constexpr (Peephole) dcell_total += dgate(L::o) * segment(peephole, L::peep_o, H, j, w);
+    // Backpropagate c_new = f * c[t] + i * g into f, i (or 1 - f) and g.
+    if constexpr (Coupled) {
+      dgate(L::f) = dcell_total * (cell_prev - g) * f * (Scalar(1) - f);
+      dgate(L::g) = dcell_total * (Scalar(1) - f) * (Scalar(1) - g * g);
+    } else {
+      auto i = gate(L::i);
+      dgate(L::f) = dcell_total * cell_prev * f * (Scalar(1) - f);
+      dgate(L::i) = dcell_total * g * i * (Scalar(1) - i);
+      dgate(L::g) = dcell_total * i * (Scalar(1) - g * g);
+    }
+    // Into c[t]: directly through f, and through the i and f peepholes.
+    dcell = dcell_total * f;
+    if constexpr (Peephole) {
+      dcell += dgate(L::f) * segment(peephole, L::peep_f, H, j, w);
+      if constexpr (!Coupled) dcell += dgate(L::i) * segment(peephole, L::peep_i, H, j, w);
+    }
+  }
+  template <typename W>
+  void masked_row(Index t, Index n, Index j, W w) const {
+    for (Index k = 0; k < L::G; ++k) dz.segment(t, n, k * c.width + j, w).setZero();
+  }
+};
+
+// Forward. On entry cache.h[0], cache.c[0] hold h0, c0; on exit the cache holds every state and the activated
+// gates of every step, and y the outputs.
+template <typename Scalar, bool Peephole, bool Coupled>
+void lstm_forward(Scalar* y /* [T, N, H] */, const LstmCache<Scalar>& cache, const Scalar* x /* [T, N, I] */,
+                  const LstmWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
+  constexpr Index G = LstmLayout<Coupled>::G;
+  const Index T = d.T, N = d.N, H = d.H, GH = G * H;
+  // gates doubles as the buffer of input projections until step t activates its slice in place.
+  project_inputs(cache.gates, x, weights.kernel, weights.bias, T * N, d.I, GH);
+
+  const TimeLoop loop(d, G, lengths);
+  GateColumns<Scalar> U(weights.recurrent_kernel, d, G, loop);
+  LstmForwardStep<Scalar, Peephole, Coupled> step{
+      U, {y, N, H}, {cache.h, N, H}, {cache.c, N, H}, {cache.gates, N, GH}, weights.peephole};
+  loop.forward(step);
 }
 
-// Backward. On entry dh0, dc0 hold the gradients on the final h and c; on exit, those on h0 and c0.
-// dy may be null; dpeephole is only written when opt.peephole.
-template <typename Scalar>
-void lstm_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* dc0 /* [N, H] */,
-                   Scalar* dkernel /* [I, G*H] */, Scalar* drecurrent_kernel /* [H, G*H] */,
-                   Scalar* dbias /* [G*H] */, Scalar* dpeephole /* [P, H] or null */,
-                   const Scalar* dy /* [T, N, H] or null */, const Scalar* h /* [T+1, N, H] */,
-                   const Scalar* c /* [T+1, N, H] */, const Scalar* gates /* [T, N, G*H] */,
-                   const Scalar* x /* [T, N, I] */, const Scalar* kernel /* [I, G*H] */,
-                   const Scalar* recurrent_kernel /* [H, G*H] */, const Scalar* peephole /* [P, H] or null */,
-                   const int64_t* lengths /* [N] or null */, const Dims& d, const LstmOptions& opt) {
-  const Index T = d.T, N = d.N, H = d.H, G = opt.gates(), GH = G * H;
-  const LstmLayout L(opt);
+// Backward. grads.h0 and grads.c0 hold dh_n and dc_n on entry. dy may be null.
+template <typename Scalar, bool Peephole, bool Coupled>
+void lstm_backward(const LstmGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
+                   const LstmCache<const Scalar>& cache, const Scalar* x /* [T, N, I] */,
+                   const LstmWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
+  using L = LstmLayout<Coupled>;
+  const Index T = d.T, N = d.N, H = d.H, GH = L::G * H;
   Workspace<Scalar> dz(T * N * GH);  // [T, N, G*H] gradient on the gate pre-activations
-  Scalar* dh = dh0;  // gradients on h[t+1] and c[t+1], carried backwards in place
-  Scalar* dc = dc0;
-  const auto blocks = unit_blocks(H, N);
-  const GemmDepth depth = gemm_depth<Scalar>(GH, H, N);
-  const auto weight_rows = pack_unit_rows(recurrent_kernel, GH, Index(0), blocks, depth, N);
-  PackedRhs<Scalar> grads(depth, N, N == 1);
-  const int threads = loop_threads(N, H, G, Index(blocks.size()));
+  const TimeLoop loop(d, L::G, lengths);
+  UnitRows<Scalar> U(weights.recurrent_kernel, d, L::G, 0, GH, loop);
+  LstmBackwardStep<Scalar, Peephole, Coupled> through_gates{
+      {dz.data(), N, GH}, grads.h0, grads.c0, {dy, N, H}, {cache.c, N, H}, {cache.gates, N, GH}, weights.peephole};
+  BackpropIntoState<Scalar> into_state{U, {dz.data(), N, GH}, grads.h0, H};
+  loop.backward(through_gates, into_state);
 
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  for (Index t = T - 1; t >= 0; --t) {
-    const Scalar* c_prev = c + t * N * H;
-    const Scalar* c_next = c + (t + 1) * N * H;
-    const Scalar* gates_t = gates + t * N * GH;
-    Scalar* dz_t = dz.data() + t * N * GH;
-#pragma omp for schedule(static)
-    for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin;
-      with_block_width(blocks[b].size, [&](auto w) {
-        using BlockValues = BlockArray<Scalar, std::decay_t<decltype(w)>>;
-        for (Index n = 0; n < N; ++n) {
-          auto dgate = [&](Index k) { return segment(dz_t, n, GH, k * H + j, w); };
-          if (!step_valid(lengths, t, n)) {
-            for (Index k = 0; k < G; ++k) dgate(k).setZero();
-            continue;
-          }
-          auto gate = [&](Index k) { return segment(gates_t, n, GH, k * H + j, w); };
-          auto f = gate(L.f), g = gate(L.g), o = gate(L.o);
-          auto cell_prev = segment(c_prev, n, H, j, w);
-          auto dcell = segment(dc, n, H, j, w);
-          auto dstate = segment(dh, n, H, j, w);
-          BlockValues dh_total = dstate;
-          if (dy != nullptr) dh_total += segment(dy + t * N * H, n, H, j, w);
-          dstate.setZero();  // restarted here, accumulated by the product below
-          const BlockValues tanh_cell = tanh_of(segment(c_next, n, H, j, w));
+  weight_gradients(grads.x, grads.kernel, grads.recurrent_kernel, grads.bias, dz.data(), x, weights.kernel, cache.h,
+                   T * N, d.I, H, GH);
 
-          // Backpropagate h_new = o * tanh(c_new) into the output gate and the cell.
-          dgate(L.o) = dh_total * tanh_cell * o * (Scalar(1) - o);
-          BlockValues dcell_total = dcell + dh_total * o * (Scalar(1) - tanh_cell * tanh_cell);
-          if (opt.peephole) dcell_total += dgate(L.o) * segment(peephole, L.peep_o, H, j, w);
-          // Backpropagate c_new = f * c[t] + i * g into f, i (or 1 - f) and g.
-          if (opt.coupled) {
-            dgate(L.f) = dcell_total * (cell_prev - g) * f * (Scalar(1) - f);
-            dgate(L.g) = dcell_total * (Scalar(1) - f) * (Scalar(1) - g * g);
-          } else {
-            auto i = gate(L.i);
-            dgate(L.f) = dcell_total * cell_prev * f * (Scalar(1) - f);
-            dgate(L.i) = dcell_total * g * i * (Scalar(1) - i);
-            dgate(L.g) = dcell_total * i * (Scalar(1) - g * g);
-          }
-          // Into c[t]: directly through f, and through the i and f peepholes.
-          dcell = dcell_total * f;
-          if (opt.peephole) {
-            dcell += dgate(L.f) * segment(peephole, L.peep_f, H, j, w);
-            if (!opt.coupled) dcell += dgate(L.i) * segment(peephole, L.peep_i, H, j, w);
-          }
-        }
-      });
-    }
-    grads.pack_share(dz_t, GH, thread_id(), thread_count());
-#pragma omp barrier
-    // Backpropagate into h[t]: dh += dz . U^T (zero at invalid rows, which pass dh through). Same blocks per
-    // thread as above; the next step's first loop ends in a barrier before anyone repacks.
-#pragma omp for schedule(static) nowait
-    for (Index b = 0; b < Index(blocks.size()); ++b)
-      grads.multiply_add(dh + blocks[b].begin, H, weight_rows[size_t(b)]);
-  }
-
-  weight_gradients(dx, dkernel, drecurrent_kernel, dbias, dz.data(), x, kernel, h, T * N, d.I, H, GH);
-
-  if (opt.peephole) {
+  if constexpr (Peephole) {
     // i and f look at c[t], o at c[t+1]; masked steps contribute nothing since their dz is zero.
     // Summed row by row in order, like column_sums, so results do not depend on buffer alignment.
-    auto peep_row = [&](Index row) { return VectorMap<Scalar>(dpeephole + row * H, H); };
-    peep_row(L.peep_f).setZero();
-    peep_row(L.peep_o).setZero();
-    if (!opt.coupled) peep_row(L.peep_i).setZero();
+    auto peep_row = [&](Index row) { return VectorMap<Scalar>(grads.peephole + row * H, H); };
+    for (Index row = 0; row < L::P; ++row) peep_row(row).setZero();
     for (Index row = 0; row < T * N; ++row) {
       const Scalar* dz_row = dz.data() + row * GH;
-      ConstVectorMap<Scalar> cell_prev(c + row * H, H), cell_next(c + (row + N) * H, H);
-      peep_row(L.peep_f) += ConstVectorMap<Scalar>(dz_row + L.f * H, H) * cell_prev;
-      peep_row(L.peep_o) += ConstVectorMap<Scalar>(dz_row + L.o * H, H) * cell_next;
-      if (!opt.coupled) peep_row(L.peep_i) += ConstVectorMap<Scalar>(dz_row + L.i * H, H) * cell_prev;
+      ConstVectorMap<Scalar> cell_prev(cache.c + row * H, H), cell_next(cache.c + (row + N) * H, H);
+      peep_row(L::peep_f) += ConstVectorMap<Scalar>(dz_row + L::f * H, H) * cell_prev;
+      peep_row(L::peep_o) += ConstVectorMap<Scalar>(dz_row + L::o * H, H) * cell_next;
+      if constexpr (!Coupled) peep_row(L::peep_i) += ConstVectorMap<Scalar>(dz_row + L::i * H, H) * cell_prev;
     }
   }
 }

@@ -1,123 +1,113 @@
 // Simple (Elman) RNN: forward over a whole sequence and backpropagation through time.
 //   h_new = act(x[t] . kernel + h[t] . recurrent_kernel + bias),  act in {tanh, relu, sigmoid}
+// The time loop is time_loop.h's; this file holds the products and pointwise math of one step, forward and
+// backward side by side, with the activation as a template parameter.
 #pragma once
 
 #include "rnnext/common.h"
 #include "rnnext/gemm.h"
+#include "rnnext/time_loop.h"
 
 namespace rnnext {
 
-// Derivative of the activation, written on its output y.
-template <typename Grad, typename Output>
-void rnn_activation_grad(Activation act, Grad grad, const Output& y) {
-  using Scalar = typename Grad::Scalar;
-  switch (act) {
-    case Activation::Tanh: grad *= Scalar(1) - y * y; break;
-    case Activation::Sigmoid: grad *= y * (Scalar(1) - y); break;
-    case Activation::Relu: grad = (y > Scalar(0)).select(grad, Scalar(0)); break;
+template <typename Scalar>
+struct RnnWeights {
+  const Scalar* kernel;            // [I, H]
+  const Scalar* recurrent_kernel;  // [H, H]
+  const Scalar* bias;              // [H]
+};
+
+template <typename Scalar>
+struct RnnGrads {
+  Scalar* x;                 // [T, N, I]
+  Scalar* h0;                // [N, H] on entry the gradient on h[T] (dh_n), on exit the one on h0
+  Scalar* kernel;            // [I, H]
+  Scalar* recurrent_kernel;  // [H, H]
+  Scalar* bias;              // [H]
+};
+
+// Forward step: y[t] holds x[t] . kernel + bias; add h[t] . U, activate in place, write h[t+1].
+template <typename Scalar, Activation Act>
+struct RnnForwardStep {
+  static constexpr bool packs = true, rows = true;
+  GateColumns<Scalar>& U;
+  Sequence<Scalar> y, h;  // [T, N, H], [T+1, N, H]
+
+  StepOperand<Scalar> operand(Index t) const { return U.operand(h.step(t), h.width); }
+  void products(Index t, Index b, const UnitBlock& block) const { U.add(y.step(t) + block.begin, y.width, b, 0); }
+  template <typename W>
+  void row(Index t, Index n, Index j, W w) const {
+    auto out = y.segment(t, n, j, w);
+    if constexpr (Act == Activation::Tanh) out = tanh_of(out);
+    if constexpr (Act == Activation::Sigmoid) out = sigmoid(out);
+    if constexpr (Act == Activation::Relu) out = out.max(Scalar(0));
+    h.segment(t + 1, n, j, w) = out;
   }
-}
+  template <typename W>
+  void masked_row(Index t, Index n, Index j, W w) const {
+    h.segment(t + 1, n, j, w) = h.segment(t, n, j, w);
+    y.segment(t, n, j, w).setZero();
+  }
+};
+
+// Backward step, first stage: through the activation, dpre = (dh + dy) * act'(h_new). Valid rows restart dh
+// from zero for the product of the next stage (BackpropIntoState); masked rows keep it and get dpre = 0.
+template <typename Scalar, Activation Act>
+struct RnnBackwardStep {
+  static constexpr bool packs = false, rows = true;
+  Sequence<Scalar> dpre;      // [T, N, H] gradient on the pre-activations
+  Scalar* dh;                 // [N, H] gradient on h[t+1]
+  Sequence<const Scalar> dy;  // [T, N, H], data null when absent
+  Sequence<const Scalar> h;   // [T+1, N, H]
+
+  void products(Index, Index, const UnitBlock&) const {}
+  template <typename W>
+  void row(Index t, Index n, Index j, W w) const {
+    auto grad = dpre.segment(t, n, j, w);
+    auto dstate = segment(dh, n, h.width, j, w);
+    grad = dstate;
+    if (dy.data != nullptr) grad += dy.segment(t, n, j, w);
+    const auto y = h.segment(t + 1, n, j, w);  // derivatives are written on the activation's output
+    if constexpr (Act == Activation::Tanh) grad *= Scalar(1) - y * y;
+    if constexpr (Act == Activation::Sigmoid) grad *= y * (Scalar(1) - y);
+    if constexpr (Act == Activation::Relu) grad = (y > Scalar(0)).select(grad, Scalar(0));
+    dstate.setZero();
+  }
+  template <typename W>
+  void masked_row(Index t, Index n, Index j, W w) const {
+    dpre.segment(t, n, j, w).setZero();
+  }
+};
 
 // Forward. On entry h[0] holds h0; on exit h[1..T] hold the states and y the outputs.
-template <typename Scalar>
-void rnn_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */,
-                 const Scalar* x /* [T, N, I] */, const Scalar* kernel /* [I, H] */,
-                 const Scalar* recurrent_kernel /* [H, H] */, const Scalar* bias /* [H] */,
-                 const int64_t* lengths /* [N] or null */, const Dims& d, Activation act) {
+template <typename Scalar, Activation Act>
+void rnn_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, const Scalar* x /* [T, N, I] */,
+                 const RnnWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
   const Index T = d.T, N = d.N, H = d.H;
   // y doubles as the buffer of input projections: y[t] holds x[t].kernel + bias until step t overwrites it.
-  project_inputs(y, x, kernel, bias, T * N, d.I, H);
+  project_inputs(y, x, weights.kernel, weights.bias, T * N, d.I, H);
 
-  const auto blocks = unit_blocks(H, N);
-  const GemmDepth depth = gemm_depth<Scalar>(H, H, N);
-  const auto weights = pack_gate_columns(recurrent_kernel, H, Index(1), blocks, depth, N);
-  PackedRhs<Scalar> states(depth, N, N == 1);
-  const int threads = loop_threads(N, H, 1, Index(blocks.size()));
-
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  for (Index t = 0; t < T; ++t) {
-    const Scalar* h_prev = h + t * N * H;
-    Scalar* h_next = h + (t + 1) * N * H;
-    Scalar* y_t = y + t * N * H;
-    states.pack_share(h_prev, H, thread_id(), thread_count());
-#pragma omp barrier
-#pragma omp for schedule(static)
-    for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin;
-      states.multiply_add(y_t + j, H, weights[size_t(b)]);  // y[t] += h[t] . U for this block
-      with_block_width(blocks[b].size, [&](auto w) {
-        for (Index n = 0; n < N; ++n) {
-          auto out = segment(y_t, n, H, j, w);
-          switch (act) {
-            case Activation::Tanh: out = tanh_of(out); break;
-            case Activation::Sigmoid: out = sigmoid(out); break;
-            case Activation::Relu: out = out.max(Scalar(0)); break;
-          }
-          auto state = segment(h_next, n, H, j, w);
-          if (step_valid(lengths, t, n)) {
-            state = out;
-          } else {
-            state = segment(h_prev, n, H, j, w);
-            out.setZero();
-          }
-        }
-      });
-    }
-  }
+  const TimeLoop loop(d, 1, lengths);
+  GateColumns<Scalar> U(weights.recurrent_kernel, d, 1, loop);
+  RnnForwardStep<Scalar, Act> step{U, {y, N, H}, {h, N, H}};
+  loop.forward(step);
 }
 
-// Backward. On entry dh0 holds dh_n (the gradient on the final state); on exit it holds the gradient on h0.
-// dy may be null (no gradient on the outputs).
-template <typename Scalar>
-void rnn_backward(Scalar* dx /* [T, N, I] */, Scalar* dh0 /* [N, H] */, Scalar* dkernel /* [I, H] */,
-                  Scalar* drecurrent_kernel /* [H, H] */, Scalar* dbias /* [H] */,
-                  const Scalar* dy /* [T, N, H] or null */, const Scalar* h /* [T+1, N, H] */,
-                  const Scalar* x /* [T, N, I] */, const Scalar* kernel /* [I, H] */,
-                  const Scalar* recurrent_kernel /* [H, H] */, const int64_t* lengths /* [N] or null */,
-                  const Dims& d, Activation act) {
+// Backward. grads.h0 holds dh_n on entry. dy may be null (no gradient on the outputs).
+template <typename Scalar, Activation Act>
+void rnn_backward(const RnnGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
+                  const Scalar* h /* [T+1, N, H] */, const Scalar* x /* [T, N, I] */,
+                  const RnnWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
   const Index T = d.T, N = d.N, H = d.H;
   Workspace<Scalar> dpre(T * N * H);  // [T, N, H] gradient on the pre-activations
-  Scalar* dh = dh0;                             // the gradient on h[t+1], carried backwards in place
-  const auto blocks = unit_blocks(H, N);
-  const GemmDepth depth = gemm_depth<Scalar>(H, H, N);
-  const auto weight_rows = pack_unit_rows(recurrent_kernel, H, Index(0), blocks, depth, N);
-  PackedRhs<Scalar> grads(depth, N, N == 1);
-  const int threads = loop_threads(N, H, 1, Index(blocks.size()));
+  const TimeLoop loop(d, 1, lengths);
+  UnitRows<Scalar> U(weights.recurrent_kernel, d, 1, 0, H, loop);
+  RnnBackwardStep<Scalar, Act> through_activation{{dpre.data(), N, H}, grads.h0, {dy, N, H}, {h, N, H}};
+  BackpropIntoState<Scalar> into_state{U, {dpre.data(), N, H}, grads.h0, H};
+  loop.backward(through_activation, into_state);
 
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  for (Index t = T - 1; t >= 0; --t) {
-    const Scalar* h_next = h + (t + 1) * N * H;
-    Scalar* dpre_t = dpre.data() + t * N * H;
-    // Backpropagate through the activation: dpre = (dh + dy) * act'(h_new). Valid rows restart dh from zero
-    // for the product below; invalid rows keep it (their dpre is zero, so it passes through unchanged).
-#pragma omp for schedule(static)
-    for (Index b = 0; b < Index(blocks.size()); ++b) {
-      const Index j = blocks[b].begin;
-      with_block_width(blocks[b].size, [&](auto w) {
-        for (Index n = 0; n < N; ++n) {
-          auto grad = segment(dpre_t, n, H, j, w);
-          if (!step_valid(lengths, t, n)) {
-            grad.setZero();
-            continue;
-          }
-          auto dstate = segment(dh, n, H, j, w);
-          grad = dstate;
-          if (dy != nullptr) grad += segment(dy + t * N * H, n, H, j, w);
-          rnn_activation_grad(act, grad, segment(h_next, n, H, j, w));
-          dstate.setZero();
-        }
-      });
-    }
-    grads.pack_share(dpre_t, H, thread_id(), thread_count());
-#pragma omp barrier
-    // Backpropagate into h[t]: dh += dpre . U^T. The static schedule gives each thread the same blocks as
-    // above, and the next step's first loop ends in a barrier before anyone repacks, so no wait is needed here.
-#pragma omp for schedule(static) nowait
-    for (Index b = 0; b < Index(blocks.size()); ++b)
-      grads.multiply_add(dh + blocks[b].begin, H, weight_rows[size_t(b)]);
-  }
-
-  weight_gradients(dx, dkernel, drecurrent_kernel, dbias, dpre.data(), x, kernel, h, T * N, d.I, H, H);
+  weight_gradients(grads.x, grads.kernel, grads.recurrent_kernel, grads.bias, dpre.data(), x, weights.kernel, h,
+                   T * N, d.I, H, H);
 }
 
 }  // namespace rnnext

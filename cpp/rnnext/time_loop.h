@@ -1,0 +1,180 @@
+// The time loop shared by every cell. One driver runs a forward pass (t = 0 .. T-1), one a backward pass
+// (t = T-1 .. 0); a cell supplies each step as a short list of stages holding only its products and its pointwise
+// math (rnn.h, lstm.h, gru.h), with its variants as template parameters.
+//
+// A stage, as every thread of the loop's team runs it at step t:
+//   1. if Stage::packs: each thread packs its share of the stage's step operand, operand(t); then a barrier, since
+//      every block's product reads every share;
+//   2. omp for schedule(static) over the unit blocks: the block's products, products(t, b, block), then, if
+//      Stage::rows, for every batch row n, with the block's width as a type (with_block_width):
+//      row(t, n, block.begin, width) where step t is valid, masked_row(t, n, block.begin, width) where it is not;
+//   3. the barrier closing the omp for, except after the last stage of a step when the first stage of a step packs
+//      nothing (every backward pass): that stage then runs on the same blocks per thread (a static schedule of the
+//      same count), and its own closing barrier comes before anyone repacks an operand the last stage still reads.
+//      So a stage that does not pack may read only its own blocks' columns of what the stage before it wrote.
+// Block shapes never depend on the thread count (common.h), so neither do results.
+#pragma once
+
+#include "rnnext/common.h"
+#include "rnnext/gemm.h"
+
+namespace rnnext {
+
+// What a stage packs before its products: `source` [N, stride] (row-major) into the shared `packed`.
+template <typename Scalar>
+struct StepOperand {
+  PackedRhs<Scalar>* packed;
+  const Scalar* source;
+  Index stride;
+};
+
+// A time-major buffer [T (or T+1), N, width] seen one step at a time.
+template <typename Scalar>
+struct Sequence {
+  Scalar* data;
+  Index N, width;
+
+  Scalar* step(Index t) const { return data + t * N * width; }
+  // Row n's columns [begin, begin + w) of step t.
+  template <Index Fixed>
+  auto segment(Index t, Index n, Index begin, BlockWidth<Fixed> w) const {
+    return rnnext::segment(step(t), n, width, begin, w);
+  }
+};
+
+// The unit blocks of one call and the threads that share them, and the two drivers.
+class TimeLoop {
+ public:
+  // G gate blocks per unit: the work per step, which decides the thread count.
+  TimeLoop(const Dims& d, Index G, const int64_t* lengths /* [N] or null */)
+      : T_(d.T), N_(d.N), lengths_(lengths), blocks_(unit_blocks(d.H, d.N)),
+        threads_(loop_threads(d.N, d.H, G, Index(blocks_.size()))) {}
+
+  const std::vector<UnitBlock>& blocks() const { return blocks_; }
+
+  template <typename... Stages>
+  void forward(Stages&... stages) const {
+    run(0, T_, 1, stages...);
+  }
+  template <typename... Stages>
+  void backward(Stages&... stages) const {
+    run(T_ - 1, -1, -1, stages...);
+  }
+
+ private:
+  template <typename First, typename... Rest>
+  void run(Index first_t, Index end_t, Index dt, First& first, Rest&... rest) const {
+#pragma omp parallel num_threads(threads_) if (threads_ > 1)
+    for (Index t = first_t; t != end_t; t += dt) step<First::packs>(t, first, rest...);
+  }
+
+  // The stages of step t in order; the last ends in a barrier only when LastWaits.
+  template <bool LastWaits, typename Stage, typename... Rest>
+  void step(Index t, Stage& stage, Rest&... rest) const {
+    run_stage<(LastWaits || sizeof...(Rest) > 0)>(t, stage);
+    if constexpr (sizeof...(Rest) > 0) step<LastWaits>(t, rest...);
+  }
+
+  template <bool Wait, typename Stage>
+  void run_stage(Index t, Stage& stage) const {
+    if constexpr (Stage::packs) {
+      const auto operand = stage.operand(t);
+      operand.packed->pack_share(operand.source, operand.stride, thread_id(), thread_count());
+#pragma omp barrier
+    }
+    const Index count = Index(blocks_.size());
+    if constexpr (Wait) {
+#pragma omp for schedule(static)
+      for (Index b = 0; b < count; ++b) run_block(t, b, stage);
+    } else {
+#pragma omp for schedule(static) nowait
+      for (Index b = 0; b < count; ++b) run_block(t, b, stage);
+    }
+  }
+
+  template <typename Stage>
+  void run_block(Index t, Index b, Stage& stage) const {
+    const UnitBlock& block = blocks_[size_t(b)];
+    stage.products(t, b, block);
+    if constexpr (Stage::rows) {
+      with_block_width(block.size, [&](auto w) {
+        for (Index n = 0; n < N_; ++n) {
+          if (step_valid(lengths_, t, n)) {
+            stage.row(t, n, block.begin, w);
+          } else {
+            stage.masked_row(t, n, block.begin, w);
+          }
+        }
+      });
+    }
+  }
+
+  Index T_, N_;
+  const int64_t* lengths_;
+  std::vector<UnitBlock> blocks_;
+  int threads_;
+};
+
+// The recurrent product of a forward step, z += states . U_k for one unit block b and gate k: U's gate columns
+// packed once per call, the step's states (h[t]) packed once per step by all threads.
+template <typename Scalar>
+class GateColumns {
+ public:
+  GateColumns(const Scalar* recurrent_kernel /* [H, G*H] */, const Dims& d, Index G, const TimeLoop& loop)
+      : G_(G),
+        depth_(gemm_depth<Scalar>(d.H, G * d.H, d.N)),
+        columns_(pack_gate_columns(recurrent_kernel, d.H, G, loop.blocks(), depth_, d.N)),
+        states_(depth_, d.N, d.N == 1) {}
+
+  StepOperand<Scalar> operand(const Scalar* states /* [N, stride] */, Index stride) {
+    return {&states_, states, stride};
+  }
+  // z points at the block's first unit of gate k in a row-major [N, stride] buffer.
+  void add(Scalar* z, Index stride, Index b, Index k) const {
+    states_.multiply_add(z, stride, columns_[size_t(b * G_ + k)]);
+  }
+
+ private:
+  Index G_;
+  GemmDepth depth_;
+  std::vector<PackedLhs<Scalar>> columns_;
+  PackedRhs<Scalar> states_;
+};
+
+// The recurrent product of a backward step, dh += dz . U^T for one unit block, over the columns
+// [first_column, first_column + columns) of U: the block's rows of U packed once per call, the step's gate
+// gradients dz packed once per step by all threads.
+template <typename Scalar>
+class UnitRows {
+ public:
+  UnitRows(const Scalar* recurrent_kernel /* [H, G*H] */, const Dims& d, Index G, Index first_column, Index columns,
+           const TimeLoop& loop)
+      : depth_(gemm_depth<Scalar>(columns, d.H, d.N)),
+        rows_(pack_unit_rows(recurrent_kernel, G * d.H, first_column, loop.blocks(), depth_, d.N)),
+        grads_(depth_, d.N, d.N == 1) {}
+
+  StepOperand<Scalar> operand(const Scalar* dz /* [N, stride] */, Index stride) { return {&grads_, dz, stride}; }
+  // dh points at the block's first unit in a row-major [N, stride] buffer.
+  void add(Scalar* dh, Index stride, Index b) const { grads_.multiply_add(dh, stride, rows_[size_t(b)]); }
+
+ private:
+  GemmDepth depth_;
+  std::vector<PackedLhs<Scalar>> rows_;
+  PackedRhs<Scalar> grads_;
+};
+
+// The last stage of every backward step: backpropagate into h[t], dh += dz[t] . U^T. Rows whose step is masked
+// have dz = 0 and so pass dh through unchanged.
+template <typename Scalar>
+struct BackpropIntoState {
+  static constexpr bool packs = true, rows = false;
+  UnitRows<Scalar>& U;
+  Sequence<const Scalar> dz;  // [T, N, G*H], of which U's columns are used
+  Scalar* dh;                 // [N, H] the gradient on h[t+1], turned into the one on h[t]
+  Index H;
+
+  StepOperand<Scalar> operand(Index t) const { return U.operand(dz.step(t), dz.width); }
+  void products(Index, Index b, const UnitBlock& block) const { U.add(dh + block.begin, H, b); }
+};
+
+}  // namespace rnnext
