@@ -250,7 +250,7 @@ void gru_backward(const GruGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] o
   // reset_after: dh += dz . U^T over all 3H columns. Otherwise d(r*h) = dz_n . U_n^T first, then
   // dh += dz_rz . U_rz^T once dz_r is known.
   UnitRows<Scalar> U(weights.recurrent_kernel, d, G, 0, ResetAfter ? GH : 2 * H, loop);
-  BackpropIntoState<Scalar> into_state{U, {dz.data(), N, GH}, grads.h0, H};
+  BackpropIntoState<Scalar> into_state(U, {dz.data(), N, GH}, grads.h0, d, lengths);
   if constexpr (ResetAfter) {
     loop.backward(through_state, into_state);
   } else {

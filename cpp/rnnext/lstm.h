@@ -196,7 +196,7 @@ void lstm_backward(const LstmGrads<Scalar>& grads, const Scalar* dy /* [T, N, H]
   UnitRows<Scalar> U(weights.recurrent_kernel, d, L::G, 0, GH, loop);
   LstmBackwardStep<Scalar, Peephole, Coupled> through_gates{
       {dz.data(), N, GH}, grads.h0, grads.c0, {dy, N, H}, {cache.c, N, H}, {cache.gates, N, GH}, weights.peephole};
-  BackpropIntoState<Scalar> into_state{U, {dz.data(), N, GH}, grads.h0, H};
+  BackpropIntoState<Scalar> into_state(U, {dz.data(), N, GH}, grads.h0, d, lengths);
   loop.backward(through_gates, into_state);
 
   weight_gradients(grads.x, grads.kernel, grads.recurrent_kernel, grads.bias, dz.data(), x, weights.kernel, cache.h,

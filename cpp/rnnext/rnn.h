@@ -103,7 +103,7 @@ void rnn_backward(const RnnGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] o
   const TimeLoop loop(d, 1, lengths);
   UnitRows<Scalar> U(weights.recurrent_kernel, d, 1, 0, H, loop);
   RnnBackwardStep<Scalar, Act> through_activation{{dpre.data(), N, H}, grads.h0, {dy, N, H}, {h, N, H}};
-  BackpropIntoState<Scalar> into_state{U, {dpre.data(), N, H}, grads.h0, H};
+  BackpropIntoState<Scalar> into_state(U, {dpre.data(), N, H}, grads.h0, d, lengths);
   loop.backward(through_activation, into_state);
 
   weight_gradients(grads.x, grads.kernel, grads.recurrent_kernel, grads.bias, dpre.data(), x, weights.kernel, h,

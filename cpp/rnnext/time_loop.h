@@ -163,18 +163,41 @@ class UnitRows {
   PackedRhs<Scalar> grads_;
 };
 
-// The last stage of every backward step: backpropagate into h[t], dh += dz[t] . U^T. Rows whose step is masked
-// have dz = 0 and so pass dh through unchanged.
+// The last stage of every backward step: backpropagate into h[t], dh += dz[t] . U^T. A row whose step is masked
+// has dz = 0 and must pass dh through exactly; but 0 times a NaN or infinite weight is NaN, so such rows' dh is set
+// aside around the product and put back (each thread moves only its own blocks' columns).
 template <typename Scalar>
-struct BackpropIntoState {
+class BackpropIntoState {
+ public:
   static constexpr bool packs = true, rows = false;
-  UnitRows<Scalar>& U;
-  Sequence<const Scalar> dz;  // [T, N, G*H], of which U's columns are used
-  Scalar* dh;                 // [N, H] the gradient on h[t+1], turned into the one on h[t]
-  Index H;
 
-  StepOperand<Scalar> operand(Index t) const { return U.operand(dz.step(t), dz.width); }
-  void products(Index, Index b, const UnitBlock& block) const { U.add(dh + block.begin, H, b); }
+  BackpropIntoState(UnitRows<Scalar>& U, Sequence<const Scalar> dz /* [T, N, G*H], of which U's columns are used */,
+                    Scalar* dh /* [N, H] the gradient on h[t+1], turned into the one on h[t] */, const Dims& d,
+                    const int64_t* lengths /* [N] or null */)
+      : U_(U), dz_(dz), dh_(dh), N_(d.N), H_(d.H), lengths_(lengths), kept_(lengths ? d.N * d.H : 0) {}
+
+  StepOperand<Scalar> operand(Index t) const { return U_.operand(dz_.step(t), dz_.width); }
+  void products(Index t, Index b, const UnitBlock& block) {
+    Scalar* dh = dh_ + block.begin;
+    if (lengths_ == nullptr) {
+      U_.add(dh, H_, b);
+      return;
+    }
+    Scalar* kept = kept_.data() + block.begin;  // [N, H]
+    for (Index n = 0; n < N_; ++n)
+      if (!step_valid(lengths_, t, n)) std::copy_n(dh + n * H_, block.size, kept + n * H_);
+    U_.add(dh, H_, b);
+    for (Index n = 0; n < N_; ++n)
+      if (!step_valid(lengths_, t, n)) std::copy_n(kept + n * H_, block.size, dh + n * H_);
+  }
+
+ private:
+  UnitRows<Scalar>& U_;
+  Sequence<const Scalar> dz_;
+  Scalar* dh_;
+  Index N_, H_;
+  const int64_t* lengths_;
+  Workspace<Scalar> kept_;
 };
 
 }  // namespace rnnext
