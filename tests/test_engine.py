@@ -155,9 +155,9 @@ def _difference(actual, expected):
     return np.abs(a - e)[finite].max(initial=0.0), np.abs(e[finite]).max(initial=0.0), None
 
 
-def assert_close(actual, expected, rtol, what):
-    """Each tensor of `actual` within rtol * (its largest |expected| entry) of `expected`; NaN and inf in the same
-    places. Both are dicts keyed by tensor name (values may be None, which must match None)."""
+def assert_close(actual, expected, rtol, what, scale_floor=0.0):
+    """Each tensor of `actual` within rtol * max(its largest |expected| entry, scale_floor) of `expected`; NaN and
+    inf in the same places. Both are dicts keyed by tensor name (values may be None, which must match None)."""
     assert set(actual) == set(expected), f"{what}: names {sorted(actual)}, expected {sorted(expected)}"
     lines, failed = [], False
     for name in sorted(expected):
@@ -167,11 +167,13 @@ def assert_close(actual, expected, rtol, what):
             lines.append(f"{' ' if ok else '!'} {name}: {type(a).__name__}, expected {type(e).__name__}")
             failed |= not ok
             continue
-        abs_err, scale, problem = _difference(a, e)
+        with np.errstate(invalid="ignore", over="ignore"):
+            abs_err, scale, problem = _difference(a, e)
         if problem is not None:
             lines.append(f"! {name}: {problem}")
             failed = True
             continue
+        scale = max(scale, scale_floor)
         rel = abs_err / scale if scale > 0 else (0.0 if abs_err == 0 else np.inf)
         ok = rel <= rtol
         failed |= not ok

@@ -22,7 +22,7 @@ from rnnext import reference
 from test_engine import (
     CASES,
     RTOL,
-    _difference,
+    assert_close as engine_assert_close,
     as_float64,
     backward_kwargs,
     cell_of,
@@ -149,31 +149,11 @@ def engine_calls(draw, with_nonfinite=True):
     return case, dtype, shape, params, options, lengths, douts
 
 
+# Each tensor is measured against max(its largest |expected| entry, 1). make_problem keeps every value O(1), so an
+# entry is a sum of O(1) terms whose float32 rounding (~1e-7 each) does not shrink when the terms cancel: a bias
+# gradient that sums 30 terms of size ~1 to 0.008 carries ~1e-7 absolute error, 1e-5 relative to itself.
 def assert_close(actual, expected, rtol, what):
-    """Like test_engine.assert_close (NaN and inf in the same places, finite entries within rtol), but each tensor
-    is measured against max(its largest |expected| entry, 1). make_problem keeps every value O(1), so an entry
-    is a sum of O(1) terms whose float32 rounding (~1e-7 each) does not shrink when the terms cancel: a bias
-    gradient that sums 30 terms of size ~1 to 0.008 carries ~1e-7 absolute error, 1e-5 relative to itself."""
-    assert set(actual) == set(expected), f"{what}: names {sorted(actual)}, expected {sorted(expected)}"
-    lines, failed = [], False
-    for name in sorted(expected):
-        a, e = actual[name], expected[name]
-        if a is None or e is None:
-            ok = a is None and e is None
-            lines.append(f"{' ' if ok else '!'} {name}: {type(a).__name__}, expected {type(e).__name__}")
-            failed |= not ok
-            continue
-        with np.errstate(invalid="ignore", over="ignore"):
-            abs_err, scale, problem = _difference(a, e)
-        if problem is None:
-            rel = abs_err / max(scale, 1.0)
-            ok = rel <= rtol
-            problem = f"max abs diff {abs_err:.3g}, max |expected| {scale:.3g}, relative (to max(that, 1)) {rel:.3g}"
-        else:
-            ok = False
-        failed |= not ok
-        lines.append(f"{' ' if ok else '!'} {name}: {problem}")
-    assert not failed, f"{what} (rtol {rtol:g}):\n" + "\n".join(lines)
+    engine_assert_close(actual, expected, rtol, what, scale_floor=1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------
