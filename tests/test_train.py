@@ -150,6 +150,16 @@ def stream_run(directory, loss_fn, resume=False):
     return model, history
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler for the test. A process started in the background by a non-interactive shell
+    inherits SIGINT ignored (Python then installs no handler), and fit, which respects a handler it did not set,
+    would never see the Ctrl-C this test sends."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupting_loss(at_call, how):
     calls = {"n": 0}
 
@@ -169,7 +179,7 @@ def interrupting_loss(at_call, how):
 
 
 @pytest.mark.parametrize("how", ["signal", "exception"])
-def test_interrupt_inside_a_step_resumes_exactly(tmp_path, how):
+def test_interrupt_inside_a_step_resumes_exactly(tmp_path, how, ctrl_c_raises):
     """The forward pass of the interrupted step has moved the dropout generator and the carried states; the
     checkpoint must hold the state of a step boundary, so the resumed run matches an uninterrupted one."""
     reference, reference_history = stream_run(tmp_path / "reference", softmax_cross_entropy)
