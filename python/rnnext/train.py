@@ -804,7 +804,8 @@ def fit(model, loss_fn, optimizer, train_batches, epochs: int = 1, *, val_batche
             if scheduler is not None and resume_state.get("scheduler") is not None:
                 scheduler.load_state_dict(resume_state["scheduler"])
             history = History.from_dict(resume_state["history"])
-            at = _Position(*(_count(resume_state[key], key) for key in ("epoch", "done_in_epoch", "global_step")))
+            at = _Position(*(_check_count(key, resume_state[key], minimum=0)
+                              for key in ("epoch", "done_in_epoch", "global_step")))
             averages = _Averages(resume_state["averages"])
             best = dict(resume_state["best"])
         if restore_best_weights and _best_path(checkpoint_path).exists():
@@ -982,12 +983,6 @@ class _malformed_train_state:
             raise ValueError(f"fit: {self.path}: the training state (metadata['train_state']) is malformed "
                              f"({kind.__name__}: {error})") from None
         return False
-
-
-def _count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} is {value!r}, expected an integer >= 0")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------------
