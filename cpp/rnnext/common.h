@@ -25,8 +25,6 @@
 #include <cstdlib>
 #include <memory>
 #include <new>
-#include <stdexcept>
-#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -41,17 +39,6 @@ namespace rnnext {
 
 using Index = Eigen::Index;
 
-template <typename Scalar>
-using RowMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename Scalar>
-using MatrixMap = Eigen::Map<RowMatrix<Scalar>>;
-template <typename Scalar>
-using ConstMatrixMap = Eigen::Map<const RowMatrix<Scalar>>;
-// A column block of a row-major matrix: rows keep the parent's row stride.
-template <typename Scalar>
-using StridedMap = Eigen::Map<RowMatrix<Scalar>, 0, Eigen::OuterStride<>>;
-template <typename Scalar>
-using ConstStridedMap = Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>>;
 template <typename Scalar>
 using VectorMap = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
 template <typename Scalar>

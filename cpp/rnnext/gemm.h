@@ -99,7 +99,6 @@ class PackedLhs {
   void pack(const Scalar* a, Index stride, Index rows, const GemmDepth& depth, bool vector) {
     if (vector) {
       rows_ = rows;
-      vector_ = true;
       gemm_detail::ConstMapper<Scalar, Order> source(a, stride);
       data_.resize(size_t(rows * depth.depth));
       for (Index k = 0; k < depth.depth; ++k)
@@ -114,7 +113,6 @@ class PackedLhs {
   // kRowSplit (a multiple of every kernel's panel height, so each range is a whole run of panels).
   void allocate(Index rows, const GemmDepth& depth) {
     rows_ = rows;
-    vector_ = false;
     depth_ = depth;
     chunk_stride_ = gemm_detail::aligned_size<Scalar>(gemm_detail::padded_rows<Scalar>(rows) * depth.chunk);
     data_.resize(size_t(chunk_stride_ * depth.chunks()));
@@ -144,14 +142,12 @@ class PackedLhs {
   }
 
   Index rows() const { return rows_; }
-  bool vector() const { return vector_; }
   const Scalar* chunk(Index c) const { return data_.data() + c * chunk_stride_; }
   const Scalar* plain() const { return data_.data(); }
 
  private:
   GemmDepth depth_{};
   Index rows_ = 0, chunk_stride_ = 0;
-  bool vector_ = false;
   gemm_detail::AlignedVector<Scalar> data_;
 };
 

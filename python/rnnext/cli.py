@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import experiments
 from .experiments import EXPERIMENTS
 
 PROG = "rnnext"
@@ -95,19 +96,11 @@ def _describe(error: BaseException) -> str:
 
 
 def _train(name: str, options: list) -> int:
-    from . import experiments
-
-    module = experiments.load(name)
-    return _status(module.main(options))
+    return _status(experiments.load(name).main(options))
 
 
 def _generate(options: list) -> int:
-    from . import experiments
-
-    module = experiments.load("char-lm")
-    if not hasattr(module, "generate_main"):
-        raise ValueError("this installation's char-lm experiment has no generate_main")
-    return _status(module.generate_main(options))
+    return _status(experiments.load("char-lm").generate_main(options))
 
 
 def _status(result) -> int:

@@ -14,8 +14,11 @@ import time
 
 import numpy as np
 
+import rnnext
+
 from .. import data as rdata
-from .. import optim
+from .. import layers, optim
+from ..models import Sequential
 from .char_lm import evaluate_lm, save_checkpoint, load_checkpoint, train_lm
 
 __all__ = ["main", "build_parser", "parse_args", "build_model", "run"]
@@ -24,8 +27,6 @@ __all__ = ["main", "build_parser", "parse_args", "build_model", "run"]
 def build_model(vocab_size: int = 10_000, hidden: int = 200, num_layers: int = 2, dropout: float = 0.0,
                 init_scale: float = 0.1, seed=None):
     """The Zaremba model; every weight (biases and the embedding too) drawn from uniform(-init_scale, init_scale)."""
-    from .. import layers
-    from ..models import Sequential
     stack = [layers.Embedding(vocab_size, hidden)]
     if dropout:
         stack.append(layers.Dropout(dropout))
@@ -79,12 +80,10 @@ def build_parser(prog: str = "rnnext train word-lm") -> argparse.ArgumentParser:
 
 
 def run(args, log=print) -> dict:
-    import rnnext
     if args.data is None:
         raise ValueError("word-lm: --data DIR is required (a directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt)")
     if args.threads:
         rnnext.set_num_threads(args.threads)
-    from .. import layers
     layers.seed(args.seed)  # weights and dropout masks of layers built without seed=
     t0 = time.perf_counter()
     splits = rdata.load_ptb(args.data)
