@@ -186,7 +186,7 @@ def test_stateful_second_call_gradients(cell):
     rng = np.random.default_rng(4)
     first, second = draw(rng, N, T, I), draw(rng, N, T, I)
     layer.forward(first)
-    carried = state_arrays(layer._states)
+    carried = state_arrays(layer.states)
     assert all(np.any(a != 0) for a in carried)
     check_layer_gradients(layer, second, label=cell)
 

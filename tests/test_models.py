@@ -262,9 +262,9 @@ def test_save_load_round_trip_and_resumed_training(tmp_path):
     reference_losses = train_steps(model, optimizer, batches[3:])
 
     fresh_optimizer = Adam(tagger(seed=50).parameters(), lr=0.5)  # any model of the same architecture
-    before = rnnext.layers._default_generator.bit_generator.state
+    before = rnnext.layer_base._default_generator.bit_generator.state
     loaded = load(path, optimizer=fresh_optimizer)
-    assert rnnext.layers._default_generator.bit_generator.state == before  # loading draws nothing
+    assert rnnext.layer_base._default_generator.bit_generator.state == before  # loading draws nothing
     assert loaded.metadata == {"vocab": ["<pad>", "a"], "epoch": 3}
     assert [layer.name for layer in loaded.layers] == ["embedding", "lstm", "gru", "dense"]
     assert not loaded.layers[0].embeddings.trainable

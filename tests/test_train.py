@@ -266,7 +266,7 @@ def test_nan_loss_raises_and_keeps_the_weights_from_before_the_step():
     train.fit(expected, softmax_cross_entropy, Adagrad(expected.parameters(), lr=0.1),
               lambda epoch: (b for k, b in zip(range(4), echo_source()(epoch))), 1, progress=False)
     assert_same_weights(weights(model), weights(expected))  # four good updates, not the fifth
-    assert model.layers[0]._states is None  # reset: the carried states may hold NaN
+    assert model.layers[0].states is None  # reset: the carried states may hold NaN
 
 
 class ExplodingSGD(SGD):

@@ -22,8 +22,10 @@ import numpy as np
 from . import layers as _layers
 from .checkpoint_io import (MAX_JSON_DEPTH, MAX_LAYERS, MIN_MEMBER_BYTES, CheckpointArchive, implied_weights,
                             json_depth, write_atomically)
+from .layer_base import without_initialization
 from .layers import Layer, check_custom_objects, layer_from_config
 from .parameter import Parameter
+from .validation import FLOAT_DTYPES
 
 __all__ = ["Sequential", "Checkpoint", "load", "load_checkpoint", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
@@ -182,10 +184,11 @@ class Sequential:
     def eval(self):
         return self.train(False)
 
-    def reset_states(self) -> None:
+    def reset_states(self, rows=None) -> None:
+        """Forget the states every stateful layer carries: all rows, or only `rows` (see Recurrent.reset_states)."""
         for layer in self.layers:
             if hasattr(layer, "reset_states"):
-                layer.reset_states()
+                layer.reset_states(rows=rows)
 
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
@@ -370,13 +373,13 @@ def _model_from_header(path: str, header: dict, file_size: int, classes: dict, c
     if layer_count > MAX_LAYERS:
         raise fail(f"the architecture has {layer_count} layers, more than the {MAX_LAYERS} rnnext saves and loads")
     weights, arrays = implied_weights(config, classes)
-    least = weights * min(dtype.itemsize for dtype in _layers._DTYPES) + arrays * MIN_MEMBER_BYTES
+    least = weights * min(dtype.itemsize for dtype in FLOAT_DTYPES) + arrays * MIN_MEMBER_BYTES
     if least > file_size:
         raise fail(f"the architecture implies {weights:,} weights in {arrays:,} arrays (at least {least:,} bytes), "
                    f"more than the whole file ({file_size:,} bytes) holds")
     # Build the model without drawing weights or touching the default generator: everything comes from the file.
     try:
-        with _layers._without_initialization():
+        with without_initialization():
             model = Sequential.from_config(config, custom_objects=custom_objects)
         for layer in model.layers:
             layer._initialize = True  # layers built later (no input size yet) draw their weights normally

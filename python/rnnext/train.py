@@ -554,18 +554,12 @@ def _stateful_layers(model) -> list:
 
 def _copy_carried_states(model) -> list:
     """Copies of the states each stateful layer carries to its next call (None where it carries none yet)."""
-    copies = []
-    for layer in _stateful_layers(model):
-        states = layer._states
-        copies.append(None if states is None else
-                      [tuple(a.copy() for a in s) if isinstance(s, tuple) else s.copy() for s in states])
-    return copies
+    return [layer.states for layer in _stateful_layers(model)]
 
 
 def _set_carried_states(model, carried: list) -> None:
     for layer, states in zip(_stateful_layers(model), carried):
-        layer._states = None if states is None else \
-            [tuple(a.copy() for a in s) if isinstance(s, tuple) else s.copy() for s in states]
+        layer.states = states
 
 
 def _states_to_json(carried: list) -> list:

@@ -1,0 +1,619 @@
+"""Recurrent layers over the engine: RNN, LSTM and GRU, stacked and optionally bidirectional.
+
+Inside this module a state is always a tuple per layer and direction, `(h,)` for RNN and GRU and `(h, c)` for
+LSTM, in a list of L*D entries (layer-major, forward before reverse). The public form (a bare h per entry for
+RNN and GRU, an (h, c) pair for LSTM, a lone entry accepted for one layer and direction as Keras takes it) is
+read and written only at the edge: `_states_from_api` and `_states_to_api`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _core
+from .layer_base import Layer, glorot_uniform, orthogonal
+from .validation import as_array, check_bool, check_choice, check_int, check_rate, ndim, real_array, shape_text
+
+__all__ = ["Recurrent", "RNN", "SimpleRNN", "LSTM", "GRU"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the pieces of a stacked, bidirectional pass
+
+def _reverse_index(lengths, T):
+    """[T, N] gather index that reverses each row within its own length (positions past it stay put), or None
+    when every row is full (then reversal is x[::-1]). It is its own inverse."""
+    if lengths is None:
+        return None
+    t = np.arange(T)[:, None]
+    return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+
+
+def _reverse_time(a, index):
+    """a [T, N, F] with each row reversed in time by `index` (see _reverse_index); a new C-contiguous array."""
+    if index is None:
+        return np.ascontiguousarray(a[::-1])
+    return a[index, np.arange(a.shape[1])[None, :]]
+
+
+def _dropout_mask(rng, shape, rate, dtype):
+    """Inverted-dropout mask: 0 with probability `rate`, else 1 / (1 - rate)."""
+    keep = rng.random(shape) >= rate
+    return keep.astype(dtype) * dtype.type(1.0 / (1.0 - rate))
+
+
+def _forward_layer(cell_forward, layer_input, states, weights, lengths, reverse):
+    """One layer of the stack, each direction over layer_input [T, N, I]: the forward direction as it is, the
+    reverse one on the input reversed within each row's length. Returns the outputs side by side [T, N, D*H],
+    the final states per direction and what backward needs per direction, (engine input, engine cache)."""
+    outputs, finals, runs = [], [], []
+    for d, (state, w) in enumerate(zip(states, weights)):
+        x_dir = layer_input if d == 0 else _reverse_time(layer_input, reverse)
+        y, final, cache = cell_forward(x_dir, state, w, lengths)
+        outputs.append(y if d == 0 else _reverse_time(y, reverse))
+        finals.append(final)
+        runs.append((x_dir, cache))
+    out = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
+    return out, finals, runs
+
+
+def _backward_layer(cell_backward, d_out, dstates, runs, weights, lengths, reverse, units):
+    """Backward of _forward_layer: d_out [T, N, D*H] (or None), the final states' gradients per direction.
+    Accumulates the parameter gradients; returns the gradient of the layer's input [T, N, I] and of the initial
+    states per direction."""
+    D = len(runs)
+    dx_layer, dstates0 = None, []
+    for d, ((x_dir, cache), dstate, w) in enumerate(zip(runs, dstates, weights)):
+        dy_dir = None
+        if d_out is not None:
+            dy_dir = d_out[:, :, d * units:(d + 1) * units] if D > 1 else d_out
+            dy_dir = _reverse_time(dy_dir, reverse) if d == 1 else np.ascontiguousarray(dy_dir)
+        dx_dir, dstate0, grads = cell_backward(dy_dir, dstate, cache, x_dir, w, lengths)
+        for param_name, param in w.items():
+            param.grad += grads[param_name]
+        dstates0.append(dstate0)
+        if d == 1:
+            dx_dir = _reverse_time(dx_dir, reverse)
+        dx_layer = dx_dir if dx_layer is None else dx_layer + dx_dir
+    return dx_layer, dstates0
+
+
+def _add_to_h(state, dh):
+    """The state gradient `state` (a tuple, parts may be None) with dh added to its h."""
+    h = state[0]
+    return (dh if h is None else dh + h,) + tuple(state[1:])
+
+
+def _copy_states(states):
+    return None if states is None else [tuple(a.copy() for a in s) for s in states]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the layer
+
+class Recurrent(Layer):
+    """Stacked, optionally bidirectional recurrent layer over the engine; RNN, LSTM and GRU fill in the cell.
+
+    Parameters per layer k and direction: `kernel [I_k, G*H]`, `recurrent_kernel [H, G*H]`, `bias` (engine
+    layouts), named "kernel" ... for one layer and one direction, else "l{k}.forward.kernel" /
+    "l{k}.reverse.kernel". I_0 is the input size, I_k = D*H above it (D = 2 when bidirectional).
+
+    `dropout` is applied to the outputs of every layer but the top one (PyTorch semantics), in training mode only.
+    After backward, `initial_state_grad` holds the gradient of the initial states (the structure of `states`),
+    for example to continue backpropagation into an encoder whose final states were passed as `initial_state`.
+    `step()` runs without dropout and does not touch the cache of the last forward.
+    A stateful layer's carried states are read and set through `states` and cleared, all rows or some, with
+    `reset_states`; they are not saved in checkpoints.
+    """
+
+    takes_lengths = True
+    _state_names = ("h",)  # the parts of one layer's state: ("h",) or ("h", "c")
+
+    def __init__(self, units, *, input_size=None, num_layers=1, bidirectional=False, dropout=0.0,
+                 return_sequences=False, return_state=False, batch_first=True, stateful=False,
+                 dtype=np.float32, seed=None, name=None):
+        super().__init__(dtype=dtype, seed=seed, name=name)
+        where = type(self).__name__
+        self.units = check_int(where, "units", units, minimum=1)
+        self.num_layers = check_int(where, "num_layers", num_layers, minimum=1)
+        self.bidirectional = check_bool(where, "bidirectional", bidirectional)
+        self.dropout = check_rate(where, "dropout", dropout)
+        self.return_sequences = check_bool(where, "return_sequences", return_sequences)
+        self.return_state = check_bool(where, "return_state", return_state)
+        self.batch_first = check_bool(where, "batch_first", batch_first)
+        self.stateful = check_bool(where, "stateful", stateful)
+        self.input_size = None
+        self._weights: list = []  # [k][d] -> {"kernel": Parameter, ...}
+        self._carried = None  # stateful: final states of the last call (detached copies, internal form)
+        self._cache = None
+        self.initial_state_grad = None
+        self._pending_input_size = input_size
+
+    def _finish_init(self):
+        """Builds from `input_size` once the subclass has set its cell options."""
+        if self._pending_input_size is not None:
+            size = check_int(type(self).__name__, "input_size", self._pending_input_size, minimum=1)
+            self.build((None, size))
+        del self._pending_input_size
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    # -- cell description, filled in by subclasses
+    def _gates(self) -> int:
+        raise NotImplementedError
+
+    def _bias_shape(self) -> tuple:
+        return (self._gates() * self.units,)
+
+    def _initial_bias(self):
+        return np.zeros(self._bias_shape(), dtype=self.dtype)
+
+    def _extra_parameters(self) -> dict:
+        return {}
+
+    def _engine_forward(self, x, state, w, lengths):
+        """(y [T, N, H], final state tuple, engine cache) for one layer and direction."""
+        raise NotImplementedError
+
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+        """(dx, initial state gradient tuple, parameter gradients by name); dy and parts of dstate may be None."""
+        raise NotImplementedError
+
+    # -- building
+    def build(self, input_shape) -> None:
+        where = self._where("build")
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 2:
+            raise ValueError(f"{where}: input_shape is {input_shape}, expected (T, I) without the batch axis")
+        size = input_shape[-1]
+        if self.built:
+            if size != self.input_size:
+                raise ValueError(f"{where}: input_shape {shape_text(input_shape)} has I={size}, but the layer was "
+                                 f"built for I={self.input_size}")
+            return
+        size = check_int(where, "the input size input_shape[-1]", size, minimum=1)
+        H, G = self.units, self._gates()
+        self.input_size = size
+        self._weights = []
+        for k in range(self.num_layers):
+            layer_input = size if k == 0 else self.num_directions * H
+            directions = []
+            for d in range(self.num_directions):
+                prefix = ""
+                if self.num_layers > 1 or self.bidirectional:
+                    prefix = f"l{k}.{'forward' if d == 0 else 'reverse'}."
+                w = {
+                    "kernel": self._add_parameter(prefix + "kernel",
+                                                  self._draw(glorot_uniform, (layer_input, G * H))),
+                    "recurrent_kernel": self._add_parameter(prefix + "recurrent_kernel",
+                                                            self._draw(orthogonal, (H, G * H))),
+                    "bias": self._add_parameter(prefix + "bias", self._initial_bias()),
+                }
+                for extra_name, value in self._extra_parameters().items():
+                    w[extra_name] = self._add_parameter(prefix + extra_name, value)
+                directions.append(w)
+            self._weights.append(directions)
+        self.built = True
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        """(T, D*H) with return_sequences, else (D*H,); the states of return_state are not included."""
+        input_shape = tuple(input_shape)
+        where = self._where("compute_output_shape")
+        if len(input_shape) != 2:
+            raise ValueError(f"{where}: input_shape is {input_shape}, expected (T, I) without the batch axis")
+        if self.built and input_shape[-1] != self.input_size:
+            raise ValueError(f"{where}: input_shape {shape_text(input_shape)} has I={input_shape[-1]}, but the "
+                             f"layer was built for I={self.input_size}")
+        features = self.num_directions * self.units
+        return (input_shape[0], features) if self.return_sequences else (features,)
+
+    def get_config(self) -> dict:
+        return {
+            "units": self.units,
+            "input_size": self.input_size,
+            "num_layers": self.num_layers,
+            "bidirectional": self.bidirectional,
+            "dropout": self.dropout,
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "batch_first": self.batch_first,
+            "stateful": self.stateful,
+            **super().get_config(),
+        }
+
+    # -- states at the API edge
+    def _states_to_api(self, states):
+        if len(self._state_names) == 1:
+            return [s[0] for s in states]
+        return [tuple(s) for s in states]
+
+    def _states_from_api(self, states, N, method, name, allow_none_entries):
+        """`states` in the public form -> the internal list of L*D tuples of [N, H] arrays of the layer dtype.
+
+        With allow_none_entries (gradients), entries and their parts may be None, meaning zero; N=None takes
+        N from the first array (for the `states` setter)."""
+        where = self._where(method)
+        count = self.num_layers * self.num_directions
+        parts = len(self._state_names)
+        structure = "(h, c) pairs" if parts == 2 else "h arrays"
+        if count == 1:  # a lone entry, as Keras takes it
+            if parts == 2:
+                if isinstance(states, (list, tuple)) and len(states) == 2 and all(
+                        s is None or ndim(s) == 2 for s in states):
+                    states = [tuple(states)]
+            elif states is None or ndim(states) == 2:
+                states = [states]
+        if not isinstance(states, (list, tuple)) or len(states) != count:
+            got = f"a {type(states).__name__} of length {len(states)}" if isinstance(states, (list, tuple)) \
+                else type(states).__name__
+            raise ValueError(f"{where}: {name} is {got}, expected a list of {count} {structure} (one per layer and "
+                             f"direction, layer-major, forward before reverse)")
+        H = self.units
+
+        def one(array, label):
+            nonlocal N
+            if array is None:
+                if allow_none_entries:
+                    return None
+                raise ValueError(f"{where}: {label} is None, expected an array of shape (N={N}, H={H})")
+            array = real_array(where, label, array, self.dtype)
+            if N is None and array.ndim == 2:
+                N = array.shape[0]
+            if array.shape != (N, H):
+                raise ValueError(f"{where}: {label} has shape {array.shape}, expected (N={N}, H={H})")
+            return np.ascontiguousarray(array)
+
+        out = []
+        for index, entry in enumerate(states):
+            if parts == 1:
+                out.append((one(entry, f"{name}[{index}]"),))
+                continue
+            if entry is None and allow_none_entries:
+                out.append((None, None))
+                continue
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                raise ValueError(f"{where}: {name}[{index}] is {type(entry).__name__}, expected a pair (h, c) "
+                                 f"of arrays (N={N}, H={H})")
+            out.append((one(entry[0], f"{name}[{index}][0] (h)"), one(entry[1], f"{name}[{index}][1] (c)")))
+        return out
+
+    def _zero_states(self, N, count):
+        return [tuple(np.zeros((N, self.units), dtype=self.dtype) for _ in self._state_names) for _ in range(count)]
+
+    # -- carried states of a stateful layer
+    @property
+    def states(self):
+        """The states a stateful layer carries into its next call (copies, in the structure of `initial_state`),
+        or None when it carries none (before the first call, after reset_states()).
+
+        Assigning sets them: a stateful layer then starts its next call from these states (copied); None forgets
+        them."""
+        if self._carried is None:
+            return None
+        return self._states_to_api(_copy_states(self._carried))
+
+    @states.setter
+    def states(self, value) -> None:
+        if not self.stateful:
+            raise ValueError(f"{self._where('states')}: the layer is not stateful and carries no states; pass "
+                             "initial_state to forward instead, or build it with stateful=True")
+        if value is None:
+            self._carried = None
+            return
+        self._carried = _copy_states(self._states_from_api(value, None, "states", "states", allow_none_entries=False))
+
+    def reset_states(self, rows=None) -> None:
+        """Forget the states a stateful layer carries between calls: all of them (the next call starts from
+        zeros), or with `rows` (indices, or a boolean mask over the batch) only those rows, for streams whose
+        document ends in the middle of a batch."""
+        if rows is None or self._carried is None:
+            if rows is not None:
+                self._check_rows(rows, None)
+            self._carried = None
+            return
+        rows = self._check_rows(rows, self._carried[0][0].shape[0])
+        for state in self._carried:
+            for part in state:
+                part[rows] = 0
+
+    def _check_rows(self, rows, N):
+        """rows as an index array into the carried batch of N rows (N=None: not known, only the kind is checked)."""
+        where = self._where("reset_states")
+        rows = as_array(where, "rows", rows)
+        if rows.ndim != 1 or not (rows.dtype.kind in "iu" or rows.dtype == np.bool_ or rows.size == 0):
+            raise ValueError(f"{where}: rows has shape {rows.shape} and dtype {rows.dtype}, expected a 1-D array of "
+                             "row indices or a boolean mask over the batch")
+        if rows.dtype == np.bool_:
+            if N is not None and rows.shape != (N,):
+                raise ValueError(f"{where}: rows is a boolean mask of shape {rows.shape}, expected (N={N},), the "
+                                 "batch the layer carries states for")
+            return rows
+        rows = rows.astype(np.int64)
+        if rows.size and (rows.min() < 0 or (N is not None and rows.max() >= N)):
+            raise ValueError(f"{where}: rows has values in [{rows.min()}, {rows.max()}], expected row indices in "
+                             f"[0, N={N}) (the layer carries states for N={N} rows)" if N is not None else
+                             f"{where}: rows has values in [{rows.min()}, {rows.max()}], expected row indices >= 0")
+        return rows
+
+    def _initial_states(self, initial_state, N, method):
+        if initial_state is not None:
+            return self._states_from_api(initial_state, N, method, "initial_state", allow_none_entries=False)
+        if self.stateful and self._carried is not None:
+            carried_rows = self._carried[0][0].shape[0]
+            if carried_rows != N:
+                raise ValueError(f"{self._where(method)}: the stateful layer carries states for N={carried_rows} "
+                                 f"rows but x has N={N}; call reset_states() before changing the batch size")
+            return self._carried
+        return self._zero_states(N, self.num_layers * self.num_directions)
+
+    # -- input checks
+    def _time_major_input(self, x, method):
+        """x as a C-contiguous time-major array [T, N, I] of the layer dtype; builds the layer on first use."""
+        where = self._where(method)
+        layout = "(N, T, I)" if self.batch_first else "(T, N, I)"
+        x = real_array(where, "x", x, self.dtype)
+        if x.ndim != 3:
+            raise ValueError(f"{where}: x has shape {x.shape}, expected {layout}")
+        shape = x.shape
+        if self.batch_first:
+            x = x.transpose(1, 0, 2)
+        T, N, size = x.shape
+        if T == 0 or N == 0:
+            raise ValueError(f"{where}: x has shape {shape} {layout}, expected at least one step and one row")
+        if size == 0:
+            raise ValueError(f"{where}: x has shape {shape} {layout}: I=0 input features, expected I >= 1")
+        if not self.built:
+            self.build((T, size))
+        elif size != self.input_size:
+            raise ValueError(f"{where}: x has shape {shape}, expected {layout[:-2]}I={self.input_size}) (the layer "
+                             f"was built for {self.input_size} input features)")
+        return np.ascontiguousarray(x)
+
+    def _check_lengths(self, lengths, T, N, method):
+        if lengths is None:
+            return None
+        where = self._where(method)
+        lengths = as_array(where, "lengths", lengths)
+        if lengths.shape != (N,) or lengths.dtype.kind not in "iu":
+            raise ValueError(f"{where}: lengths has shape {lengths.shape} and dtype {lengths.dtype}, expected "
+                             f"integers of shape (N={N},)")
+        if lengths.min() < 0 or lengths.max() > T:
+            raise ValueError(f"{where}: lengths has values in [{lengths.min()}, {lengths.max()}], expected values "
+                             f"in [0, T={T}]")
+        return np.ascontiguousarray(lengths, dtype=np.int64)
+
+    def _output_gradients(self, dy, T, N, where):
+        """dy -> (time-major gradient of the top layer's outputs or None, gradient of its final h per direction)."""
+        D, H = self.num_directions, self.units
+        if dy is None:
+            return None, [None] * D
+        dy = real_array(where, "dy", dy, self.dtype)
+        if self.return_sequences:
+            expected = (N, T, D * H) if self.batch_first else (T, N, D * H)
+            letters = "(N={}, T={}, D*H={})" if self.batch_first else "(T={}, N={}, D*H={})"
+            if dy.shape != expected:
+                raise ValueError(f"{where}: dy has shape {dy.shape}, expected {letters.format(*expected)}")
+            return (dy.transpose(1, 0, 2) if self.batch_first else dy), [None] * D
+        if dy.shape != (N, D * H):
+            raise ValueError(f"{where}: dy has shape {dy.shape}, expected (N={N}, D*H={D * H})")
+        return None, [np.ascontiguousarray(dy[:, d * H:(d + 1) * H]) for d in range(D)]
+
+    # -- forward / backward
+    def forward(self, x, initial_state=None, lengths=None):
+        """x [N, T, I] (or [T, N, I] with batch_first=False) -> output, or (output, states) with return_state."""
+        x_tm = self._time_major_input(x, "forward")
+        T, N, _ = x_tm.shape
+        lengths = self._check_lengths(lengths, T, N, "forward")
+        states0 = self._initial_states(initial_state, N, "forward")
+        D, L = self.num_directions, self.num_layers
+        reverse = _reverse_index(lengths, T) if self.bidirectional else None
+
+        runs, masks, final_states = [], [], []  # masks: the dropout on the output of layer k < L-1, or None
+        layer_input = x_tm
+        for k in range(L):
+            out, finals, layer_runs = _forward_layer(self._engine_forward, layer_input, states0[k * D:(k + 1) * D],
+                                                     self._weights[k], lengths, reverse)
+            runs += layer_runs
+            final_states += finals
+            if k < L - 1:
+                mask = None
+                if self.training and self.dropout > 0:
+                    mask = _dropout_mask(self.rng, out.shape, self.dropout, self.dtype)
+                    out = out * mask
+                masks.append(mask)
+            layer_input = out
+
+        if self.return_sequences:
+            output = np.ascontiguousarray(out.transpose(1, 0, 2)) if self.batch_first else out
+        else:
+            tops = [s[0] for s in final_states[-D:]]
+            output = tops[0].copy() if D == 1 else np.concatenate(tops, axis=1)
+
+        if self.stateful:  # detached copies: gradients never flow across calls
+            self._carried = _copy_states(final_states)
+        self._cache = {"T": T, "N": N, "lengths": lengths, "reverse": reverse, "runs": runs, "masks": masks}
+        if self.return_state:
+            return output, self._states_to_api(final_states)
+        return output
+
+    def backward(self, dy, dstates=None):
+        """Gradient of the input given dy (the output's shape, or None for zero) and optionally dstates (the
+        structure of `states`; entries may be None). Accumulates parameter gradients; sets initial_state_grad."""
+        cache = self._require_cache()
+        where = self._where("backward")
+        T, N, lengths, reverse = cache["T"], cache["N"], cache["lengths"], cache["reverse"]
+        D, L = self.num_directions, self.num_layers
+
+        d_out, dh_top = self._output_gradients(dy, T, N, where)
+        if dstates is not None:
+            dstates = self._states_from_api(dstates, N, "backward", "dstates", allow_none_entries=True)
+        else:
+            dstates = [(None,) * len(self._state_names) for _ in range(L * D)]
+        dstates[-D:] = [state if dh is None else _add_to_h(state, dh) for state, dh in zip(dstates[-D:], dh_top)]
+
+        initial_grads = [None] * (L * D)
+        for k in reversed(range(L)):
+            span = slice(k * D, (k + 1) * D)
+            dx_layer, initial_grads[span] = _backward_layer(self._engine_backward, d_out, dstates[span],
+                                                            cache["runs"][span], self._weights[k], lengths, reverse,
+                                                            self.units)
+            if k > 0:
+                mask = cache["masks"][k - 1]
+                d_out = dx_layer if mask is None else dx_layer * mask
+        self.initial_state_grad = self._states_to_api(initial_grads)
+        if self.batch_first:
+            return np.ascontiguousarray(dx_layer.transpose(1, 0, 2))
+        return dx_layer
+
+    def step(self, x_t, state=None):
+        """One time step for generation: x_t [N, I] -> (h_t [N, H], state). `state` has the structure of
+        `states` (None: zeros; a stateful layer's carried states are not used). Same engine call as forward with
+        T=1, in inference mode (no dropout); the cache of the last forward is left alone."""
+        where = self._where("step")
+        if self.bidirectional:
+            raise ValueError(f"{where}: step needs a single direction; this layer is bidirectional")
+        x_t = real_array(where, "x_t", x_t, self.dtype)
+        if x_t.ndim != 2:
+            raise ValueError(f"{where}: x_t has shape {x_t.shape}, expected (N, I)")
+        N, size = x_t.shape
+        if N == 0:
+            raise ValueError(f"{where}: x_t has shape {x_t.shape}, expected at least one row")
+        if not self.built:
+            self.build((None, size))
+        elif size != self.input_size:
+            raise ValueError(f"{where}: x_t has shape {x_t.shape}, expected (N, I={self.input_size})")
+        if state is None:
+            states = self._zero_states(N, self.num_layers)
+        else:
+            states = self._states_from_api(state, N, "step", "state", allow_none_entries=False)
+        layer_input = np.ascontiguousarray(x_t[None])  # [1, N, I]
+        new_states = []
+        for k in range(self.num_layers):
+            y, final, _ = self._engine_forward(layer_input, states[k], self._weights[k][0], None)
+            new_states.append(final)
+            layer_input = y
+        return layer_input[0], self._states_to_api(new_states)
+
+    # -- volatile state: generator and carried states
+    def _get_volatile(self):
+        return super()._get_volatile(), _copy_states(self._carried)
+
+    def _set_volatile(self, saved) -> None:
+        generator_state, carried = saved
+        super()._set_volatile(generator_state)
+        self._carried = carried
+
+
+class RNN(Recurrent):
+    """Simple (Elman) RNN: h_new = activation(x @ kernel + h @ recurrent_kernel + bias). `SimpleRNN` is an alias."""
+
+    _ACTIVATIONS = ("tanh", "relu", "sigmoid")
+
+    def __init__(self, units, activation="tanh", **kwargs):
+        super().__init__(units, **kwargs)
+        self.activation = check_choice("RNN", "activation", activation, self._ACTIVATIONS)
+        self._finish_init()
+
+    def _gates(self) -> int:
+        return 1
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "activation": self.activation}
+
+    def _engine_forward(self, x, state, w, lengths):
+        y, h_n, cache = _core.rnn_forward(x, state[0], w["kernel"].value, w["recurrent_kernel"].value,
+                                          w["bias"].value, lengths=lengths, activation=self.activation)
+        return y, (h_n,), cache
+
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+        grads = _core.rnn_backward(dy, dstate[0], cache, x, w["kernel"].value, w["recurrent_kernel"].value,
+                                   w["bias"].value, lengths=lengths, activation=self.activation)
+        return grads["x"], (grads["h0"],), grads
+
+
+SimpleRNN = RNN
+
+
+class LSTM(Recurrent):
+    """LSTM, gate order i, f, g, o (coupled: f, g, o with i = 1 - f), optional peepholes (`peephole [P, H]`, zero
+    at start). The forget-gate block of every bias starts at `forget_bias`."""
+
+    _state_names = ("h", "c")
+
+    def __init__(self, units, *, peephole=False, coupled=False, forget_bias=1.0, **kwargs):
+        super().__init__(units, **kwargs)
+        self.peephole = check_bool("LSTM", "peephole", peephole)
+        self.coupled = check_bool("LSTM", "coupled", coupled)
+        largest = float(np.finfo(self.dtype).max)  # a larger value would overflow the bias to inf
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.number)) \
+                or not math.isfinite(forget_bias) or abs(forget_bias) > largest:
+            raise ValueError(f"LSTM: forget_bias is {forget_bias!r}, expected a finite number of magnitude at most "
+                             f"{largest:g} ({np.dtype(self.dtype)})")
+        self.forget_bias = float(forget_bias)
+        self._finish_init()
+
+    def _gates(self) -> int:
+        return 3 if self.coupled else 4
+
+    def _initial_bias(self):
+        H = self.units
+        bias = np.zeros(self._bias_shape(), dtype=self.dtype)
+        forget_block = 0 if self.coupled else 1  # f is the first block of f, g, o and the second of i, f, g, o
+        bias[forget_block * H:(forget_block + 1) * H] = self.forget_bias
+        return bias
+
+    def _extra_parameters(self) -> dict:
+        if not self.peephole:
+            return {}
+        rows = 2 if self.coupled else 3  # (f, o) or (i, f, o)
+        return {"peephole": np.zeros((rows, self.units), dtype=self.dtype)}
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "peephole": self.peephole, "coupled": self.coupled,
+                "forget_bias": self.forget_bias}
+
+    def _engine_forward(self, x, state, w, lengths):
+        peephole = w["peephole"].value if self.peephole else None
+        y, h_n, c_n, cache = _core.lstm_forward(x, state[0], state[1], w["kernel"].value,
+                                                w["recurrent_kernel"].value, w["bias"].value, peephole=peephole,
+                                                lengths=lengths, coupled=self.coupled)
+        return y, (h_n, c_n), cache
+
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+        peephole = w["peephole"].value if self.peephole else None
+        grads = _core.lstm_backward(dy, dstate[0], dstate[1], cache, x, w["kernel"].value,
+                                    w["recurrent_kernel"].value, w["bias"].value, peephole=peephole,
+                                    lengths=lengths, coupled=self.coupled)
+        return grads["x"], (grads["h0"], grads["c0"]), grads
+
+
+class GRU(Recurrent):
+    """GRU, gate order r, z, n; h_new = (1 - z) * n + z * h. reset_after=True (cuDNN/PyTorch/Keras default) has
+    bias [2, 3H] (input and recurrent biases), reset_after=False bias [3H]."""
+
+    def __init__(self, units, *, reset_after=True, **kwargs):
+        super().__init__(units, **kwargs)
+        self.reset_after = check_bool("GRU", "reset_after", reset_after)
+        self._finish_init()
+
+    def _gates(self) -> int:
+        return 3
+
+    def _bias_shape(self) -> tuple:
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "reset_after": self.reset_after}
+
+    def _engine_forward(self, x, state, w, lengths):
+        y, h_n, cache = _core.gru_forward(x, state[0], w["kernel"].value, w["recurrent_kernel"].value,
+                                          w["bias"].value, lengths=lengths, reset_after=self.reset_after)
+        return y, (h_n,), cache
+
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+        grads = _core.gru_backward(dy, dstate[0], cache, x, w["kernel"].value, w["recurrent_kernel"].value,
+                                   w["bias"].value, lengths=lengths, reset_after=self.reset_after)
+        return grads["x"], (grads["h0"],), grads
