@@ -19,6 +19,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .validation import check_choice, check_int
+
 __all__ = [
     "echo_data", "echo_batches", "echo_epochs", "echo_reference_losses",
     "Vocabulary",
@@ -45,7 +47,7 @@ def echo_data(size: int, seed=None) -> tuple[np.ndarray, np.ndarray]:
     As in r2rt's `gen_data`, which indexes `X[t-3]` with Python's negative indices, the first steps look back
     into the end of the stream (a circular shift), so every Y_t has exactly the same distribution.
     """
-    size = _positive_int(size, "echo_data: size")
+    size = check_int("echo_data", "size", size, 1)
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 2, size=size, dtype=np.int64)
     p_one = _echo_probability(np.roll(x, 3), np.roll(x, 8))
@@ -64,8 +66,8 @@ def echo_batches(X, Y, batch_size: int, num_steps: int) -> Iterator[tuple[np.nda
     X, Y = np.asarray(X), np.asarray(Y)
     if X.ndim != 1 or X.shape != Y.shape:
         raise ValueError(f"echo_batches: X and Y must be 1-D of equal length, got shapes {X.shape} and {Y.shape}")
-    batch_size = _positive_int(batch_size, "echo_batches: batch_size")
-    num_steps = _positive_int(num_steps, "echo_batches: num_steps")
+    batch_size = check_int("echo_batches", "batch_size", batch_size, 1)
+    num_steps = check_int("echo_batches", "num_steps", num_steps, 1)
     row_length = len(X) // batch_size
     num_windows = row_length // num_steps
     if num_windows == 0:
@@ -84,7 +86,7 @@ def echo_epochs(n_epochs: int, size: int, batch_size: int, num_steps: int, seed=
     One Generator made from `seed` draws all epochs, so the epochs differ from each other but the whole run
     is reproducible.
     """
-    n_epochs = _non_negative_int(n_epochs, "echo_epochs: n_epochs")
+    n_epochs = check_int("echo_epochs", "n_epochs", n_epochs, 0)
     rng = np.random.default_rng(seed)
     for _ in range(n_epochs):
         X, Y = echo_data(size, rng)
@@ -146,12 +148,11 @@ class Vocabulary:
         included, so `len(vocab) <= max_size`. A special that also occurs in the data (PTB's `<unk>`) is kept
         once, in its special position.
         """
-        if order not in ("frequency", "sorted"):
-            raise ValueError(f"Vocabulary.build: order={order!r}, expected 'frequency' or 'sorted'")
-        min_freq = _positive_int(min_freq, "Vocabulary.build: min_freq")
+        check_choice("Vocabulary.build", "order", order, ("frequency", "sorted"))
+        min_freq = check_int("Vocabulary.build", "min_freq", min_freq, 1)
         specials = list(specials)
         if max_size is not None:
-            max_size = _non_negative_int(max_size, "Vocabulary.build: max_size")
+            max_size = check_int("Vocabulary.build", "max_size", max_size, 0)
             if max_size < len(specials):
                 raise ValueError(f"Vocabulary.build: max_size={max_size} is smaller than the {len(specials)} specials")
         counts = Counter(tokens)  # insertion-ordered, so the stable sort below breaks ties by first appearance
@@ -252,7 +253,7 @@ def batchify(ids, batch_size: int) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.ndim != 1:
         raise ValueError(f"batchify: ids has shape {ids.shape}, expected 1-D")
-    batch_size = _positive_int(batch_size, "batchify: batch_size")
+    batch_size = check_int("batchify", "batch_size", batch_size, 1)
     row_length = len(ids) // batch_size
     if row_length == 0:
         raise ValueError(f"batchify: {len(ids)} ids cannot fill {batch_size} rows")
@@ -269,7 +270,7 @@ def lm_batches(data, num_steps: int, drop_last: bool = False) -> Iterator[tuple[
     data = np.asarray(data)
     if data.ndim != 2:
         raise ValueError(f"lm_batches: data has shape {data.shape}, expected 2-D [N, L] (see batchify)")
-    num_steps = _positive_int(num_steps, "lm_batches: num_steps")
+    num_steps = check_int("lm_batches", "num_steps", num_steps, 1)
     if data.shape[1] < 2:
         raise ValueError(f"lm_batches: data has {data.shape[1]} columns, expected at least 2 (input and target)")
     num_targets = data.shape[1] - 1
@@ -303,17 +304,15 @@ def pad_sequences(sequences, maxlen: int | None = None, dtype="int32", padding: 
     returns int64 `lengths [N]`, each sequence's length after truncation (meaningful with `padding="post"`).
     Beyond Keras: no sequences give shape `(0, maxlen or 0)` and `maxlen=0` gives width 0 (Keras raises).
     """
-    if padding not in ("pre", "post"):
-        raise ValueError(f"pad_sequences: padding={padding!r}, expected 'pre' or 'post'")
-    if truncating not in ("pre", "post"):
-        raise ValueError(f"pad_sequences: truncating={truncating!r}, expected 'pre' or 'post'")
+    check_choice("pad_sequences", "padding", padding, ("pre", "post"))
+    check_choice("pad_sequences", "truncating", truncating, ("pre", "post"))
     sequences = list(sequences)
     for i, s in enumerate(sequences):
         if not hasattr(s, "__len__"):
             raise ValueError(f"pad_sequences: sequences[{i}] is {type(s).__name__}, expected a sequence")
     if maxlen is None:
         maxlen = max((len(s) for s in sequences), default=0)
-    maxlen = _non_negative_int(maxlen, "pad_sequences: maxlen")
+    maxlen = check_int("pad_sequences", "maxlen", maxlen, 0)
     step_shape = _sample_shape(sequences)
     x = np.full((len(sequences), maxlen) + step_shape, value, dtype=dtype)
     lengths = np.zeros(len(sequences), dtype=np.int64)
@@ -352,7 +351,7 @@ class BucketIterator:
         if self._labels.ndim == 0 or len(self._labels) != len(self._sequences):
             raise ValueError(f"BucketIterator: labels has shape {self._labels.shape}, "
                              f"expected ({len(self._sequences)}, ...) to match sequences")
-        self.batch_size = _positive_int(batch_size, "BucketIterator: batch_size")
+        self.batch_size = check_int("BucketIterator", "batch_size", batch_size, 1)
         if (bucket_width is None) == (num_buckets is None):
             raise ValueError("BucketIterator: give exactly one of bucket_width and num_buckets")
         self._step_shape = _sample_shape(self._sequences)
@@ -363,12 +362,12 @@ class BucketIterator:
         self._lengths = np.array([len(s) for s in self._sequences], dtype=np.int64)
         by_length = np.argsort(self._lengths, kind="stable")
         if bucket_width is not None:
-            bucket_width = _positive_int(bucket_width, "BucketIterator: bucket_width")
+            bucket_width = check_int("BucketIterator", "bucket_width", bucket_width, 1)
             bucket_of = self._lengths[by_length] // bucket_width
             cuts = np.flatnonzero(np.diff(bucket_of)) + 1
             self._buckets = np.split(by_length, cuts)
         else:
-            num_buckets = _positive_int(num_buckets, "BucketIterator: num_buckets")
+            num_buckets = check_int("BucketIterator", "num_buckets", num_buckets, 1)
             self._buckets = [b for b in np.array_split(by_length, num_buckets) if len(b)]
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -444,7 +443,7 @@ def iter_text_chunks(path, chunk_size: int = 1 << 20, encoding: str = "utf-8") -
     The path and chunk size are checked at the call, not at the first `next`.
     """
     path = _require_file(path, "iter_text_chunks")
-    chunk_size = _positive_int(chunk_size, "iter_text_chunks: chunk_size")
+    chunk_size = check_int("iter_text_chunks", "chunk_size", chunk_size, 1)
     return _text_chunks(path, chunk_size, encoding)
 
 
@@ -651,7 +650,7 @@ def build_word_index(texts: Iterable[str], num_words: int | None = None, lower: 
         counts.update(tokenize(text, lower=lower))
     words = sorted(counts, key=lambda w: -counts[w])  # stable: ties stay in order of first appearance
     if num_words is not None:
-        words = words[:_positive_int(num_words, "build_word_index: num_words") - 1]
+        words = words[:check_int("build_word_index", "num_words", num_words, 1) - 1]
     return {word: rank for rank, word in enumerate(words, start=1)}
 
 
@@ -668,14 +667,14 @@ def texts_to_sequences(texts: Iterable[str], word_index: dict[str, int], num_wor
     With `num_words` every id is `< num_words`, so `Embedding(num_words, ...)` accepts the padded result.
     """
     _require_texts(texts, "texts_to_sequences")
-    index_from = _non_negative_int(index_from, "texts_to_sequences: index_from")
+    index_from = check_int("texts_to_sequences", "index_from", index_from, 0)
     for name, special in (("start_char", start_char), ("oov_char", oov_char)):
         if special is not None and not 1 <= special <= index_from:
             raise ValueError(f"texts_to_sequences: {name}={special}, expected 1 <= {name} <= index_from={index_from} "
                              f"so it cannot collide with padding (0) or a word id (>= index_from + 1)")
     if start_char is not None and start_char == oov_char:
         raise ValueError(f"texts_to_sequences: start_char and oov_char are both {start_char}, expected different ids")
-    limit = math.inf if num_words is None else _positive_int(num_words, "texts_to_sequences: num_words")
+    limit = math.inf if num_words is None else check_int("texts_to_sequences", "num_words", num_words, 1)
     # the final id of every indexed word, worked out once, so the loop over tokens is a dict lookup
     final_id = {word: rank + index_from if rank + index_from < limit else oov_char
                 for word, rank in word_index.items()}
@@ -696,14 +695,3 @@ def _require_texts(texts, who: str) -> None:
     # a lone str would be read as a list of one-character texts
     if isinstance(texts, str):
         raise TypeError(f"{who}: texts is a str, expected a list of str")
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r}, expected a positive integer")
-    return int(value)
-
-
-def _non_negative_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name}={value!r}, expected a non-negative integer")
-    return int(value)

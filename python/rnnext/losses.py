@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .validation import as_array, check_choice, real_array
+
 __all__ = [
     "log_softmax",
     "softmax",
@@ -57,18 +59,18 @@ def softmax_cross_entropy(logits, targets, mask=None, lengths=None, reduction: s
     NaN logits in a counted position give a NaN loss; no exception, no warning.
     """
     name = "softmax_cross_entropy"
-    logits = _floating_array(logits, name, "logits")
+    logits = _floating_array(name, "logits", logits)
     if logits.ndim < 1 or logits.shape[-1] < 1:
         raise ValueError(f"{name}: logits has shape {logits.shape}, expected [..., C] with C >= 1 classes")
     num_classes = logits.shape[-1]
     position_shape = logits.shape[:-1]
 
-    targets = np.asarray(targets)
+    targets = as_array(name, "targets", targets)
     if targets.shape != position_shape:
         raise ValueError(f"{name}: targets has shape {targets.shape}, expected logits.shape[:-1] = {position_shape}")
     if not np.issubdtype(targets.dtype, np.integer):
         raise ValueError(f"{name}: targets has dtype {targets.dtype}, expected an integer dtype (class indices)")
-    _check_reduction(name, reduction)
+    check_choice(name, "reduction", reduction, _REDUCTIONS)
 
     counted = _counted_positions(name, logits.shape, mask, lengths)
     counted_targets = targets[counted]
@@ -110,8 +112,8 @@ def binary_cross_entropy_with_logits(logits, targets, reduction: str = "mean"):
     NaN logits give a NaN loss; no exception, no warning. NaN targets are rejected (not in [0, 1]).
     """
     name = "binary_cross_entropy_with_logits"
-    logits = _floating_array(logits, name, "logits")
-    targets = _real_array(targets, name, "targets")
+    logits = _floating_array(name, "logits", logits)
+    targets = real_array(name, "targets", targets)
     if targets.shape != logits.shape:
         raise ValueError(f"{name}: targets has shape {targets.shape}, expected the shape of logits {logits.shape}")
     # Negated so NaN targets fail too.
@@ -121,7 +123,7 @@ def binary_cross_entropy_with_logits(logits, targets, reduction: str = "mean"):
         numbers = targets[~np.isnan(targets)] if targets.dtype.kind == "f" else targets
         low, high = (numbers.min(), numbers.max()) if numbers.size else (np.nan, np.nan)
         raise ValueError(f"{name}: targets must lie in [0, 1], got values in [{low}, {high}] (or NaN)")
-    _check_reduction(name, reduction)
+    check_choice(name, "reduction", reduction, _REDUCTIONS)
     if logits.size == 0:
         return 0.0, np.zeros_like(logits)
 
@@ -144,13 +146,13 @@ def mean_squared_error(predictions, targets, reduction: str = "mean"):
     element count for "mean". NaN predictions give a NaN loss; no exception, no warning.
     """
     name = "mean_squared_error"
-    predictions = _floating_array(predictions, name, "predictions")
-    targets = _real_array(targets, name, "targets")
+    predictions = _floating_array(name, "predictions", predictions)
+    targets = real_array(name, "targets", targets)
     if targets.shape != predictions.shape:
         raise ValueError(
             f"{name}: targets has shape {targets.shape}, expected the shape of predictions {predictions.shape}"
         )
-    _check_reduction(name, reduction)
+    check_choice(name, "reduction", reduction, _REDUCTIONS)
     if predictions.size == 0:
         return 0.0, np.zeros_like(predictions)
 
@@ -163,25 +165,12 @@ def mean_squared_error(predictions, targets, reduction: str = "mean"):
     return loss, grad
 
 
-def _floating_array(values, function: str, argument: str) -> np.ndarray:
-    array = np.asarray(values)
+def _floating_array(where: str, name: str, value) -> np.ndarray:
+    array = as_array(where, name, value)
     # The gradient takes this dtype, so an integer array would silently truncate it.
     if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"{function}: {argument} has dtype {array.dtype}, expected a floating dtype")
+        raise ValueError(f"{where}: {name} has dtype {array.dtype}, expected a floating dtype")
     return array
-
-
-def _real_array(values, function: str, argument: str) -> np.ndarray:
-    array = np.asarray(values)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-            or array.dtype == np.bool_):
-        raise ValueError(f"{function}: {argument} has dtype {array.dtype}, expected real numbers")
-    return array
-
-
-def _check_reduction(function: str, reduction: str) -> None:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{function}: reduction is {reduction!r}, expected one of {_REDUCTIONS}")
 
 
 def _counted_positions(function: str, logits_shape, mask, lengths) -> np.ndarray:
@@ -190,7 +179,7 @@ def _counted_positions(function: str, logits_shape, mask, lengths) -> np.ndarray
     if mask is not None and lengths is not None:
         raise ValueError(f"{function}: pass mask or lengths, not both")
     if mask is not None:
-        mask = np.asarray(mask)
+        mask = as_array(function, "mask", mask)
         if mask.shape != position_shape:
             raise ValueError(f"{function}: mask has shape {mask.shape}, expected logits.shape[:-1] = {position_shape}")
         if mask.dtype != np.bool_:
@@ -203,7 +192,7 @@ def _counted_positions(function: str, logits_shape, mask, lengths) -> np.ndarray
         if len(logits_shape) != 3:
             raise ValueError(f"{function}: lengths needs logits of shape [N, T, C], got {logits_shape}")
         batch, steps = logits_shape[0], logits_shape[1]
-        lengths = np.asarray(lengths)
+        lengths = as_array(function, "lengths", lengths)
         if lengths.shape != (batch,):
             raise ValueError(f"{function}: lengths has shape {lengths.shape}, expected (N={batch},)")
         if not np.issubdtype(lengths.dtype, np.integer):

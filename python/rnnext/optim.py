@@ -28,6 +28,7 @@ import re
 import numpy as np
 
 from .parameter import Parameter
+from .validation import check_bool, check_float, check_int, check_rate, scalar
 
 __all__ = [
     "Optimizer",
@@ -80,7 +81,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = _check_float(type(self).__name__, "lr", value, minimum=0.0)
+        self._lr = check_float(type(self).__name__, "lr", value, 0.0)
 
     def zero_grad(self) -> None:
         """Set every parameter's gradient to zero (frozen ones too, so stale gradients never linger)."""
@@ -119,7 +120,7 @@ class Optimizer:
         missing = [key for key in required if key not in state_dict]
         if missing:
             raise ValueError(f"{name}: missing keys {missing} (was it saved by a different optimizer?)")
-        num_params = _check_int(name, "num_params", state_dict["num_params"], minimum=0)
+        num_params = check_int(name, "num_params", state_dict["num_params"], 0, integral_floats=True)
         if num_params != len(self.params):
             raise ValueError(
                 f"{name}: num_params is {num_params}, expected {len(self.params)} (the number of params)"
@@ -138,7 +139,7 @@ class Optimizer:
                     f"{name}: key {key!r} refers to parameter {index}, expected an index < {len(self.params)}"
                 )
             if match.group(1) in self._count_state:
-                new_state[key] = _check_int(name, key, value, minimum=1)
+                new_state[key] = check_int(name, key, value, 1, integral_floats=True)
                 continue
             param = self.params[index]
             value = np.asarray(value)
@@ -150,9 +151,9 @@ class Optimizer:
             # A copy: later steps must not write into the caller's arrays.
             new_state[key] = np.array(value, dtype=param.value.dtype)
 
-        hyperparameters = {key: _scalar(state_dict[key]) for key in self._hyperparameters}
-        step_count = _check_int(name, "step", state_dict["step"], minimum=0)
-        lr = _check_float(name, "lr", state_dict["lr"], minimum=0.0)
+        hyperparameters = {key: scalar(state_dict[key]) for key in self._hyperparameters}
+        step_count = check_int(name, "step", state_dict["step"], 0, integral_floats=True)
+        lr = check_float(name, "lr", state_dict["lr"], 0.0)
         # Validate everything before assigning anything, so a bad dict leaves the optimizer untouched.
         self._configure(**hyperparameters)
         self.lr = lr
@@ -201,9 +202,9 @@ class SGD(Optimizer):
         self._configure(momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
     def _configure(self, momentum, nesterov, weight_decay) -> None:
-        momentum = _check_float("SGD", "momentum", momentum, minimum=0.0)
-        weight_decay = _check_float("SGD", "weight_decay", weight_decay, minimum=0.0)
-        nesterov = _check_bool("SGD", "nesterov", nesterov)
+        momentum = check_float("SGD", "momentum", momentum, 0.0)
+        weight_decay = check_float("SGD", "weight_decay", weight_decay, 0.0)
+        nesterov = check_bool("SGD", "nesterov", nesterov)
         if nesterov and momentum == 0:
             raise ValueError("SGD: nesterov=True needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
@@ -248,11 +249,11 @@ class Adagrad(Optimizer):
 
     def _configure(self, eps, initial_accumulator_value, weight_decay) -> None:
         # Check all, then assign all, so a failed load_state_dict leaves the optimizer as it was.
-        eps = _check_float("Adagrad", "eps", eps, minimum=0.0)
-        initial_accumulator_value = _check_float(
-            "Adagrad", "initial_accumulator_value", initial_accumulator_value, minimum=0.0
+        eps = check_float("Adagrad", "eps", eps, 0.0)
+        initial_accumulator_value = check_float(
+            "Adagrad", "initial_accumulator_value", initial_accumulator_value, 0.0
         )
-        weight_decay = _check_float("Adagrad", "weight_decay", weight_decay, minimum=0.0)
+        weight_decay = check_float("Adagrad", "weight_decay", weight_decay, 0.0)
         self.eps, self.initial_accumulator_value, self.weight_decay = eps, initial_accumulator_value, weight_decay
 
     def _update(self, index: int, param: Parameter) -> None:
@@ -284,12 +285,12 @@ class RMSprop(Optimizer):
         self._configure(alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
 
     def _configure(self, alpha, eps, momentum, weight_decay) -> None:
-        alpha = _check_float("RMSprop", "alpha", alpha, minimum=0.0)
+        alpha = check_float("RMSprop", "alpha", alpha, 0.0)
         if alpha > 1:
             raise ValueError(f"RMSprop: alpha is {alpha}, expected a value in [0, 1]")
-        eps = _check_float("RMSprop", "eps", eps, minimum=0.0)
-        momentum = _check_float("RMSprop", "momentum", momentum, minimum=0.0)
-        weight_decay = _check_float("RMSprop", "weight_decay", weight_decay, minimum=0.0)
+        eps = check_float("RMSprop", "eps", eps, 0.0)
+        momentum = check_float("RMSprop", "momentum", momentum, 0.0)
+        weight_decay = check_float("RMSprop", "weight_decay", weight_decay, 0.0)
         self.alpha, self.eps, self.momentum, self.weight_decay = alpha, eps, momentum, weight_decay
 
     def _update(self, index: int, param: Parameter) -> None:
@@ -333,10 +334,10 @@ class Adam(Optimizer):
 
     def _configure(self, beta1, beta2, eps, weight_decay) -> None:
         name = type(self).__name__
-        beta1 = _check_beta(name, "betas[0]", beta1)
-        beta2 = _check_beta(name, "betas[1]", beta2)
-        eps = _check_float(name, "eps", eps, minimum=0.0)
-        weight_decay = _check_float(name, "weight_decay", weight_decay, minimum=0.0)
+        beta1 = check_rate(name, "betas[0]", beta1)
+        beta2 = check_rate(name, "betas[1]", beta2)
+        eps = check_float(name, "eps", eps, 0.0)
+        weight_decay = check_float(name, "weight_decay", weight_decay, 0.0)
         self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
 
     def _update(self, index: int, param: Parameter) -> None:
@@ -380,7 +381,7 @@ def clip_grad_norm(params, max_norm: float) -> float:
     A non-finite norm (NaN or inf in some gradient) is returned without scaling anything, unlike torch
     which would turn every gradient into NaN: the caller decides whether to skip the step.
     """
-    max_norm = _check_float("clip_grad_norm", "max_norm", max_norm, minimum=0.0)
+    max_norm = check_float("clip_grad_norm", "max_norm", max_norm, 0.0)
     grads = [param.grad for param in _trainable(params, "clip_grad_norm")]
     squared = 0.0
     for grad in grads:
@@ -399,7 +400,7 @@ def clip_grad_norm(params, max_norm: float) -> float:
 def clip_grad_value(params, clip_value: float) -> None:
     """Clamp every gradient element of the trainable parameters into [-clip_value, clip_value], in place.
     NaN elements stay NaN."""
-    clip_value = _check_float("clip_grad_value", "clip_value", clip_value, minimum=0.0)
+    clip_value = check_float("clip_grad_value", "clip_value", clip_value, 0.0)
     for param in _trainable(params, "clip_grad_value"):
         np.clip(param.grad, -clip_value, clip_value, out=param.grad)
 
@@ -442,8 +443,8 @@ class LRScheduler:
         missing = [key for key in ("base_lr", "last_epoch") if key not in state_dict]
         if missing:
             raise ValueError(f"{name}: missing keys {missing}")
-        base_lr = _check_float(name, "base_lr", state_dict["base_lr"], minimum=0.0)
-        last_epoch = _check_int(name, "last_epoch", state_dict["last_epoch"], minimum=0)
+        base_lr = check_float(name, "base_lr", state_dict["base_lr"], 0.0)
+        last_epoch = check_int(name, "last_epoch", state_dict["last_epoch"], 0, integral_floats=True)
         self.base_lr, self.last_epoch = base_lr, last_epoch
         self._apply()
 
@@ -455,8 +456,8 @@ class StepLR(LRScheduler):
     """lr = base_lr * gamma ** (epoch // step_size): decay by gamma every step_size epochs."""
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
-        self.step_size = _check_int("StepLR", "step_size", step_size, minimum=1)
-        self.gamma = _check_float("StepLR", "gamma", gamma, minimum=0.0)
+        self.step_size = check_int("StepLR", "step_size", step_size, 1, integral_floats=True)
+        self.gamma = check_float("StepLR", "gamma", gamma, 0.0)
         super().__init__(optimizer)
 
     def factor(self, epoch: int) -> float:
@@ -467,7 +468,7 @@ class ExponentialLR(LRScheduler):
     """lr = base_lr * gamma ** epoch."""
 
     def __init__(self, optimizer: Optimizer, gamma: float):
-        self.gamma = _check_float("ExponentialLR", "gamma", gamma, minimum=0.0)
+        self.gamma = check_float("ExponentialLR", "gamma", gamma, 0.0)
         super().__init__(optimizer)
 
     def factor(self, epoch: int) -> float:
@@ -484,7 +485,7 @@ class LambdaLR(LRScheduler):
         super().__init__(optimizer)
 
     def factor(self, epoch: int) -> float:
-        return _check_float("LambdaLR", f"lr_lambda({epoch})", self.lr_lambda(epoch), minimum=0.0)
+        return check_float("LambdaLR", f"lr_lambda({epoch})", self.lr_lambda(epoch), 0.0)
 
 
 def _trainable(params, function: str) -> list:
@@ -493,51 +494,6 @@ def _trainable(params, function: str) -> list:
         if not isinstance(param, Parameter):
             raise ValueError(f"{function}: params[{index}] is {type(param).__name__}, expected Parameter")
     return [param for param in params if param.trainable]
-
-
-def _scalar(value):
-    """Python scalar from a number or a 0-d array (what np.load gives back for a saved number)."""
-    if isinstance(value, np.ndarray):
-        if value.shape != ():
-            return value  # left for the per-argument check to reject with a clear message
-        return value.item()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _check_float(function: str, argument: str, value, minimum: float) -> float:
-    value = _scalar(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float)):
-        raise ValueError(f"{function}: {argument} is {value!r}, expected a real number")
-    value = float(value)
-    # `not >=` also rejects NaN.
-    if not (value >= minimum and math.isfinite(value)):
-        raise ValueError(f"{function}: {argument} is {value}, expected a finite number >= {minimum}")
-    return value
-
-
-def _check_int(function: str, argument: str, value, minimum: int) -> int:
-    value = _scalar(value)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{function}: {argument} is {value!r}, expected an integer >= {minimum}")
-    return value
-
-
-def _check_bool(function: str, argument: str, value) -> bool:
-    value = _scalar(value)
-    if value not in (True, False):
-        raise ValueError(f"{function}: {argument} is {value!r}, expected True or False")
-    return bool(value)
-
-
-def _check_beta(function: str, argument: str, value) -> float:
-    value = _check_float(function, argument, value, minimum=0.0)
-    if not value < 1:
-        raise ValueError(f"{function}: {argument} is {value}, expected a value in [0, 1)")
-    return value
 
 
 def _unpack_betas(function: str, betas) -> tuple:
