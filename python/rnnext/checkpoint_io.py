@@ -258,13 +258,15 @@ def _class_of(spec: dict, classes: dict):
 
 
 def _positive_int(config: dict, key: str):
+    """config[key] when validation.check_int(..., 1) would accept it, else None: the constructor will refuse it.
+    A predicate, not a check: this only predicts what building the config will allocate."""
     value = config.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def _flag(config: dict, key: str, default: bool) -> bool:
     value = config.get(key, default)
-    return bool(value) if value in (True, False) else default  # as layers._check_bool reads it
+    return bool(value) if value in (True, False) else default  # as validation.check_bool reads it
 
 
 def _recurrent_weights(cls, config: dict, features):

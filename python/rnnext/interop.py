@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding, Recurrent
+from .validation import as_array, check_bool, check_dtype, check_int, shape_text
 
 __all__ = ["from_torch", "to_torch_state_dict", "to_torch", "from_keras_weights", "to_keras_weights"]
 
@@ -70,13 +71,6 @@ def _swap_first_two_blocks(a):
     inverse. Returns a new array."""
     H = a.shape[-1] // 3
     return np.concatenate([a[..., H:2 * H], a[..., :H], a[..., 2 * H:]], axis=-1)
-
-
-def _float_dtype(dtype, where: str):
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"{where}: dtype is {dtype}, expected float32 or float64")
-    return dtype
 
 
 def _check_layer_kwargs(layer_kwargs: dict, where: str, derived) -> None:
@@ -127,7 +121,7 @@ def from_torch(module, *, dtype=None, return_sequences=True, batch_first=None, *
     first = module.weight_ih_l0
     if dtype is None:
         dtype = np.float64 if first.dtype == torch.float64 else np.float32
-    dtype = _float_dtype(dtype, where)
+    dtype = check_dtype(where, dtype)
     batch_first = module.batch_first if batch_first is None else batch_first
 
     options = dict(input_size=module.input_size, num_layers=module.num_layers, bidirectional=module.bidirectional,
@@ -246,10 +240,6 @@ def _keras_bias_shape(kind, H, reset_after):
     return (_GATES[kind] * H,)
 
 
-def _shape_text(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
 def from_keras_weights(kind, weights, *, units=None, bidirectional=False, reset_after=True, activation="tanh",
                        recurrent_activation="sigmoid", use_bias=True, **layer_kwargs):
     """An rnnext layer from a Keras recurrent layer's `get_weights()` list.
@@ -271,9 +261,9 @@ def from_keras_weights(kind, weights, *, units=None, bidirectional=False, reset_
         raise ValueError(f"{where}: kind is {kind!r}, expected one of 'lstm', 'gru', 'rnn' (or 'simplernn')")
     kind = _KERAS_KINDS[name]
     _check_layer_kwargs(layer_kwargs, where, ("input_size", "num_layers", "peephole", "coupled"))
-    for option, value in (("bidirectional", bidirectional), ("reset_after", reset_after), ("use_bias", use_bias)):
-        if value not in (True, False):
-            raise ValueError(f"{where}: {option} is {value!r}, expected True or False")
+    bidirectional = check_bool(where, "bidirectional", bidirectional)
+    reset_after = check_bool(where, "reset_after", reset_after)
+    use_bias = check_bool(where, "use_bias", use_bias)
     if kind == "rnn":
         if activation not in RNN._ACTIVATIONS:
             raise ValueError(f"{where}: activation is {activation!r}, expected one of {RNN._ACTIVATIONS} for a "
@@ -301,7 +291,7 @@ def from_keras_weights(kind, weights, *, units=None, bidirectional=False, reset_
 
     arrays = []
     for index, a in enumerate(weights):
-        a = np.asarray(a)
+        a = as_array(where, f"weights[{index}]", a)
         if a.dtype.kind not in "fiu":
             raise ValueError(f"{where}: weights[{index}] has dtype {a.dtype}, expected real numbers")
         arrays.append(a)
@@ -315,10 +305,12 @@ def from_keras_weights(kind, weights, *, units=None, bidirectional=False, reset_
     recurrent = arrays[1]
     if recurrent.ndim != 2:
         raise ValueError(f"{where}: {label(1)} has shape {recurrent.shape}, expected (H, {gate_text})")
-    H = recurrent.shape[0] if units is None else units
-    if isinstance(H, bool) or not isinstance(H, (int, np.integer)) or H < 1:
-        raise ValueError(f"{where}: units is {units!r}, expected None or an integer >= 1")
-    H = int(H)
+    if units is None:
+        H = recurrent.shape[0]
+        if H < 1:
+            raise ValueError(f"{where}: {label(1)} has shape {recurrent.shape}, expected (H, {gate_text}) with H >= 1")
+    else:
+        H = check_int(where, "units", units, 1)
     kernel = arrays[0]
     if kernel.ndim != 2 or kernel.shape[0] < 1:
         raise ValueError(f"{where}: {label(0)} has shape {kernel.shape}, expected (I, {gate_text}={G * H})")
@@ -334,14 +326,14 @@ def from_keras_weights(kind, weights, *, units=None, bidirectional=False, reset_
             if role == "bias" and kind == "gru":
                 other = _keras_bias_shape(kind, H, not reset_after)
                 if a.shape == other:
-                    hint = (f"; a bias of shape {_shape_text(other)} comes from a Keras GRU with "
+                    hint = (f"; a bias of shape {shape_text(other)} comes from a Keras GRU with "
                             f"reset_after={not reset_after}: pass reset_after={not reset_after}")
             raise ValueError(f"{where}: {label(index)} has shape {a.shape}, expected {letters[role]}{hint}")
 
     dtype = layer_kwargs.pop("dtype", None)
     if dtype is None:
         dtype = np.float64 if kernel.dtype == np.float64 else np.float32
-    dtype = _float_dtype(dtype, where)
+    dtype = check_dtype(where, dtype)
     options = dict(input_size=I, bidirectional=bidirectional, dtype=dtype, **layer_kwargs)
     if kind == "rnn":
         options["activation"] = activation
