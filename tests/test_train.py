@@ -140,6 +140,60 @@ def test_interrupt_saves_checkpoint_and_resume_is_exact(tmp_path, capsys):
     assert_same_weights(weights(again), weights(reference_model))
 
 
+def time_limited_run(directory, *, time_limit_s=None, time_limit_per="step", resume=False, epochs=2):
+    """checkpointed_run's setup (dropout, scheduler, validation) with a time limit instead of an interrupt."""
+    directory.mkdir(exist_ok=True)
+    model = echo_model(LSTM, dropout=True)
+    optimizer = Adam(model.parameters(), lr=0.01)
+    history = train.fit(model, softmax_cross_entropy, optimizer, [b for b in echo_source(size=2000)(0)], epochs,
+                        val_batches=lambda epoch: echo_source(size=1000)(50 + epoch),
+                        scheduler=StepLR(optimizer, step_size=1, gamma=0.5), checkpoint_path=directory / "run.npz",
+                        resume=resume, progress=False, seed=3, time_limit_s=time_limit_s,
+                        time_limit_per=time_limit_per)
+    return model, history
+
+
+def test_time_limit_cuts_the_epoch_and_resume_continues_it_exactly(tmp_path):
+    """A limit of 0 s expires after the first step whatever the machine's speed: that epoch is cut there,
+    validated and checkpointed, and resuming continues it to the same numbers as an uninterrupted run."""
+    reference_model, reference_history = time_limited_run(tmp_path / "reference")
+    model, history = time_limited_run(tmp_path / "run", time_limit_s=0)
+    assert history.time_limited and len(history.step_losses) == 1
+    batches = len(reference_history.step_losses) // 2
+    assert history.rows[0]["fraction"] == round(1 / batches, 4) and "val_loss" in history.rows[0]
+    model, history = time_limited_run(tmp_path / "run", resume=True)
+    assert not history.time_limited
+    assert_same_weights(weights(model), weights(reference_model))
+    assert history.step_losses == reference_history.step_losses
+    assert history["lr"][-1] == reference_history["lr"][-1]
+
+
+def test_time_limit_per_epoch_finishes_the_epoch(tmp_path):
+    model, history = time_limited_run(tmp_path / "run", time_limit_s=0, time_limit_per="epoch", epochs=3)
+    assert history.time_limited and len(history) == 1 and "fraction" not in history.rows[0]
+    reference_model, reference_history = time_limited_run(tmp_path / "reference", epochs=3)
+    assert history.step_losses == reference_history.step_losses[:len(history.step_losses)]
+    model, history = time_limited_run(tmp_path / "run", resume=True, epochs=3)
+    assert_same_weights(weights(model), weights(reference_model))
+
+
+def test_resume_from_another_path_writes_to_checkpoint_path(tmp_path):
+    time_limited_run(tmp_path / "first", epochs=1)
+    model = echo_model(LSTM, dropout=True)
+    optimizer = Adam(model.parameters(), lr=0.01)
+    history = train.fit(model, softmax_cross_entropy, optimizer, [b for b in echo_source(size=2000)(0)], 2,
+                        resume=tmp_path / "first" / "run.npz", checkpoint_path=tmp_path / "second.npz",
+                        progress=False)
+    assert [row["epoch"] for row in history.rows] == [1, 2] and (tmp_path / "second.npz").exists()
+    with pytest.raises(FileNotFoundError, match="no checkpoint there"):
+        train.fit(model, softmax_cross_entropy, optimizer, echo_source(), 1, resume=tmp_path / "missing.npz",
+                  progress=False)
+    with pytest.raises(ValueError, match="time_limit_per"):
+        train.fit(model, softmax_cross_entropy, optimizer, echo_source(), 1, time_limit_per="batch")
+    with pytest.raises(ValueError, match="time_limit_s"):
+        train.fit(model, softmax_cross_entropy, optimizer, echo_source(), 1, time_limit_s=-1)
+
+
 def stream_run(directory, loss_fn, resume=False):
     """RNN + dropout, stateful, SGD, checkpoint only at epoch ends and on interrupt."""
     directory.mkdir(exist_ok=True)

@@ -27,6 +27,11 @@ def seed(value=None) -> None:
     _default_generator = np.random.default_rng(value)
 
 
+def default_generator() -> np.random.Generator:
+    """The generator that layers built without `seed=` draw from now (seed() replaces it)."""
+    return _default_generator
+
+
 # False while load() rebuilds a model: weights are then allocated as zeros (the file overwrites them) and the
 # default generator is left alone (the file restores each layer's generator state).
 _initializing = True
@@ -126,6 +131,10 @@ class Layer:
     def zero_grad(self) -> None:
         for _, param in self._parameters:
             param.zero_grad()
+
+    def generators(self) -> dict:
+        """The random generators this layer draws from, by name (fit saves and restores their states)."""
+        return {"rng": self.rng}
 
     def train(self, mode: bool = True):
         self.training = bool(mode)

@@ -172,6 +172,11 @@ class Sequential:
     def parameters(self) -> list:
         return [param for _, param in self.named_parameters()]
 
+    def generators(self) -> dict:
+        """The random generators of every layer, by "layers.{index}.{name}" (fit saves and restores them)."""
+        return {f"layers.{index}.{name}": generator for index, layer in enumerate(self.layers)
+                for name, generator in layer.generators().items()}
+
     def zero_grad(self) -> None:
         for layer in self.layers:
             layer.zero_grad()
