@@ -1,5 +1,5 @@
 """Layers with explicit forward/backward over NumPy arrays: RNN, LSTM, GRU (the engine does the recurrent math,
-see recurrent.py), Embedding, Dense and Dropout. The contract is docs/api.md; the engine's is
+see recurrent.py and cells.py), Embedding, Dense and Dropout. The contract is docs/api.md; the engine's is
 docs/conventions.md.
 
 Each layer caches what its backward needs in forward; backward ACCUMULATES parameter gradients (`+=`) and
@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .layer_base import Layer, glorot_uniform, seed
-from .recurrent import GRU, LSTM, RNN, Recurrent, SimpleRNN
+from .cells import GRU, LSTM, RNN, SimpleRNN
+from .recurrent import Recurrent
 from .validation import as_array, check_bool, check_int, check_rate, real_array, shape_text
 
 __all__ = [
