@@ -155,8 +155,8 @@ def _table(lags, norms) -> str:
 
 
 def _plot(path, lags, norms) -> None:
-    from .. import train
-    plt = train._pyplot()
+    from .. import history
+    plt = history._pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
     colors = {"RNN": "tab:blue", "LSTM": "tab:orange", "GRU": "tab:green", "LSTM c": "tab:red"}
     for (label, when), n in norms.items():
