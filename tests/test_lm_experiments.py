@@ -9,12 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("rnnext.layers")
-pytest.importorskip("rnnext.models")
+from rnnext.experiments import char_lm, sentiment, word_lm
 
-from rnnext.experiments import char_lm, sentiment, word_lm  # noqa: E402
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA, shared_data
 
 
 def quiet(*args, **kwargs):
@@ -89,7 +86,9 @@ def test_char_lm_checkpoint_generate_and_resume(tmp_path, capsys):
     assert "".join(vocab.decode(logits[0, 3:-1].argmax(-1))) == greedy
 
     resumed = char_lm.run(char_args(epochs=2, resume=str(checkpoint), checkpoint=str(checkpoint)), log=quiet)
-    assert [h["epoch"] for h in resumed["history"]] == [2], "resumes after the saved epoch"
+    # fit's checkpoint holds the history: the resumed run reports epoch 1 as trained before, then epoch 2
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2], "resumes after the saved epoch"
+    assert resumed["history"][0]["valid_loss"] == result["history"][0]["valid_loss"]
 
 
 def test_char_lm_generate_rejects_unknown_prime(tmp_path):
@@ -217,10 +216,8 @@ def test_sentiment_pretrained_embedding(tiny_reviews):
     assert np.isfinite(result["lm_valid_ppl"])
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "sentiment" / "imdb_train_subset.csv").is_file(),
-                    reason="shared IMDB subset not present")
 def test_sentiment_on_real_imdb_subset():
-    subset = SHARED_DATA / "sentiment" / "imdb_train_subset.csv"
+    subset = shared_data("sentiment/imdb_train_subset.csv")
     args = sentiment_args(subset, SHARED_DATA / "sentiment" / "imdb_test_subset.csv", max_train=400, epochs=2,
                           num_words=2000, maxlen=100, units=8, bucket=True, validation_split=0.0, lr=5e-3)
     result = sentiment.run(args, log=quiet)

@@ -375,6 +375,11 @@ class BucketIterator:
         self.value = value
         self._rng = np.random.default_rng(seed)
 
+    def generators(self) -> dict:
+        """The generator the shuffling draws from (rnnext.train.fit saves and restores it); named after the
+        attribute, as training checkpoints have always named it."""
+        return {"_rng": self._rng}
+
     def __len__(self) -> int:
         """Batches per pass."""
         if self.drop_last:

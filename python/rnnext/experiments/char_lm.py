@@ -17,9 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+import rnnext
+
 from .. import data as rdata
-from .. import optim
+from .. import layers, optim, train
 from ..losses import softmax, softmax_cross_entropy
+from ..models import Sequential
+from ..models import load_checkpoint as _load_checkpoint
 
 __all__ = ["main", "generate_main", "build_parser", "parse_args", "build_generate_parser", "builtin_corpus",
            "encode_corpus", "build_model", "run", "generate", "train_lm", "evaluate_lm"]
@@ -95,16 +99,7 @@ def encode_corpus(path=None, encoding: str = "utf-8", max_chars: int | None = No
 # ---------------------------------------------------------------------------------------------------------
 # model
 
-def _layers_module():
-    try:
-        from .. import layers
-    except ImportError as error:  # pragma: no cover - only while rnnext.layers is missing
-        raise RuntimeError(f"char-lm needs rnnext.layers ({error})") from None
-    return layers
-
-
 def recurrent_class(cell: str):
-    layers = _layers_module()
     return {"rnn": layers.RNN, "lstm": layers.LSTM, "gru": layers.GRU}[cell]
 
 
@@ -115,8 +110,6 @@ def build_model(vocab_size: int, cell: str = "lstm", num_layers: int = 2, hidden
     `embedding=0` feeds one-hot vectors (as char-rnn does) instead of an Embedding layer; see `model_inputs`.
     The output layer gives logits (the softmax is in the loss).
     """
-    from ..models import Sequential
-    layers = _layers_module()
     if cell not in CELLS:
         raise ValueError(f"char-lm: cell={cell!r}, expected one of {', '.join(CELLS)}")
     stack = []
@@ -134,13 +127,9 @@ def build_model(vocab_size: int, cell: str = "lstm", num_layers: int = 2, hidden
     return model
 
 
-def model_layers(model):
-    return list(model.layers)
-
-
 def is_one_hot(model) -> bool:
     """True when the model takes one-hot vectors (no Embedding layer first)."""
-    return type(model_layers(model)[0]).__name__ != "Embedding"
+    return not isinstance(model.layers[0], layers.Embedding)
 
 
 def model_inputs(model, ids: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -151,51 +140,42 @@ def model_inputs(model, ids: np.ndarray, vocab_size: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# training loop shared with word_lm
+# training through rnnext.train.fit, shared with word_lm and sentiment's pretraining
 
-class _Clock:
-    def __init__(self, limit_s):
-        self.start = time.perf_counter()
-        self.limit_s = limit_s
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def expired(self) -> bool:
-        return self.limit_s is not None and self.elapsed >= self.limit_s
-
-
-def lm_forward(model, inputs):
-    """`model.forward(inputs)` for a Sequential ending in a Dense over `[N, T, H]`, with that Dense applied to
-    the `[N*T, H]` view: one 2-D GEMM. NumPy's stacked `[N, T, H] @ [H, V]` matmul runs several times slower
-    than the flat one (measured 0.59 s against 0.08 s for PTB's 400 x 200 x 10000), and this GEMM dominates."""
-    *body, head = model_layers(model)
-    hidden = inputs
-    for layer in body:
-        hidden = layer.forward(hidden)
-    n, t, size = hidden.shape
-    return head.forward(hidden.reshape(n * t, size)).reshape(n, t, -1)
+def lm_loss(loss_scale: str):
+    """The loss for fit: its value is always the mean cross-entropy per token (what the history reports);
+    its gradient is that of the mean (`"mean"`) or of the sum over time averaged over rows (`"batch"`,
+    Zaremba et al.)."""
+    def loss(logits, targets):
+        if loss_scale == "mean":
+            return softmax_cross_entropy(logits, targets)
+        total, dlogits = softmax_cross_entropy(logits, targets, reduction="sum")
+        n, t = targets.shape
+        dlogits /= n
+        return total / (n * t), dlogits
+    return loss
 
 
-def lm_backward(model, dlogits) -> None:
-    """Backward of `lm_forward`; parameter gradients accumulate as in `model.backward`."""
-    *body, head = model_layers(model)
-    n, t, v = dlogits.shape
-    d = head.backward(dlogits.reshape(n * t, v)).reshape(n, t, -1)
-    for layer in reversed(body):
-        d = layer.backward(d)
+class _Windows:
+    """The windows of `lm_batches` over the stream `data [N, L]` as the model takes them, with a length (fit
+    shows progress against it and reports the fraction of an epoch a time limit cut short)."""
+
+    def __init__(self, model, data, seq_len: int, vocab_size: int, skip: int = 0):
+        self.model, self.data, self.seq_len, self.vocab_size, self.skip = model, data, seq_len, vocab_size, skip
+
+    def __len__(self) -> int:
+        return max(0, -(-(self.data.shape[1] - 1) // self.seq_len) - self.skip)
+
+    def __iter__(self):
+        for index, (x, y) in enumerate(rdata.lm_batches(self.data, self.seq_len)):
+            if index >= self.skip:
+                yield model_inputs(self.model, x, self.vocab_size), y
 
 
-def _lm_loss(logits, targets, loss_scale: str):
-    """`"mean"`: average over all N*T tokens; `"batch"`: summed over time, averaged over rows (Zaremba)."""
-    if loss_scale == "mean":
-        loss, dlogits = softmax_cross_entropy(logits, targets)
-        return loss, dlogits, loss
-    total, dlogits = softmax_cross_entropy(logits, targets, reduction="sum")
-    n, t = targets.shape
-    dlogits /= n
-    return total / n, dlogits, total / (n * t)
+def lm_batch_source(model, data: np.ndarray, seq_len: int, vocab_size: int, skip_first_epoch: int = 0):
+    """fit's batch source over the stream `data [N, L]`: the windows of `lm_batches` in order, every epoch;
+    the first `skip_first_epoch` windows of epoch 0 are left out (a run continued from an old checkpoint)."""
+    return lambda epoch: _Windows(model, data, seq_len, vocab_size, skip_first_epoch if epoch == 0 else 0)
 
 
 def evaluate_lm(model, data: np.ndarray, seq_len: int, vocab_size: int) -> float:
@@ -204,7 +184,7 @@ def evaluate_lm(model, data: np.ndarray, seq_len: int, vocab_size: int) -> float
     model.reset_states()
     total, count = 0.0, 0
     for x, y in rdata.lm_batches(data, seq_len):
-        logits = lm_forward(model, model_inputs(model, x, vocab_size))
+        logits = model.forward(model_inputs(model, x, vocab_size))
         loss, _ = softmax_cross_entropy(logits, y, reduction="sum")
         total += loss
         count += y.size
@@ -214,94 +194,76 @@ def evaluate_lm(model, data: np.ndarray, seq_len: int, vocab_size: int) -> float
 
 
 def train_lm(model, train_data, valid_data, *, vocab_size, seq_len, epochs, optimizer, clip=5.0,
-             lr_for_epoch=None, loss_scale="mean", time_limit_s=None, log_every=100, start_epoch=0,
-             start_batch=0, checkpoint=None, checkpoint_every=0, log=print):
+             lr_factor=None, loss_scale="mean", time_limit_s=None, log_every=100, checkpoint_path=None,
+             checkpoint_every=0, resume=None, metadata=None, start_epoch=0, start_batch=0, log=print):
     """Stateful truncated BPTT over `train_data [N, L]` (one window of `seq_len` after the other, the state
-    carried, gradients cut at window boundaries); validation at the end of every epoch.
+    carried, gradients cut at window boundaries) with rnnext.train.fit: validation at the end of every epoch,
+    checkpoints (`checkpoint_path`, every epoch, every `checkpoint_every` steps, on Ctrl-C) that `resume`
+    continues exactly, the NaN guard, and a time limit checked after every step (the epoch is then cut short
+    and validated).
 
-    `lr_for_epoch(e)` (0-based) sets the optimizer's lr at the start of epoch e. `checkpoint(epoch, batch,
-    history)` is called every `checkpoint_every` steps, at the end of each epoch, at the end, and on Ctrl-C
-    (then KeyboardInterrupt is raised again). The time limit is checked after every step; when it expires the
-    epoch is cut short, validated, and training stops. Returns the history, a list of dicts per epoch.
+    `lr_factor(e)` (0-based epoch) scales the optimizer's lr in epoch e (rnnext.optim.LambdaLR).
+    `start_epoch`, `start_batch`: where a run continued from a checkpoint without fit's training state starts.
+    Returns the history, a list of dicts per epoch (epoch, fraction, lr, train_loss, valid_loss, epoch_time_s,
+    elapsed_s), the epochs of the checkpoint resumed from included.
     """
-    clock = _Clock(time_limit_s)
-    history = []
-    batches_per_epoch = -(-(train_data.shape[1] - 1) // seq_len)
-    step = 0
-    epoch = start_epoch
-    batch = start_batch
-    try:
-        for epoch in range(start_epoch, epochs):
-            if lr_for_epoch is not None:
-                optimizer.lr = lr_for_epoch(epoch)
-            model.train()
-            model.reset_states()
-            epoch_start = time.perf_counter()
-            total, tokens, window_loss, window_steps = 0.0, 0, 0.0, 0
-            first = start_batch if epoch == start_epoch else 0
-            for batch, (x, y) in enumerate(rdata.lm_batches(train_data, seq_len)):
-                if batch < first:
-                    continue
-                logits = lm_forward(model, model_inputs(model, x, vocab_size))
-                _, dlogits, token_loss = _lm_loss(logits, y, loss_scale)
-                model.zero_grad()
-                lm_backward(model, dlogits)
-                if clip:
-                    optim.clip_grad_norm(model.parameters(), clip)
-                optimizer.step()
-                step += 1
-                total += token_loss * y.size
-                tokens += y.size
-                window_loss += token_loss
-                window_steps += 1
-                if log_every and step % log_every == 0:
-                    rate = tokens / max(time.perf_counter() - epoch_start, 1e-9)
-                    log(f"epoch {epoch + 1} batch {batch + 1}/{batches_per_epoch} loss {window_loss / window_steps:.4f} "
-                        f"lr {optimizer.lr:.3g} {rate:,.0f} tok/s elapsed {clock.elapsed:.0f}s")
-                    window_loss, window_steps = 0.0, 0
-                if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
-                    checkpoint(epoch, batch + 1, history)
-                if clock.expired():
-                    break
-            finished = batch + 1 >= batches_per_epoch
-            record = {"epoch": epoch + 1, "fraction": round((batch + 1) / batches_per_epoch, 4),
-                      "lr": optimizer.lr, "train_loss": total / max(tokens, 1),
-                      "valid_loss": evaluate_lm(model, valid_data, seq_len, vocab_size) if valid_data is not None
-                      else float("nan"),
-                      "epoch_time_s": time.perf_counter() - epoch_start, "elapsed_s": clock.elapsed}
-            history.append(record)
-            log(f"epoch {epoch + 1} done ({record['fraction']:.0%}): train {record['train_loss']:.4f} nats, "
-                f"valid {record['valid_loss']:.4f} nats, {record['epoch_time_s']:.1f}s")
-            if checkpoint is not None:
-                if finished:
-                    checkpoint(epoch + 1, 0, history)
-                else:
-                    checkpoint(epoch, batch + 1, history)
-            if not finished:
-                log(f"time limit of {time_limit_s:.0f}s reached during epoch {epoch + 1}")
-                break
-    except KeyboardInterrupt:
-        if checkpoint is not None:
-            checkpoint(epoch, batch, history)
-            log("interrupted: checkpoint saved")
-        raise
-    return history
+    scheduler = None
+    if lr_factor is not None:
+        scheduler = optim.LambdaLR(optimizer, lambda epoch: lr_factor(epoch + start_epoch))
+    loss_fn = lm_loss(loss_scale)
+    valid = None
+    if valid_data is not None:
+        valid = lm_batch_source(model, valid_data, seq_len, vocab_size)
+    history = train.fit(model, loss_fn, optimizer, lm_batch_source(model, train_data, seq_len, vocab_size, start_batch),
+                        epochs - start_epoch, val_batches=valid, clip_norm=clip or None, scheduler=scheduler,
+                        checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every or None,
+                        resume=resume or False, metadata=metadata, progress=bool(log_every),
+                        log_every=log_every or None, stateful_reset="epoch", time_limit_s=time_limit_s)
+    records, elapsed = [], 0.0
+    for row in history.rows:
+        elapsed += row["seconds"]
+        records.append({"epoch": row["epoch"] + start_epoch, "fraction": row.get("fraction", 1.0), "lr": row["lr"],
+                        "train_loss": row["loss"], "valid_loss": row.get("val_loss", float("nan")),
+                        "epoch_time_s": row["seconds"], "elapsed_s": elapsed})
+    if history.time_limited:
+        log(f"time limit of {time_limit_s:.0f}s reached during epoch {records[-1]['epoch']}")
+    return records
 
 
 # ---------------------------------------------------------------------------------------------------------
 # checkpoints
 
-def save_checkpoint(model, path, metadata: dict, optimizer=None) -> None:
-    """`model.save` with the optimizer state; the file is written atomically."""
-    model.save(path, optimizer=optimizer, metadata=metadata)
+class ResumePoint:
+    """Where `--resume PATH` continues: a checkpoint written by fit continues exactly (fit reads its training
+    state); one written before training went through fit (its metadata has only "epoch" and "batch")
+    continues from there with its weights and optimizer state, as it always did. `ResumePoint(None)`: a
+    fresh run."""
+
+    def __init__(self, path):
+        self.path, self.model, self.metadata, self._optimizer_state = path, None, {}, None
+        if path is not None:
+            self.model, self.metadata, self._optimizer_state = load_checkpoint(path)
+        self.exact = path is not None and "train_state" in self.metadata
+
+    def restore_optimizer(self, optimizer) -> None:
+        """The optimizer state of an old checkpoint (fit restores its own), keeping the lr the options set."""
+        if self._optimizer_state and not self.exact:
+            lr = optimizer.lr
+            optimizer.load_state_dict(self._optimizer_state)
+            optimizer.lr = lr  # the schedule sets the lr of every epoch from the base lr
+
+    @property
+    def train_lm_options(self) -> dict:
+        if self.exact:
+            return {"resume": self.path}
+        return {"start_epoch": int(self.metadata.get("epoch", 0)), "start_batch": int(self.metadata.get("batch", 0))}
 
 
 def load_checkpoint(path):
     """`(model, metadata, optimizer_state)` from a `model.save` file (optimizer_state None when absent)."""
-    from ..models import load_checkpoint as _load
     if not Path(path).is_file():
         raise FileNotFoundError(f"no such checkpoint: {path}")
-    checkpoint = _load(path)
+    checkpoint = _load_checkpoint(path)
     return checkpoint.model, checkpoint.metadata or {}, checkpoint.optimizer_state
 
 
@@ -318,11 +280,11 @@ def generate(model, vocab, length: int, prime: str = "", temperature: float = 1.
     if temperature < 0:
         raise ValueError(f"generate: temperature={temperature}, expected >= 0")
     rng = np.random.default_rng(seed)
-    layers = model_layers(model)
+    stack = model.layers
     model.eval()
-    embedding = None if is_one_hot(model) else layers[0]
-    rnn_index = next(i for i, layer in enumerate(layers) if hasattr(layer, "step"))
-    rnn, head = layers[rnn_index], [layer for layer in layers[rnn_index + 1:]]
+    embedding = None if is_one_hot(model) else stack[0]
+    rnn_index = next(i for i, layer in enumerate(stack) if hasattr(layer, "step"))
+    rnn, head = stack[rnn_index], stack[rnn_index + 1:]
     vocab_size = len(vocab)
     missing = sorted({c for c in prime if c not in vocab})
     if missing:
@@ -427,24 +389,18 @@ def _make_optimizer(name, params, lr):
 
 def run(args, log=print) -> dict:
     """Train as `args` says (a namespace from `build_parser`); returns a summary dict of the results."""
-    import rnnext
     if args.threads:
         rnnext.set_num_threads(args.threads)
     if args.seed is not None:
         np.random.seed(args.seed)
-        from .. import layers
         layers.seed(args.seed)  # weights and dropout masks of layers built without seed=
     if not 0 < args.val_fraction < 1:
         raise ValueError(f"--val-fraction={args.val_fraction}, expected 0 < f < 1")
 
-    resumed, start_epoch, start_batch, opt_state = None, 0, 0, None
+    vocab, point = None, ResumePoint(None)
     if args.resume:
-        model, metadata, opt_state = load_checkpoint(args.resume)
-        vocab = rdata.Vocabulary.from_dict(metadata["vocab"])
-        start_epoch, start_batch = int(metadata.get("epoch", 0)), int(metadata.get("batch", 0))
-        resumed = args.resume
-    else:
-        vocab = None
+        point = ResumePoint(args.resume)
+        model, vocab = point.model, rdata.Vocabulary.from_dict(point.metadata["vocab"])
     t0 = time.perf_counter()
     ids, vocab = encode_corpus(args.data, args.encoding, args.max_chars, vocab=vocab)
     split = int(len(ids) * (1 - args.val_fraction))
@@ -458,30 +414,21 @@ def run(args, log=print) -> dict:
     log(f"char-lm: {source}: {len(ids):,} chars, vocabulary {len(vocab)}, train {len(train_ids):,}, "
         f"valid {len(valid_ids):,} (read in {time.perf_counter() - t0:.1f}s)")
 
-    if resumed is None:
+    if not args.resume:
         model = build_model(len(vocab), args.cell, args.layers, args.hidden, args.embedding, args.dropout,
                             seed=args.seed)
     model.summary()
     optimizer = _make_optimizer(args.optimizer, model.parameters(), args.lr)
-    if opt_state:
-        optimizer.load_state_dict(opt_state)
-    base_lr = args.lr
-
-    def lr_for_epoch(epoch):
-        return base_lr * args.lr_decay ** max(0, epoch + 1 - args.decay_after)
-
-    def checkpoint(epoch, batch, history):
-        if args.checkpoint:
-            save_checkpoint(model, args.checkpoint, {
-                "experiment": "char-lm", "vocab": vocab.to_dict(), "epoch": epoch, "batch": batch,
-                "history": history, "args": {k: v for k, v in vars(args).items() if k != "func"}}, optimizer)
+    point.restore_optimizer(optimizer)
+    metadata = {"experiment": "char-lm", "vocab": vocab.to_dict(),
+                "args": {k: v for k, v in vars(args).items() if k != "func"}}
 
     start = time.perf_counter()
     history = train_lm(model, train_data, valid_data, vocab_size=len(vocab), seq_len=args.seq_len,
-                       epochs=args.epochs, optimizer=optimizer, clip=args.clip, lr_for_epoch=lr_for_epoch,
-                       time_limit_s=args.time_limit, log_every=args.log_every, start_epoch=start_epoch,
-                       start_batch=start_batch, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
-                       log=log)
+                       epochs=args.epochs, optimizer=optimizer, clip=args.clip,
+                       lr_factor=lambda epoch: args.lr_decay ** max(0, epoch + 1 - args.decay_after),
+                       time_limit_s=args.time_limit, log_every=args.log_every, checkpoint_path=args.checkpoint,
+                       checkpoint_every=args.checkpoint_every, metadata=metadata, log=log, **point.train_lm_options)
     wall = time.perf_counter() - start
     result = {"chars": len(ids), "vocab_size": len(vocab), "history": history, "wall_time_s": wall}
     if history:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import data as rdata
-from .. import optim
+from .. import optim, train
 from ..losses import binary_cross_entropy_with_logits
 
 __all__ = ["main", "build_parser", "parse_args", "build_model", "run", "MODELS"]
@@ -92,9 +92,15 @@ def _eval_batches(sequences, labels, batch_size: int):
         yield x.astype(np.int64), lengths, labels[index]
 
 
-def _forward_logits(model, x, lengths):
-    lengths = np.maximum(lengths, 1)  # an empty review still gets one (padding) step
-    return model.forward(x, lengths=lengths)[:, 0]
+def _at_least_one_step(lengths):
+    return np.maximum(lengths, 1)  # an empty review still gets one (padding) step
+
+
+def classifier_loss(output, y):
+    """Binary cross-entropy of the logits `output [N, 1]` against 0/1 labels `y [N]`, for fit."""
+    logits = output[:, 0]
+    loss, dlogits = binary_cross_entropy_with_logits(logits, y.astype(logits.dtype))
+    return loss, dlogits[:, None]
 
 
 def evaluate(model, sequences, labels, batch_size: int = 256) -> tuple[float, float]:
@@ -102,7 +108,7 @@ def evaluate(model, sequences, labels, batch_size: int = 256) -> tuple[float, fl
     model.eval()
     total_loss, correct = 0.0, 0
     for x, lengths, y in _eval_batches(sequences, labels, batch_size):
-        logits = _forward_logits(model, x, lengths)
+        logits = model.forward(x, lengths=_at_least_one_step(lengths))[:, 0]
         loss, _ = binary_cross_entropy_with_logits(logits, y.astype(logits.dtype), reduction="sum")
         total_loss += loss
         correct += int(np.sum((logits > 0) == (y == 1)))
@@ -110,44 +116,49 @@ def evaluate(model, sequences, labels, batch_size: int = 256) -> tuple[float, fl
     return total_loss / max(len(labels), 1), correct / max(len(labels), 1)
 
 
-def fit_classifier(model, train_seqs, train_labels, *, epochs, batch_size, lr, seed, maxlen, bucket,
-                   valid=None, clip=0.0, time_limit_s=None, log=print):
-    """RMSprop (Keras' defaults: rho 0.9), binary cross-entropy on the logit; returns per-epoch history."""
-    rng = np.random.default_rng(seed)
-    optimizer = optim.RMSprop(model.parameters(), lr=lr, alpha=0.9, eps=1e-7)
-    if bucket:
-        iterator = rdata.BucketIterator(train_seqs, train_labels, batch_size, bucket_width=max(1, maxlen // 20),
-                                        shuffle=True, seed=seed, dtype="int64")
-    history = []
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        epoch_start = time.perf_counter()
-        total, correct, seen = 0.0, 0, 0
-        batches = iterator if bucket else padded_batches(train_seqs, train_labels, batch_size, True, rng, maxlen)
+class _TrainingBatches:
+    """fit's batch source: each epoch the training set shuffled into `(x, y, lengths)` batches, by length
+    buckets (`bucket`) or padded to `maxlen`; its generators are saved in fit's checkpoints."""
+
+    def __init__(self, sequences, labels, batch_size: int, maxlen: int, bucket: bool, seed):
+        self.sequences, self.labels, self.batch_size, self.maxlen = sequences, labels, batch_size, maxlen
+        self.rng = np.random.default_rng(seed)
+        self.buckets = None
+        if bucket:
+            self.buckets = rdata.BucketIterator(sequences, labels, batch_size, bucket_width=max(1, maxlen // 20),
+                                                shuffle=True, seed=seed, dtype="int64")
+
+    def generators(self) -> dict:
+        buckets = self.buckets.generators() if self.buckets is not None else {}
+        return {"rng": self.rng, **{f"buckets.{name}": generator for name, generator in buckets.items()}}
+
+    def __call__(self, epoch):
+        batches = self.buckets if self.buckets is not None else padded_batches(
+            self.sequences, self.labels, self.batch_size, True, self.rng, self.maxlen)
         for x, lengths, y in batches:
-            logits = _forward_logits(model, x, lengths)
-            loss, dlogits = binary_cross_entropy_with_logits(logits, y.astype(logits.dtype))
-            model.zero_grad()
-            model.backward(dlogits[:, None])
-            if clip:
-                optim.clip_grad_norm(model.parameters(), clip)
-            optimizer.step()
-            total += loss * len(y)
-            correct += int(np.sum((logits > 0) == (y == 1)))
-            seen += len(y)
-        record = {"epoch": epoch + 1, "train_loss": total / seen, "train_acc": correct / seen,
-                  "epoch_time_s": time.perf_counter() - epoch_start}
+            yield x, y, _at_least_one_step(lengths)
+
+
+def fit_classifier(model, train_seqs, train_labels, *, epochs, batch_size, lr, seed, maxlen, bucket,
+                   valid=None, clip=0.0, time_limit_s=None):
+    """RMSprop (Keras' defaults: rho 0.9), binary cross-entropy on the logit, through rnnext.train.fit (the
+    time limit is checked after every epoch); returns per-epoch history."""
+    optimizer = optim.RMSprop(model.parameters(), lr=lr, alpha=0.9, eps=1e-7)
+    val_batches = None
+    if valid is not None:
+        val_batches = [(x, y, _at_least_one_step(lengths)) for x, lengths, y in _eval_batches(*valid, 256)]
+    history = train.fit(model, classifier_loss, optimizer,
+                        _TrainingBatches(train_seqs, train_labels, batch_size, maxlen, bucket, seed), epochs,
+                        val_batches=val_batches, clip_norm=clip or None, metrics=["accuracy"],
+                        progress=True, time_limit_s=time_limit_s, time_limit_per="epoch")
+    records = []
+    for row in history.rows:
+        record = {"epoch": row["epoch"], "train_loss": row["loss"], "train_acc": row["accuracy"],
+                  "epoch_time_s": row["seconds"]}
         if valid is not None:
-            record["valid_loss"], record["valid_acc"] = evaluate(model, *valid)
-        history.append(record)
-        log(f"epoch {epoch + 1}: loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"
-            + (f"  val_loss {record['valid_loss']:.4f} val_acc {record['valid_acc']:.4f}" if valid else "")
-            + f"  {record['epoch_time_s']:.1f}s")
-        if time_limit_s is not None and time.perf_counter() - start >= time_limit_s:
-            log(f"time limit of {time_limit_s:.0f}s reached after epoch {epoch + 1}")
-            break
-    return history
+            record["valid_loss"], record["valid_acc"] = row["val_loss"], row["val_accuracy"]
+        records.append(record)
+    return records
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -276,7 +287,7 @@ def run(args, log=print) -> dict:
         f"{np.mean([len(s) for s in train_seqs]):.0f} tokens after truncation to {args.maxlen} "
         f"(read in {time.perf_counter() - t0:.1f}s)")
     common = dict(epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed, maxlen=args.maxlen,
-                  bucket=args.bucket, clip=args.clip, time_limit_s=args.time_limit, log=log)
+                  bucket=args.bucket, clip=args.clip, time_limit_s=args.time_limit)
     result = {"model_name": args.model}
     start = time.perf_counter()
 

@@ -19,7 +19,7 @@ import rnnext
 from .. import data as rdata
 from .. import layers, optim
 from ..models import Sequential
-from .char_lm import evaluate_lm, save_checkpoint, load_checkpoint, train_lm
+from .char_lm import ResumePoint, evaluate_lm, train_lm
 
 __all__ = ["main", "build_parser", "parse_args", "build_model", "run"]
 
@@ -89,11 +89,9 @@ def run(args, log=print) -> dict:
     splits = rdata.load_ptb(args.data)
     train_words = splits["train"][:args.max_words] if args.max_words else splits["train"]
 
-    start_epoch, start_batch, opt_state = 0, 0, None
+    point = ResumePoint(args.resume)
     if args.resume:
-        model, metadata, opt_state = load_checkpoint(args.resume)
-        vocab = rdata.Vocabulary.from_dict(metadata["vocab"])
-        start_epoch, start_batch = int(metadata.get("epoch", 0)), int(metadata.get("batch", 0))
+        model, vocab = point.model, rdata.Vocabulary.from_dict(point.metadata["vocab"])
     else:
         vocab = rdata.Vocabulary.build(train_words, max_size=args.vocab_size, specials=("<unk>",))
         model = build_model(len(vocab), args.hidden, args.layers, args.dropout, args.init_scale, seed=args.seed)
@@ -104,24 +102,16 @@ def run(args, log=print) -> dict:
         f"test {len(splits['test']):,}, vocabulary {len(vocab):,} (read in {time.perf_counter() - t0:.1f}s)")
     model.summary()
     optimizer = optim.SGD(model.parameters(), lr=args.lr)
-    if opt_state:
-        optimizer.load_state_dict(opt_state)
-
-    def lr_for_epoch(epoch):
-        return args.lr * args.lr_decay ** max(0, epoch + 1 - args.decay_after)
-
-    def checkpoint(epoch, batch, history):
-        if args.checkpoint:
-            save_checkpoint(model, args.checkpoint, {
-                "experiment": "word-lm", "vocab": vocab.to_dict(), "epoch": epoch, "batch": batch,
-                "history": history, "args": vars(args)}, optimizer)
+    point.restore_optimizer(optimizer)
 
     start = time.perf_counter()
     history = train_lm(model, train, valid, vocab_size=len(vocab), seq_len=args.seq_len, epochs=args.epochs,
-                       optimizer=optimizer, clip=args.clip, lr_for_epoch=lr_for_epoch, loss_scale="batch",
-                       time_limit_s=args.time_limit, log_every=args.log_every, start_epoch=start_epoch,
-                       start_batch=start_batch, checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
-                       log=log)
+                       optimizer=optimizer, clip=args.clip,
+                       lr_factor=lambda epoch: args.lr_decay ** max(0, epoch + 1 - args.decay_after),
+                       loss_scale="batch", time_limit_s=args.time_limit, log_every=args.log_every,
+                       checkpoint_path=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                       metadata={"experiment": "word-lm", "vocab": vocab.to_dict(), "args": vars(args)}, log=log,
+                       **point.train_lm_options)
     train_time = time.perf_counter() - start
     test_loss = evaluate_lm(model, test, args.seq_len, len(vocab))
     for record in history:
