@@ -11,203 +11,35 @@ import pytest
 import rnnext
 from rnnext import reference
 
-# Every cell x option; each entry is (cell, options). "peephole" is a test-side flag that adds a peephole array.
-CASES = {
-    "rnn-tanh": ("rnn", {"activation": "tanh"}),
-    "rnn-relu": ("rnn", {"activation": "relu"}),
-    "rnn-sigmoid": ("rnn", {"activation": "sigmoid"}),
-    "lstm": ("lstm", {"coupled": False}),
-    "lstm-peephole": ("lstm", {"coupled": False, "peephole": True}),
-    "lstm-coupled": ("lstm", {"coupled": True}),
-    "lstm-peephole-coupled": ("lstm", {"coupled": True, "peephole": True}),
-    "gru-reset_after": ("gru", {"reset_after": True}),
-    "gru-reset_before": ("gru", {"reset_after": False}),
-}
-DTYPES = {"float32": np.float32, "float64": np.float64}
+from conftest import (
+    BAD_SHAPE,
+    CASES,
+    DTYPES,
+    FUNCTION_CASE,
+    FUNCTIONS,
+    RTOL,
+    SHAPES,
+    THREAD_SHAPES,
+    as_float64,
+    assert_close,
+    assert_same_bits,
+    backward_kwargs,
+    call_results,
+    expected_grad_names,
+    forward_kwargs,
+    forward_results,
+    gates_of,
+    make_douts,
+    make_problem,
+    mixed_lengths,
+    requires_openmp,
+    run_backward,
+    run_forward,
+    valid_kwargs,
+)
 
-# (T, N, I, H). The engine cuts H into blocks of 32 units (128 when N = 1; common.h unit_blocks): full blocks take
-# a fixed-size pointwise path, the rest a run-time-size one, so H = 37, 70 and 33 leave a remainder block and
-# (3, 1, 5, 160) has one full 128-unit block and a 32-unit rest; N = 1 and T = 1 are the degenerate batch and
-# sequence; I != H everywhere so a transposed kernel cannot pass. (2, 48, 24, 70) is big enough for the engine to
-# run its time loop on 2 threads (see THREAD_SHAPES). The last two cross the products' chunk sizes (gemm.h):
-# T*N = 600 rows make three 256-row chunks and, as the depth of a weight gradient, two depth chunks; I = 530 and
-# H = 520 make two depth chunks of the input and the in-loop products.
-SHAPES = [(1, 1, 3, 5), (4, 1, 6, 37), (3, 5, 4, 70), (5, 4, 9, 13), (2, 3, 40, 33), (2, 48, 24, 70), (3, 1, 5, 160),
-          (12, 50, 530, 40), (2, 13, 7, 520)]
-
-# Engine vs twin. The twin runs in float64 on the very values the engine got (float32 inputs are exact in float64),
-# so the difference measures the engine's own rounding, not the sum of two implementations' rounding. A tensor is
-# compared against its largest entry: entries near zero are rounding noise when divided by themselves.
-# - float64: both sides sum the same O(H + I) products per step in different orders (Eigen GEMM blocking, the
-#   engine's unit blocks); over these shapes the observed difference is <= 1e-15. 1e-10 leaves five orders of
-#   margin, while a wrong term, sign or gate block shows up at 1e-3 or worse.
-# - float32: Eigen's vectorised tanh and logistic approximations are accurate to a few ulp (~3e-7 relative), and the
-#   weight gradients sum T*N rows in another order; the observed difference is <= 5e-7, so 1e-5 leaves 20x.
-RTOL = {np.float32: 1e-5, np.float64: 1e-10}
-
-
-def cell_of(case):
-    return CASES[case][0]
-
-
-def gates_of(case):
-    cell, options = CASES[case]
-    return {"rnn": 1, "lstm": 3 if options.get("coupled") else 4, "gru": 3}[cell]
-
-
-def uses_logistic(case):
-    cell, options = CASES[case]
-    return cell != "rnn" or options["activation"] == "sigmoid"
-
-
-def make_problem(case, shape, dtype, seed=0):
-    """Inputs of one case: (params, options). params holds exactly the differentiable arguments, by name."""
-    T, N, I, H = shape
-    cell, options = CASES[case]
-    options = dict(options)
-    with_peephole = options.pop("peephole", False)
-    G = gates_of(case)
-    rng = np.random.default_rng(seed)
-
-    def draw(scale, *dims):
-        return (scale * rng.standard_normal(dims)).astype(dtype)
-
-    # Weights at 0.5 / sqrt(fan-in) keep every pre-activation O(1): no gate sits on a flat tail, where a derivative
-    # factor near 0 would hide a wrong term.
-    params = {"x": draw(1.0, T, N, I), "h0": draw(0.5, N, H)}
-    if cell == "lstm":
-        params["c0"] = draw(0.5, N, H)
-    params["kernel"] = draw(0.5 / np.sqrt(I), I, G * H)
-    params["recurrent_kernel"] = draw(0.5 / np.sqrt(H), H, G * H)
-    params["bias"] = draw(0.1, 2, 3 * H) if cell == "gru" and options["reset_after"] else draw(0.1, G * H)
-    if with_peephole:
-        params["peephole"] = draw(0.5, 2 if options["coupled"] else 3, H)
-    return params, options
-
-
-def make_douts(case, shape, dtype, seed=1):
-    """Random upstream gradients {"y", "h_n"[, "c_n"]}."""
-    T, N, _, H = shape
-    rng = np.random.default_rng(seed)
-    douts = {"y": rng.standard_normal((T, N, H)).astype(dtype), "h_n": rng.standard_normal((N, H)).astype(dtype)}
-    if cell_of(case) == "lstm":
-        douts["c_n"] = rng.standard_normal((N, H)).astype(dtype)
-    return douts
-
-
-def mixed_lengths(T, N):
-    """[N] lengths cycling through a middle length, 0 and T (unsorted on purpose)."""
-    pattern = [max(1, T // 2), 0, T]
-    return np.array([pattern[n % 3] for n in range(N)], dtype=np.int64)
-
-
-def forward_kwargs(case, params, options, lengths):
-    names = ("x", "h0", "c0", "kernel", "recurrent_kernel", "bias", "peephole")
-    return {**{k: params[k] for k in names if k in params}, **options, "lengths": lengths}
-
-
-def backward_kwargs(case, params, options, lengths, douts, cache):
-    kw = {"dy": douts["y"], "dh_n": douts["h_n"]}
-    if cell_of(case) == "lstm":
-        kw["dc_n"] = douts["c_n"]
-    kw["cache"] = cache
-    names = ("x", "kernel", "recurrent_kernel", "bias", "peephole")
-    return {**kw, **{k: params[k] for k in names if k in params}, **options, "lengths": lengths}
-
-
-def run_forward(module, case, kwargs):
-    """({"y", "h_n"[, "c_n"]}, cache) of the case's forward in `module` (rnnext or rnnext.reference)."""
-    out = getattr(module, f"{cell_of(case)}_forward")(**kwargs)
-    names = ("y", "h_n", "c_n") if cell_of(case) == "lstm" else ("y", "h_n")
-    return dict(zip(names, out[:-1])), out[-1]
-
-
-def run_backward(module, case, kwargs):
-    return getattr(module, f"{cell_of(case)}_backward")(**kwargs)
-
-
-def expected_grad_names(case):
-    if cell_of(case) == "lstm":
-        return {"x", "h0", "c0", "kernel", "recurrent_kernel", "bias", "peephole"}
-    return {"x", "h0", "kernel", "recurrent_kernel", "bias"}
-
-
-def as_float64(tree):
-    """The same values in float64 (dicts of arrays, None kept)."""
-    if isinstance(tree, dict):
-        return {k: as_float64(v) for k, v in tree.items()}
-    return None if tree is None else tree.astype(np.float64)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# comparisons: every tensor is reported by name, the failing ones marked with "!"
-
-def _difference(actual, expected):
-    """(max abs difference over entries finite in both, max |expected| there, ok-so-far message or None)."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    if a.shape != e.shape:
-        return None, None, f"shape {a.shape}, expected {e.shape}"
-    bad_a, bad_e = ~np.isfinite(a), ~np.isfinite(e)
-    if not np.array_equal(bad_a, bad_e) or not np.array_equal(a[bad_a], e[bad_e], equal_nan=True):
-        return None, None, f"non-finite at {int(bad_a.sum())} entries, expected {int(bad_e.sum())} (same places)"
-    finite = ~bad_e
-    return np.abs(a - e)[finite].max(initial=0.0), np.abs(e[finite]).max(initial=0.0), None
-
-
-def assert_close(actual, expected, rtol, what, scale_floor=0.0):
-    """Each tensor of `actual` within rtol * max(its largest |expected| entry, scale_floor) of `expected`; NaN and
-    inf in the same places. Both are dicts keyed by tensor name (values may be None, which must match None)."""
-    assert set(actual) == set(expected), f"{what}: names {sorted(actual)}, expected {sorted(expected)}"
-    lines, failed = [], False
-    for name in sorted(expected):
-        a, e = actual[name], expected[name]
-        if a is None or e is None:
-            ok = a is None and e is None
-            lines.append(f"{' ' if ok else '!'} {name}: {type(a).__name__}, expected {type(e).__name__}")
-            failed |= not ok
-            continue
-        with np.errstate(invalid="ignore", over="ignore"):
-            abs_err, scale, problem = _difference(a, e)
-        if problem is not None:
-            lines.append(f"! {name}: {problem}")
-            failed = True
-            continue
-        scale = max(scale, scale_floor)
-        rel = abs_err / scale if scale > 0 else (0.0 if abs_err == 0 else np.inf)
-        ok = rel <= rtol
-        failed |= not ok
-        lines.append(f"{' ' if ok else '!'} {name}: max abs diff {abs_err:.3g}, max |expected| {scale:.3g}, "
-                     f"relative {rel:.3g}")
-    assert not failed, f"{what} (rtol {rtol:g}):\n" + "\n".join(lines)
-
-
-def assert_same_bits(actual, expected, what):
-    """Each tensor of `actual` bit for bit equal to `expected` (same dtype and shape)."""
-    assert set(actual) == set(expected), f"{what}: names {sorted(actual)}, expected {sorted(expected)}"
-    lines, failed = [], False
-    for name in sorted(expected):
-        a, e = actual[name], expected[name]
-        if a is None or e is None:
-            ok = a is None and e is None
-            lines.append(f"{' ' if ok else '!'} {name}: {type(a).__name__}, expected {type(e).__name__}")
-            failed |= not ok
-            continue
-        ok = a.dtype == e.dtype and a.shape == e.shape and a.tobytes() == e.tobytes()
-        if a.dtype != e.dtype or a.shape != e.shape:
-            detail = f"{a.dtype}{a.shape}, expected {e.dtype}{e.shape}"
-        else:
-            abs_err, _, problem = _difference(a, e)
-            detail = problem or f"max abs diff {abs_err:.3g}"
-        lines.append(f"{' ' if ok else '!'} {name} (bitwise): {detail}")
-        failed |= not ok
-    assert not failed, f"{what}:\n" + "\n".join(lines)
-
-
-def forward_results(outputs, cache):
-    """Forward outputs and cache entries in one dict, for comparing two engine calls."""
-    return {**outputs, **{f"cache[{k!r}]": v for k, v in cache.items()}}
-
+# Shapes, tolerances and the problem builders are in conftest.py (shared with test_engine_reference_outputs.py,
+# test_properties_engine.py and test_reference.py).
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. engine vs twin, every cell x option x dtype x lengths x shape
@@ -269,25 +101,7 @@ def test_engine_matches_twin_with_absent_gradients(case, dtype, absent):
 # ---------------------------------------------------------------------------------------------------------
 # 2. bad input: the exception type, the function, the argument and what was expected; never a crash
 
-# T, N, I, H of the bad-input problems: small, with I != H and H not a multiple of 8.
-BAD_SHAPE = (3, 4, 6, 9)
-FUNCTIONS = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward"]
-# The case each function is checked with: the LSTM with peepholes so that the peephole argument is exercised.
-FUNCTION_CASE = {"rnn": "rnn-tanh", "lstm": "lstm-peephole", "gru": "gru-reset_after"}
 OPTIONAL = {"dy", "dh_n", "dc_n", "peephole", "lengths"}  # None is a valid value for these
-
-
-def valid_kwargs(fn, dtype=np.float64, case=None, shape=BAD_SHAPE):
-    """Keyword arguments of one valid call of `fn` (backward: with the cache of the matching forward)."""
-    cell, direction = fn.split("_")
-    case = case or FUNCTION_CASE[cell]
-    params, options = make_problem(case, shape, dtype)
-    lengths = mixed_lengths(shape[0], shape[1])
-    kwargs = forward_kwargs(case, params, options, lengths)
-    if direction == "forward":
-        return kwargs
-    _, cache = run_forward(rnnext, case, kwargs)
-    return backward_kwargs(case, params, options, lengths, make_douts(case, shape, dtype), cache)
 
 
 def array_arguments(fn):
@@ -502,15 +316,6 @@ def test_gru_bias_of_the_other_variant(fn):
 # ---------------------------------------------------------------------------------------------------------
 # non-contiguous arrays: copied by the engine, so the result is the contiguous copy's, bit for bit
 
-def call_results(fn, kwargs):
-    """Everything `fn` returns, flattened into one dict of named arrays."""
-    out = getattr(rnnext, fn)(**kwargs)
-    if fn.endswith("backward"):
-        return out
-    names = ("y", "h_n", "c_n") if fn.startswith("lstm") else ("y", "h_n")
-    return forward_results(dict(zip(names, out[:-1])), out[-1])
-
-
 def layouts(a):
     """(label, array) pairs with a's values in non-C-contiguous (or read-only) memory layouts."""
     views = [("fortran", np.asfortranarray(a)),
@@ -599,20 +404,6 @@ def test_nan_in_padding_is_not_seen(case):
 # 4. threads: the engine cuts H into fixed unit blocks (their size depends on N only), so the thread count
 # changes speed, never bits
 
-# The engine runs its time loop on one thread while 2*N*H*G*H < 2e5 flops per step; both shapes are above that
-# for every cell (G >= 1) and have at least 2 unit blocks. T*N = 240 and G*H up to 512 exceed Eigen's GEMM depth
-# blocking (~150 here), so the products summing over them are cut into depth blocks, the place where a blocking that
-# follows the thread count would show.
-THREAD_SHAPES = [(5, 48, 24, 70), (4, 32, 16, 128), (4, 1, 16, 330)]  # the last: one sequence (128-unit blocks)
-
-
-@pytest.fixture
-def restore_threads():
-    saved = rnnext.get_num_threads()
-    yield
-    rnnext.set_num_threads(saved)
-
-
 def run_with_threads(threads, fn, *args, **kwargs):
     rnnext.set_num_threads(threads)
     return fn(*args, **kwargs)
@@ -643,10 +434,9 @@ def test_threads_give_identical_bits(case, dtype, shape, restore_threads):
 
 # The input projection x . kernel is the largest product before the time loop: it must be cut into the same
 # pieces whatever the thread count (a GEMM threaded by Eigen itself picks its blocking from the thread count).
+@requires_openmp
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 def test_threads_give_identical_bits_for_wide_inputs(dtype, restore_threads):
-    if not rnnext.build_info()["openmp"]:
-        pytest.skip("built without OpenMP: one thread only")
     case = "rnn-relu"
     for I in (400, 700, 1000, 1500):
         params, options = make_problem(case, (2, 64, I, 40), dtype)

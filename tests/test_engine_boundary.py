@@ -12,15 +12,8 @@ import numpy as np
 import pytest
 
 import rnnext
-from test_engine import FUNCTIONS, assert_same_bits, valid_kwargs
 
-
-def call(fn, kwargs):
-    result = getattr(rnnext, fn)(**kwargs)
-    if fn.endswith("_forward"):
-        outputs = {f"output {k}": v for k, v in enumerate(result[:-1])}
-        return {**outputs, **{f"cache[{k!r}]": v for k, v in result[-1].items()}}
-    return result
+from conftest import DTYPES, FUNCTIONS, assert_same_bits, call_results, requires_openmp, valid_kwargs
 
 
 def array_names(kwargs):
@@ -47,14 +40,14 @@ EQUIVALENT_DTYPES = {
 
 
 @pytest.mark.parametrize("how", EQUIVALENT_DTYPES)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 @pytest.mark.parametrize("fn", FUNCTIONS)
 def test_equivalent_dtypes_give_the_same_bits(fn, dtype, how):
     kwargs = valid_kwargs(fn, dtype=dtype)
-    expected = call(fn, kwargs)
+    expected = call_results(fn, kwargs)
     converted = replace_arrays(kwargs, EQUIVALENT_DTYPES[how])
     assert all(np.array_equal(converted[name], kwargs[name]) for name in array_names(kwargs))
-    assert_same_bits(call(fn, converted), expected, f"{fn} with {how} {np.dtype(dtype)} arrays")
+    assert_same_bits(call_results(fn, converted), expected, f"{fn} with {how} {np.dtype(dtype)} arrays")
 
 
 def test_pickled_layer_runs():
@@ -81,7 +74,7 @@ def test_unaligned_input_is_copied():
     unaligned = raw.view(np.float32).reshape(x.shape)
     unaligned[...] = x
     assert not unaligned.flags.aligned
-    assert_same_bits(call("lstm_forward", {**kwargs, "x": unaligned}), call("lstm_forward", kwargs),
+    assert_same_bits(call_results("lstm_forward", {**kwargs, "x": unaligned}), call_results("lstm_forward", kwargs),
                      "lstm_forward with an unaligned x")
 
 
@@ -149,13 +142,6 @@ def test_ragged_lengths_name_the_argument():
 # ---------------------------------------------------------------------------------------------------------
 # threads: bounded, and one setting for the whole process
 
-@pytest.fixture
-def restore_threads():
-    saved = rnnext.get_num_threads()
-    yield
-    rnnext.set_num_threads(saved)
-
-
 def test_thread_count_is_bounded():
     limit = rnnext.max_num_threads()
     assert limit >= 1
@@ -184,9 +170,8 @@ def test_thread_limit_is_usable(restore_threads):
     assert run.stdout.split() == [str(expected), "True"]
 
 
+@requires_openmp
 def test_thread_count_is_process_wide(restore_threads):
-    if not rnnext.build_info()["openmp"]:
-        pytest.skip("built without OpenMP: one thread only")
     seen = []
     for n in (2, 1):
         rnnext.set_num_threads(n)

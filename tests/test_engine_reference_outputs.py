@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import rnnext
-from test_engine import (CASES, DTYPES, SHAPES, THREAD_SHAPES, backward_kwargs, forward_kwargs, forward_results,
-                         make_douts, make_problem, mixed_lengths, run_backward, run_forward)
+
+from conftest import (CASES, DTYPES, SHAPES, THREAD_SHAPES, backward_kwargs, forward_kwargs, forward_results,
+                      make_douts, make_problem, mixed_lengths, run_backward, run_forward)
 
 HASHES = pathlib.Path(__file__).with_name("engine_reference_hashes.json")
 

@@ -14,36 +14,35 @@ import textwrap
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import rnnext
 from rnnext import reference
-from test_engine import (
+
+from conftest import (
     CASES,
+    FLOAT_DTYPES,
+    FUNCTIONS,
+    INTEGER_DTYPES,
     RTOL,
-    assert_close as engine_assert_close,
     as_float64,
+    assert_close,
     backward_kwargs,
     cell_of,
     expected_grad_names,
     forward_kwargs,
     make_douts,
     make_problem,
+    mentions,
     run_backward,
     run_forward,
+    scaled,
+    valid_kwargs,
 )
 
-BASE = settings.default.max_examples
-
-
-def scaled(factor):
-    """This module's share of the profile's examples: `factor` times the profile's max_examples."""
-    return settings(max_examples=max(1, int(BASE * factor)))
-
-
-FLOAT_DTYPES = [np.float32, np.float64]
-INTEGER_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.intp]
+# lengths may be of any integer type; np.intp is one more spelling (int64 here, int32 on a 32-bit platform)
+LENGTHS_DTYPES = INTEGER_DTYPES + [np.intp]
 
 # ---------------------------------------------------------------------------------------------------------
 # strategies
@@ -111,18 +110,13 @@ def lengths_values(draw, T, N):
         return values
     if form == "tuple":
         return tuple(values)
-    dtype = draw(st.sampled_from(INTEGER_DTYPES))
+    dtype = draw(st.sampled_from(LENGTHS_DTYPES))
     a = np.array(values, dtype=dtype)
     if form == "strided":
         return np.repeat(a, 2)[::2]
     if form == "readonly":
         a.setflags(write=False)
     return a
-
-
-def problem_of(case, shape, dtype, seed):
-    with np.errstate(divide="ignore"):  # make_problem scales the kernel by 1 / sqrt(I): I = 0 gives inf, unused
-        return make_problem(case, shape, dtype, seed=seed)
 
 
 @st.composite
@@ -132,7 +126,7 @@ def engine_calls(draw, with_nonfinite=True):
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
     T, N, I, H = shape = draw(dims)
     seed = draw(st.integers(0, 2**32 - 1))
-    params, options = problem_of(case, shape, dtype, seed)
+    params, options = make_problem(case, shape, dtype, seed=seed)
     douts = make_douts(case, shape, dtype, seed=seed + 1)
     for name in list(douts):
         if draw(st.integers(0, 4)) == 0:
@@ -147,13 +141,6 @@ def engine_calls(draw, with_nonfinite=True):
             index = draw(st.integers(0, target.size - 1))
             target.reshape(-1)[index] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
     return case, dtype, shape, params, options, lengths, douts
-
-
-# Each tensor is measured against max(its largest |expected| entry, 1). make_problem keeps every value O(1), so an
-# entry is a sum of O(1) terms whose float32 rounding (~1e-7 each) does not shrink when the terms cancel: a bias
-# gradient that sums 30 terms of size ~1 to 0.008 carries ~1e-7 absolute error, 1e-5 relative to itself.
-def assert_close(actual, expected, rtol, what):
-    engine_assert_close(actual, expected, rtol, what, scale_floor=1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -178,9 +165,13 @@ def check_against_twin(case, dtype, shape, params, options, lengths, douts, engi
         grads_ref = run_backward(reference, case,
                                  backward_kwargs(case, params64, options, lengths, douts64, cache_ref))
 
-    assert_close(outputs, outputs_ref, RTOL[dtype], f"{case} forward outputs")
+    # Each tensor is measured against max(its largest |expected| entry, 1) (scale_floor). make_problem keeps every
+    # value O(1), so an entry is a sum of O(1) terms whose float32 rounding (~1e-7 each) does not shrink when the
+    # terms cancel: a bias gradient that sums 30 terms of size ~1 to 0.008 carries ~1e-7 absolute error, 1e-5
+    # relative to itself.
+    assert_close(outputs, outputs_ref, RTOL[dtype], f"{case} forward outputs", scale_floor=1.0)
     assert_close({f"cache[{k!r}]": v for k, v in cache.items()},
-                 {f"cache[{k!r}]": v for k, v in cache_ref.items()}, RTOL[dtype], f"{case} cache")
+                 {f"cache[{k!r}]": v for k, v in cache_ref.items()}, RTOL[dtype], f"{case} cache", scale_floor=1.0)
     assert set(grads) == expected_grad_names(case)
     padded = lengths is not None and np.min(np.asarray(lengths)) < shape[0]
     if padded and not all(np.isfinite(v).all() for v in {**params, **douts}.values() if v is not None):
@@ -193,7 +184,7 @@ def check_against_twin(case, dtype, shape, params, options, lengths, douts, engi
             if grads[name] is not None:
                 finite = np.isfinite(grads_ref[name])
                 grads, grads_ref = ({**g, name: np.where(finite, g[name], 0)} for g in (grads, grads_ref))
-    assert_close(grads, grads_ref, RTOL[dtype], f"{case} gradients")
+    assert_close(grads, grads_ref, RTOL[dtype], f"{case} gradients", scale_floor=1.0)
     if lengths is not None:
         # x at a step past a row's length influences nothing: its gradient is exactly zero
         dx_padded = grads["x"][np.arange(shape[0])[:, None] >= np.asarray(lengths, dtype=np.int64)[None, :]]
@@ -321,7 +312,6 @@ def test_layout_gives_the_bits_of_the_plain_array(example_counter, call, layout,
 # ---------------------------------------------------------------------------------------------------------
 # invalid calls: TypeError or ValueError naming the argument
 
-FUNCTIONS = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward"]
 FLOAT_ARGUMENT_CORRUPTIONS = ["extra-axis", "missing-axis", "first-axis+1", "last-axis-1", "flattened", "int64",
                               "float16", "complex128", "bool", "object", "other-float", "structured", "list",
                               "python-scalar", "numpy-scalar", "string", "none"]
@@ -410,21 +400,6 @@ def corrupt_lengths(T, N, corruption, rng):
     raise AssertionError(corruption)
 
 
-def valid_call(fn, case, dtype, shape, seed):
-    """Keyword arguments of a valid call of `fn` (backward: with its forward's cache)."""
-    params, options = problem_of(case, shape, dtype, seed)
-    kwargs = forward_kwargs(case, params, options, None)
-    if fn.endswith("forward"):
-        return kwargs
-    _, cache = run_forward(rnnext, case, kwargs)
-    return backward_kwargs(case, params, options, None, make_douts(case, shape, dtype, seed=seed + 1), cache)
-
-
-def mentions(message, name):
-    """Whether `message` names the argument `name` as a word ("x" in "x has", not in "x_t" or "max")."""
-    return re.search(r"(?<![\w'\[])" + re.escape(name) + r"(?![\w'\]])", message) is not None
-
-
 def call_expecting_rejection(fn, kwargs, name):
     with pytest.raises((TypeError, ValueError)) as caught:
         getattr(rnnext, fn)(**kwargs)
@@ -444,7 +419,7 @@ def case_of(fn, data):
 def test_bad_floating_argument_is_named(example_counter, fn, dtype, shape, seed, data):
     """One floating argument (not x) of a valid call replaced by a wrong shape, dtype or type."""
     case = case_of(fn, data)
-    kwargs = valid_call(fn, case, dtype, shape, seed)
+    kwargs = valid_kwargs(fn, dtype, case, shape, seed=seed, with_lengths=False)
     names = [k for k, v in kwargs.items() if isinstance(v, np.ndarray) and k != "x"]
     names += [f"cache[{k!r}]" for k in kwargs.get("cache", {})]
     name = data.draw(st.sampled_from(names), label="argument")
@@ -470,7 +445,7 @@ def test_bad_floating_argument_is_named(example_counter, fn, dtype, shape, seed,
        seed=st.integers(0, 2**32 - 1), corruption=st.sampled_from(X_CORRUPTIONS), data=st.data())
 def test_bad_x_is_named(example_counter, fn, dtype, shape, seed, corruption, data):
     case = case_of(fn, data)
-    kwargs = valid_call(fn, case, dtype, shape, seed)
+    kwargs = valid_kwargs(fn, dtype, case, shape, seed=seed, with_lengths=False)
     bad = corrupt_float(kwargs["x"], corruption, dtype, np.random.default_rng(seed))
     assume(bad is not None)
     if isinstance(bad, str) and bad == "NONE":
@@ -484,7 +459,7 @@ def test_bad_x_is_named(example_counter, fn, dtype, shape, seed, corruption, dat
        seed=st.integers(0, 2**32 - 1), corruption=st.sampled_from(LENGTHS_CORRUPTIONS), data=st.data())
 def test_bad_lengths_are_named(example_counter, fn, dtype, shape, seed, corruption, data):
     case = case_of(fn, data)
-    kwargs = valid_call(fn, case, dtype, shape, seed)
+    kwargs = valid_kwargs(fn, dtype, case, shape, seed=seed, with_lengths=False)
     T, N = shape[:2]
     assume(not (corruption == "ragged" and N < 2))
     bad = corrupt_lengths(T, N, corruption, np.random.default_rng(seed))
@@ -497,7 +472,7 @@ def test_bad_lengths_are_named(example_counter, fn, dtype, shape, seed, corrupti
        shape=dims, seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_missing_cache_entry_is_named(example_counter, fn, dtype, shape, seed, data):
     case = case_of(fn, data)
-    kwargs = valid_call(fn, case, dtype, shape, seed)
+    kwargs = valid_kwargs(fn, dtype, case, shape, seed=seed, with_lengths=False)
     key = data.draw(st.sampled_from(sorted(kwargs["cache"])), label="missing key")
     cache = {k: v for k, v in kwargs["cache"].items() if k != key}
     call_expecting_rejection(fn, {**kwargs, "cache": cache}, "cache")
@@ -509,7 +484,7 @@ def test_missing_cache_entry_is_named(example_counter, fn, dtype, shape, seed, d
        seed=st.integers(0, 2**32 - 1), activation=st.text(max_size=8))
 def test_bad_activation_is_named(example_counter, fn, dtype, shape, seed, activation):
     assume(activation not in ("tanh", "relu", "sigmoid"))
-    kwargs = valid_call(fn, "rnn-tanh", dtype, shape, seed)
+    kwargs = valid_kwargs(fn, dtype, "rnn-tanh", shape, seed=seed, with_lengths=False)
     call_expecting_rejection(fn, {**kwargs, "activation": activation}, "activation")
     example_counter()
 
@@ -520,7 +495,7 @@ def test_bad_activation_is_named(example_counter, fn, dtype, shape, seed, activa
 def test_zero_T_or_N_is_refused(example_counter, fn, dtype, shape, seed, which, data):
     """An empty sequence or batch is refused with a message naming x (not a crash, not an empty result)."""
     case = case_of(fn, data)
-    kwargs = valid_call(fn, case, dtype, shape, seed)
+    kwargs = valid_kwargs(fn, dtype, case, shape, seed=seed, with_lengths=False)
     x = kwargs["x"][:0] if which == "T" else kwargs["x"][:, :0]
     with pytest.raises(ValueError, match=rf"^{fn}: x has shape .*{which}=0"):
         getattr(rnnext, fn)(**{**kwargs, "x": x})
