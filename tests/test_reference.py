@@ -7,84 +7,28 @@ import pytest
 
 from rnnext import reference
 
-T, N, I, H = 4, 3, 4, 3
+from conftest import (CASES, backward_kwargs, cell_of, expected_grad_names, forward_kwargs, make_problem,
+                      numerical_gradient, relative_error, run_backward, run_forward, sigmoid)
+
+T, N, I, H = SHAPE = 4, 3, 4, 3
 LENGTHS = np.array([T, 0, 2])  # a full row, an empty row and a middle one; unsorted on purpose
 
-# Every cell x option; each entry is (cell, options). "peephole" is a test-side flag that adds a peephole array.
-CASES = {
-    "rnn-tanh": ("rnn", {"activation": "tanh"}),
-    "rnn-relu": ("rnn", {"activation": "relu"}),
-    "rnn-sigmoid": ("rnn", {"activation": "sigmoid"}),
-    "lstm": ("lstm", {"coupled": False}),
-    "lstm-peephole": ("lstm", {"coupled": False, "peephole": True}),
-    "lstm-coupled": ("lstm", {"coupled": True}),
-    "lstm-peephole-coupled": ("lstm", {"coupled": True, "peephole": True}),
-    "gru-reset_after": ("gru", {"reset_after": True}),
-    "gru-reset_before": ("gru", {"reset_after": False}),
-}
 LENGTH_OPTIONS = {"no-lengths": None, "lengths": LENGTHS}
 
 
-def make_problem(case, dtype=np.float64, seed=0):
-    """Inputs of one case: (params, options). params holds exactly the differentiable arguments, by name."""
-    cell, options = CASES[case]
-    options = dict(options)
-    with_peephole = options.pop("peephole", False)
-    G = {"rnn": 1, "lstm": 3 if options.get("coupled") else 4, "gru": 3}[cell]
-    rng = np.random.default_rng(seed)
-
-    def draw(*shape):
-        return (0.5 * rng.standard_normal(shape)).astype(dtype)
-
-    params = {"x": draw(T, N, I), "h0": draw(N, H)}
-    if cell == "lstm":
-        params["c0"] = draw(N, H)
-    params["kernel"] = draw(I, G * H)
-    params["recurrent_kernel"] = draw(H, G * H)
-    params["bias"] = draw(2, 3 * H) if cell == "gru" and options["reset_after"] else draw(G * H)
-    if with_peephole:
-        params["peephole"] = draw(2 if options["coupled"] else 3, H)
-    return params, options
+def problem(case, dtype=np.float64):
+    """make_problem at this module's small shape, every array drawn at 0.5 * standard normal."""
+    return make_problem(case, SHAPE, dtype, scale=0.5)
 
 
 def forward(case, params, options, lengths):
-    """Runs the case's forward; returns ({"y", "h_n"[, "c_n"]}, cache)."""
-    cell = CASES[case][0]
-    p = params
-    if cell == "rnn":
-        y, h_n, cache = reference.rnn_forward(p["x"], p["h0"], p["kernel"], p["recurrent_kernel"], p["bias"],
-                                              lengths=lengths, **options)
-        return {"y": y, "h_n": h_n}, cache
-    if cell == "lstm":
-        y, h_n, c_n, cache = reference.lstm_forward(p["x"], p["h0"], p["c0"], p["kernel"], p["recurrent_kernel"],
-                                                    p["bias"], peephole=p.get("peephole"), lengths=lengths,
-                                                    **options)
-        return {"y": y, "h_n": h_n, "c_n": c_n}, cache
-    y, h_n, cache = reference.gru_forward(p["x"], p["h0"], p["kernel"], p["recurrent_kernel"], p["bias"],
-                                          lengths=lengths, **options)
-    return {"y": y, "h_n": h_n}, cache
+    """The twin's forward; returns ({"y", "h_n"[, "c_n"]}, cache)."""
+    return run_forward(reference, case, forward_kwargs(case, params, options, lengths))
 
 
 def backward(case, douts, cache, params, options, lengths):
-    """Runs the case's backward with output gradients douts {"y", "h_n"[, "c_n"]} (values may be None)."""
-    cell = CASES[case][0]
-    p = params
-    if cell == "rnn":
-        return reference.rnn_backward(douts["y"], douts["h_n"], cache, p["x"], p["kernel"], p["recurrent_kernel"],
-                                      p["bias"], lengths=lengths, **options)
-    if cell == "lstm":
-        return reference.lstm_backward(douts["y"], douts["h_n"], douts["c_n"], cache, p["x"], p["kernel"],
-                                       p["recurrent_kernel"], p["bias"], peephole=p.get("peephole"),
-                                       lengths=lengths, **options)
-    return reference.gru_backward(douts["y"], douts["h_n"], cache, p["x"], p["kernel"], p["recurrent_kernel"],
-                                  p["bias"], lengths=lengths, **options)
-
-
-def expected_grad_names(case):
-    cell = CASES[case][0]
-    if cell == "lstm":
-        return {"x", "h0", "c0", "kernel", "recurrent_kernel", "bias", "peephole"}
-    return {"x", "h0", "kernel", "recurrent_kernel", "bias"}
+    """The twin's backward with output gradients douts {"y", "h_n"[, "c_n"]} (values may be None)."""
+    return run_backward(reference, case, backward_kwargs(case, params, options, lengths, douts, cache))
 
 
 def rnn_preactivations(params, cache):
@@ -106,32 +50,11 @@ EPS = 1e-6
 RTOL = 1e-6
 
 
-def numerical_gradients(loss, params):
-    grads = {}
-    for name, value in params.items():
-        grad = np.zeros_like(value)
-        for idx in np.ndindex(value.shape):
-            original = value[idx]
-            value[idx] = original + EPS
-            loss_plus = loss()
-            value[idx] = original - EPS
-            loss_minus = loss()
-            value[idx] = original
-            grad[idx] = (loss_plus - loss_minus) / (2 * EPS)
-        grads[name] = grad
-    return grads
-
-
-def relative_error(analytic, numeric):
-    scale = max(np.max(np.abs(analytic)), np.max(np.abs(numeric)), 1e-30)
-    return np.max(np.abs(analytic - numeric)) / scale
-
-
 @pytest.mark.parametrize("lengths_id", list(LENGTH_OPTIONS))
 @pytest.mark.parametrize("case", list(CASES))
 def test_gradients_match_finite_differences(case, lengths_id):
     lengths = LENGTH_OPTIONS[lengths_id]
-    params, options = make_problem(case)
+    params, options = problem(case)
     outs, cache = forward(case, params, options, lengths)
     if options.get("activation") == "relu":
         a = rnn_preactivations(params, cache)
@@ -150,7 +73,7 @@ def test_gradients_match_finite_differences(case, lengths_id):
     if "peephole" in grads and "peephole" not in params:
         assert grads["peephole"] is None
 
-    numeric = numerical_gradients(loss, params)
+    numeric = {name: numerical_gradient(loss, value, EPS) for name, value in params.items()}
     errors = {}
     for name in params:
         assert grads[name].shape == params[name].shape, f"grad {name!r} has shape {grads[name].shape}"
@@ -164,17 +87,13 @@ def test_gradients_match_finite_differences(case, lengths_id):
 # one step against the equations of docs/conventions.md, written out with explicit column slices: finite
 # differences cannot see a swapped gate block or a misplaced peephole, this can
 
-def _sig(a):
-    return 1 / (1 + np.exp(-a))
-
-
 def one_step_by_the_conventions(case, p, options):
     """(h_new, c_new or None) after the first step, straight from the conventions' equations."""
-    cell = CASES[case][0]
+    cell = cell_of(case)
     x, h = p["x"][0], p["h0"]
     block = lambda a, k: a[:, k * H:(k + 1) * H]  # noqa: E731 (column block k of a gate-stacked array)
     if cell == "rnn":
-        act = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0), "sigmoid": _sig}[options["activation"]]
+        act = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0), "sigmoid": sigmoid}[options["activation"]]
         return act(x @ p["kernel"] + h @ p["recurrent_kernel"] + p["bias"]), None
     if cell == "lstm":
         c = p["c0"]
@@ -183,34 +102,34 @@ def one_step_by_the_conventions(case, p, options):
         if options["coupled"]:
             z_f, z_g, z_o = block(z, 0), block(z, 1), block(z, 2)
             p_f, p_o = (0, 0) if peep is None else (peep[0], peep[1])
-            f = _sig(z_f + p_f * c)
+            f = sigmoid(z_f + p_f * c)
             i = 1 - f
         else:
             z_i, z_f, z_g, z_o = block(z, 0), block(z, 1), block(z, 2), block(z, 3)
             p_i, p_f, p_o = (0, 0, 0) if peep is None else (peep[0], peep[1], peep[2])
-            i = _sig(z_i + p_i * c)
-            f = _sig(z_f + p_f * c)
+            i = sigmoid(z_i + p_i * c)
+            f = sigmoid(z_f + p_f * c)
         c_new = f * c + i * np.tanh(z_g)
-        o = _sig(z_o + p_o * c_new)
+        o = sigmoid(z_o + p_o * c_new)
         return o * np.tanh(c_new), c_new
     W, U, b = p["kernel"], p["recurrent_kernel"], p["bias"]
     if options["reset_after"]:
         xw = x @ W + b[0]
         hu = h @ U + b[1]
-        r = _sig(block(xw, 0) + block(hu, 0))
-        z = _sig(block(xw, 1) + block(hu, 1))
+        r = sigmoid(block(xw, 0) + block(hu, 0))
+        z = sigmoid(block(xw, 1) + block(hu, 1))
         n = np.tanh(block(xw, 2) + r * block(hu, 2))
     else:
         xw = x @ W + b
-        r = _sig(block(xw, 0) + h @ block(U, 0))
-        z = _sig(block(xw, 1) + h @ block(U, 1))
+        r = sigmoid(block(xw, 0) + h @ block(U, 0))
+        z = sigmoid(block(xw, 1) + h @ block(U, 1))
         n = np.tanh(block(xw, 2) + (r * h) @ block(U, 2))
     return (1 - z) * n + z * h, None
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_first_step_follows_the_conventions(case):
-    params, options = make_problem(case)
+    params, options = problem(case)
     outs, cache = forward(case, params, options, None)
     h_new, c_new = one_step_by_the_conventions(case, params, options)
     np.testing.assert_allclose(outs["y"][0], h_new, rtol=1e-12, atol=1e-14, err_msg="y[0]")
@@ -224,7 +143,7 @@ def test_first_step_follows_the_conventions(case):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_masked_steps_output_zero_and_carry_the_state(case):
-    params, options = make_problem(case)
+    params, options = problem(case)
     outs, _ = forward(case, params, options, LENGTHS)
     states = [name for name in ("h_n", "c_n") if name in outs]
     initial = {"h_n": params["h0"], "c_n": params.get("c0")}
@@ -245,7 +164,7 @@ def test_masked_steps_output_zero_and_carry_the_state(case):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_no_lengths_equals_full_lengths(case):
-    params, options = make_problem(case)
+    params, options = problem(case)
     outs_none, cache_none = forward(case, params, options, None)
     full = np.full(N, T)
     outs_full, cache_full = forward(case, params, options, full)
@@ -261,7 +180,7 @@ def test_no_lengths_equals_full_lengths(case):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_none_output_gradients_mean_zero(case):
-    params, options = make_problem(case)
+    params, options = problem(case)
     outs, cache = forward(case, params, options, LENGTHS)
     grads_none = backward(case, {name: None for name in outs}, cache, params, options, LENGTHS)
     grads_zero = backward(case, {name: np.zeros_like(out) for name, out in outs.items()}, cache, params, options,
@@ -276,7 +195,7 @@ def test_none_output_gradients_mean_zero(case):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", list(CASES))
 def test_dtype_is_kept(case, dtype):
-    params, options = make_problem(case, dtype=dtype)
+    params, options = problem(case, dtype)
     outs, cache = forward(case, params, options, LENGTHS)
     grads = backward(case, outs, cache, params, options, LENGTHS)
     arrays = {**outs, **{f"cache[{k!r}]": v for k, v in cache.items()},
@@ -289,7 +208,7 @@ def test_dtype_is_kept(case, dtype):
 def test_saturated_float32_raises_no_warning(case):
     # pre-activations far beyond the float32 range of exp(): sigmoid must saturate without an overflow warning
     # (pytest turns warnings into errors here)
-    params, options = make_problem(case, dtype=np.float32)
+    params, options = problem(case, np.float32)
     params["x"] = params["x"] * np.float32(1e3)
     outs, cache = forward(case, params, options, LENGTHS)
     grads = backward(case, outs, cache, params, options, LENGTHS)
@@ -338,7 +257,7 @@ BAD_CALLS = {
 @pytest.mark.parametrize("bad", list(BAD_CALLS))
 def test_bad_arguments_raise_errors_naming_them(bad):
     case, direction, change, function, argument = BAD_CALLS[bad]
-    params, options = make_problem(case)
+    params, options = problem(case)
     lengths = LENGTHS
     outs, cache = forward(case, params, options, lengths)
     douts = {name: np.ones_like(out) for name, out in outs.items()}
@@ -367,7 +286,7 @@ def test_bad_arguments_raise_errors_naming_them(bad):
 
 
 def test_error_message_names_shape_and_expectation():
-    params, options = make_problem("lstm")
+    params, options = problem("lstm")
     params["h0"] = _shape(N + 1, H)
     expected = f"lstm_forward: h0 has shape ({N + 1}, {H}), expected (N={N}, H={H})"
     with pytest.raises(ValueError, match="^" + re.escape(expected) + "$"):
