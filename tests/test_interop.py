@@ -13,37 +13,14 @@ import pytest
 import rnnext
 from rnnext.interop import from_keras_weights, from_torch, to_keras_weights, to_torch, to_torch_state_dict
 
+from conftest import assert_close, mixed_lengths, sigmoid
+
 # Relative to each tensor's largest |expected| entry.
 # - float64: the same sums in different orders; observed ~1e-16, so 1e-12 still catches any wrong block or
 #   transpose (those are off at ~1e-1) with four orders of margin for longer sums.
 # - float32: two float32 computations with different tanh/sigmoid approximations and summation orders over two
 #   stacked layers; observed ~3e-7, 1e-5 leaves 30x.
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
-
-
-def assert_close(actual: dict, expected: dict, rtol, what):
-    """Each named tensor within rtol * max|expected|; every tensor is reported by name with its difference."""
-    assert set(actual) == set(expected), f"{what}: names {sorted(actual)}, expected {sorted(expected)}"
-    lines, failed = [], False
-    for name in sorted(expected):
-        a = np.asarray(actual[name], dtype=np.float64)
-        e = np.asarray(expected[name], dtype=np.float64)
-        if a.shape != e.shape:
-            lines.append(f"! {name}: shape {a.shape}, expected {e.shape}")
-            failed = True
-            continue
-        diff = np.abs(a - e).max(initial=0.0)
-        scale = np.abs(e).max(initial=0.0)
-        ok = np.isfinite(a).all() and diff <= rtol * max(scale, 1e-30)
-        failed |= not ok
-        lines.append(f"{' ' if ok else '!'} {name}: max abs diff {diff:.3g}, max |expected| {scale:.3g}")
-    assert not failed, f"{what} (rtol {rtol:g}):\n" + "\n".join(lines)
-
-
-def lengths_for(N, T):
-    """Unsorted lengths in [1, T] with T present (torch's packing rejects 0 and pads to the longest row)."""
-    pattern = [max(1, T // 2), 1, T, T - 1]
-    return np.array([pattern[n % len(pattern)] for n in range(N)], dtype=np.int64)
 
 
 # =========================================================================================================
@@ -56,15 +33,8 @@ TORCH_CELLS = {  # name -> (torch class name, torch options)
     "gru": ("GRU", {}),
 }
 T, N, I, H = 5, 4, 3, 6
-
-
-@pytest.fixture
-def torch(monkeypatch):
-    """torch, or the test is skipped. oneDNN is switched off for the test: creating its float32 RNN primitives takes
-    ~0.5 s per shape on CPU, against milliseconds for ATen's own kernels, which compute the same function."""
-    torch = pytest.importorskip("torch")
-    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
-    return torch
+# Unsorted lengths in [1, T] with T present (torch's packing rejects 0 and pads to the longest row).
+LENGTHS = mixed_lengths(T, N, shortest=1, also=(T - 1,))
 
 
 def torch_run(torch, module, x, state0, lengths):
@@ -87,7 +57,7 @@ def compare_with_torch(torch, module, layer, dtype, packed, what, rng):
     x = rng.standard_normal((N, T, I) if module.batch_first else (T, N, I)).astype(dtype)
     h0 = (0.5 * rng.standard_normal((L * D, N, H))).astype(dtype)
     c0 = (0.5 * rng.standard_normal((L * D, N, H))).astype(dtype)
-    lengths = lengths_for(N, T) if packed else None
+    lengths = LENGTHS if packed else None
     torch_state0 = (torch.from_numpy(h0), torch.from_numpy(c0)) if is_lstm else torch.from_numpy(h0)
     initial_state = [(h0[i], c0[i]) if is_lstm else h0[i] for i in range(L * D)]
 
@@ -103,7 +73,7 @@ def compare_with_torch(torch, module, layer, dtype, packed, what, rng):
         if is_lstm:
             actual[f"c_n[{i}]"], expected[f"c_n[{i}]"] = states[i][1], c_n[i]
     assert y.dtype == dtype
-    assert_close(actual, expected, RTOL[dtype], what)
+    assert_close(actual, expected, RTOL[dtype], what, finite=True)
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
@@ -170,7 +140,7 @@ def test_from_torch_options_and_copies(torch):
     with torch.no_grad():
         expected = module(torch.from_numpy(x))[0].numpy()
     assert_close({"y": layer(x.transpose(1, 0, 2)).transpose(1, 0, 2)}, {"y": expected}, RTOL[np.float64],
-                 "batch_first override")
+                 "batch_first override", finite=True)
 
 
 def random_layer(cell, dtype, **options):
@@ -254,10 +224,6 @@ def test_torch_missing_gives_import_error(monkeypatch):
 
 # =========================================================================================================
 # Keras: NumPy implementations of Keras's cell equations, in Keras's own gate order
-
-def sigmoid(a):
-    return 1 / (1 + np.exp(-a))
-
 
 def keras_lstm_step(x, state, kernel, recurrent_kernel, bias):
     """keras LSTMCell: z = x W + h U + b split into i, f, c, o."""
@@ -356,7 +322,7 @@ def compare_with_keras(kind, weights, layer, lengths, bidirectional, what, reset
             expected[f"h[{d}]"], expected[f"c[{d}]"] = state_expected
         else:
             actual[f"h[{d}]"], expected[f"h[{d}]"] = state, state_expected
-    assert_close(actual, expected, RTOL[np.float64], what)
+    assert_close(actual, expected, RTOL[np.float64], what, finite=True)
 
 
 KERAS_CASES = {  # name -> (kind, reset_after, activation)
@@ -377,7 +343,7 @@ def test_from_keras_weights_matches_keras_equations(case, bidirectional, packed)
     layer = from_keras_weights(kind, weights, bidirectional=bidirectional, reset_after=reset_after,
                                activation=activation, return_sequences=True, return_state=True)
     assert layer.dtype == np.float64 and layer.units == H and layer.input_size == I and layer.batch_first
-    lengths = lengths_for(N, T) if packed else None
+    lengths = LENGTHS if packed else None
     compare_with_keras(kind, weights, layer, lengths, bidirectional, f"from_keras_weights {case}", reset_after,
                        activation)
     # round trip: exactly the arrays that went in, in the same order and shapes
@@ -410,7 +376,7 @@ def test_gru_keras_order_by_hand(reset_after):
     converted = to_keras_weights(layer)
     for index, (a, b) in enumerate(zip(converted, by_hand)):
         np.testing.assert_array_equal(a, b, err_msg=f"to_keras_weights()[{index}]")
-    compare_with_keras("gru", by_hand, layer, lengths_for(N, T), True, "rnnext GRU vs Keras equations",
+    compare_with_keras("gru", by_hand, layer, LENGTHS, True, "rnnext GRU vs Keras equations",
                        reset_after)
     # a permutation that is NOT Keras's (rnnext's own order) gives different numbers: the check has teeth
     ours = [params[f"l0.{d}.{w}"].value for d in ("forward", "reverse") for w in ("kernel", "recurrent_kernel",
@@ -430,7 +396,7 @@ def test_lstm_and_simple_rnn_keras_order_by_hand():
         converted = to_keras_weights(layer)
         for index, (a, b) in enumerate(zip(converted, by_hand)):
             np.testing.assert_array_equal(a, b, err_msg=f"{kind} weights[{index}]")
-        compare_with_keras(kind, by_hand, layer, lengths_for(N, T), layer.bidirectional, f"rnnext {kind} vs Keras")
+        compare_with_keras(kind, by_hand, layer, LENGTHS, layer.bidirectional, f"rnnext {kind} vs Keras")
     # Keras's unit_forget_bias puts ones in block 1 of (i, f, c, o); rnnext's forget_bias=1 does the same
     bias = to_keras_weights(rnnext.LSTM(H, input_size=I))[2]
     np.testing.assert_array_equal(bias, np.concatenate([np.zeros(H), np.ones(H), np.zeros(2 * H)]))

@@ -5,16 +5,15 @@ import pytest
 
 import rnnext
 
-torch = pytest.importorskip("torch")
+from conftest import DTYPES, assert_close, mixed_lengths
 
-# cell -> (torch module class, its keyword options, rnnext cell, rnnext keyword options)
+# cell -> (torch.nn module class name, its keyword options, rnnext cell, rnnext keyword options)
 CELLS = {
-    "lstm": (torch.nn.LSTM, {}, "lstm", {}),
-    "gru": (torch.nn.GRU, {}, "gru", {"reset_after": True}),
-    "rnn-tanh": (torch.nn.RNN, {"nonlinearity": "tanh"}, "rnn", {"activation": "tanh"}),
-    "rnn-relu": (torch.nn.RNN, {"nonlinearity": "relu"}, "rnn", {"activation": "relu"}),
+    "lstm": ("LSTM", {}, "lstm", {}),
+    "gru": ("GRU", {}, "gru", {"reset_after": True}),
+    "rnn-tanh": ("RNN", {"nonlinearity": "tanh"}, "rnn", {"activation": "tanh"}),
+    "rnn-relu": ("RNN", {"nonlinearity": "relu"}, "rnn", {"activation": "relu"}),
 }
-DTYPES = {"float32": (np.float32, torch.float32), "float64": (np.float64, torch.float64)}
 # (T, N, I, H): H = 37 and 70 leave a remainder after the engine's 32-unit blocks; I != H.
 SHAPES = [(6, 4, 5, 37), (3, 5, 8, 70)]
 
@@ -24,12 +23,6 @@ SHAPES = [(6, 4, 5, 37), (3, 5, 8, 70)]
 # - float32: both sides round, with different vectorised tanh/sigmoid approximations (Eigen's here, torch's own) and
 #   different summation orders, so two float32 errors of a few ulp add up; observed <= 3e-7, 1e-5 leaves 30x.
 RTOL = {np.float32: 1e-5, np.float64: 1e-10}
-
-
-def lengths_for(T, N):
-    """[N] lengths cycling through a middle length, 1 and T, unsorted (torch's packing rejects length 0)."""
-    pattern = [max(1, T // 2), 1, T]
-    return np.array([pattern[n % 3] for n in range(N)], dtype=np.int64)
 
 
 def rnnext_weights(module, cell):
@@ -46,39 +39,17 @@ def rnnext_weights(module, cell):
     return np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T), bias
 
 
-def assert_close(actual, expected, rtol, what):
-    """Each tensor within rtol * (its largest |expected| entry); every tensor is reported by name."""
-    assert set(actual) == set(expected), f"{what}: names {sorted(actual)}, expected {sorted(expected)}"
-    lines, failed = [], False
-    for name in sorted(expected):
-        a = np.asarray(actual[name], dtype=np.float64)
-        e = np.asarray(expected[name], dtype=np.float64)
-        if a.shape != e.shape or not np.isfinite(a).all() or not np.isfinite(e).all():
-            lines.append(f"! {name}: shape {a.shape}, expected {e.shape}; finite: {np.isfinite(a).all()}, "
-                         f"expected {np.isfinite(e).all()}")
-            failed = True
-            continue
-        abs_err = np.abs(a - e).max(initial=0.0)
-        scale = np.abs(e).max(initial=0.0)
-        rel = abs_err / scale if scale > 0 else (0.0 if abs_err == 0 else np.inf)
-        ok = rel <= rtol
-        failed |= not ok
-        lines.append(f"{' ' if ok else '!'} {name}: max abs diff {abs_err:.3g}, max |expected| {scale:.3g}, "
-                     f"relative {rel:.3g}")
-    assert not failed, f"{what} (rtol {rtol:g}):\n" + "\n".join(lines)
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-N{}-I{}-H{}".format(*s))
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPES.keys())
 @pytest.mark.parametrize("name", CELLS)
-def test_matches_torch(name, dtype, packed, shape):
+def test_matches_torch(torch, name, dtype, packed, shape):
     T, N, I, H = shape
-    module_class, module_options, cell, options = CELLS[name]
-    np_dtype, torch_dtype = DTYPES[dtype]
+    class_name, module_options, cell, options = CELLS[name]
+    np_dtype, torch_dtype = DTYPES[dtype], getattr(torch, dtype)
     torch.manual_seed(0)  # torch's default init: every weight and both biases uniform in +-1/sqrt(H)
-    module = module_class(I, H, num_layers=1, bias=True, batch_first=False, bidirectional=False, dtype=torch_dtype,
-                          **module_options)
+    module = getattr(torch.nn, class_name)(I, H, num_layers=1, bias=True, batch_first=False, bidirectional=False,
+                                           dtype=torch_dtype, **module_options)
     kernel, recurrent_kernel, bias = rnnext_weights(module, cell)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, N, I)).astype(np_dtype)
@@ -87,7 +58,7 @@ def test_matches_torch(name, dtype, packed, shape):
     dy = rng.standard_normal((T, N, H)).astype(np_dtype)
     dh_n = rng.standard_normal((N, H)).astype(np_dtype)
     dc_n = rng.standard_normal((N, H)).astype(np_dtype)
-    lengths = lengths_for(T, N) if packed else None
+    lengths = mixed_lengths(T, N, shortest=1) if packed else None  # torch's packing rejects length 0
 
     # torch: time-major input, states [1, N, H]; packed sequences give zero outputs past each row's length.
     x_t = torch.tensor(x, requires_grad=True)
@@ -138,8 +109,8 @@ def test_matches_torch(name, dtype, packed, shape):
 
     for value in (*outputs.values(), *grads.values()):
         assert value.dtype == np_dtype
-    assert_close(outputs, expected, RTOL[np_dtype], f"{name} {dtype} forward vs torch")
-    assert_close(grads, expected_grads, RTOL[np_dtype], f"{name} {dtype} gradients vs torch")
+    assert_close(outputs, expected, RTOL[np_dtype], f"{name} {dtype} forward vs torch", finite=True)
+    assert_close(grads, expected_grads, RTOL[np_dtype], f"{name} {dtype} gradients vs torch", finite=True)
     if packed:
         for n, length in enumerate(lengths):
             assert not y[length:, n].any(), f"row {n}: engine outputs past its length {length} are not zero"
