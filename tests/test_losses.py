@@ -12,31 +12,16 @@ from rnnext.losses import (
     softmax_cross_entropy,
 )
 
+from conftest import assert_close, numerical_gradient
+
+# Every comparison below is absolute (assert_close with absolute=True: max |actual - expected| <= tol) and allows
+# no NaN or inf (finite=True).
 # Central differences in float64 with step 1e-6 have truncation ~1e-12 and rounding ~1e-10 on these
 # O(1) losses; 1e-7 absolute leaves two orders of margin without hiding a wrong factor.
 FD_STEP = 1e-6
 FD_TOL = 1e-7
 # torch and NumPy do the same float64 arithmetic in a different order.
 TORCH_TOL = 1e-12
-
-
-def numerical_gradient(loss_of, x):
-    """d loss_of(x) / dx by central differences, one element at a time."""
-    grad = np.zeros_like(x)
-    for index in np.ndindex(x.shape):
-        original = x[index]
-        x[index] = original + FD_STEP
-        loss_plus = loss_of(x)
-        x[index] = original - FD_STEP
-        loss_minus = loss_of(x)
-        x[index] = original
-        grad[index] = (loss_plus - loss_minus) / (2 * FD_STEP)
-    return grad
-
-
-def assert_close(name, actual, expected, tol):
-    difference = np.max(np.abs(np.asarray(actual) - np.asarray(expected))) if np.size(expected) else 0.0
-    assert difference <= tol, f"{name}: max difference {difference:.3e} > {tol:.1e}"
 
 
 def sequence_batch(rng, batch=3, steps=4, classes=5):
@@ -51,13 +36,13 @@ def sequence_batch(rng, batch=3, steps=4, classes=5):
 def test_softmax_rows_sum_to_one_and_match_log_softmax():
     logits = np.random.default_rng(0).standard_normal((4, 7)) * 10
     probs = softmax(logits)
-    assert_close("row sums", probs.sum(axis=-1), np.ones(4), 1e-12)
-    assert_close("exp(log_softmax)", np.exp(log_softmax(logits)), probs, 1e-12)
+    assert_close(probs.sum(axis=-1), np.ones(4), 1e-12, "row sums", absolute=True, finite=True)
+    assert_close(np.exp(log_softmax(logits)), probs, 1e-12, "exp(log_softmax)", absolute=True, finite=True)
 
 
 def test_softmax_is_shift_invariant_and_stable():
     logits = np.array([[1000.0, 1001.0, 999.0]])
-    assert_close("shifted", softmax(logits), softmax(logits - 1000), 1e-15)
+    assert_close(softmax(logits), softmax(logits - 1000), 1e-15, "shifted", absolute=True, finite=True)
     assert np.all(np.isfinite(log_softmax(np.array([[1e300, -1e300]]))))
 
 
@@ -71,7 +56,7 @@ def test_cross_entropy_uniform_logits_is_log_num_classes():
     # softmax = 1/4 everywhere, minus 1 at the target, divided by N=3.
     expected = np.full((3, 4), 0.25)
     expected[[0, 1, 2], [0, 1, 3]] -= 1
-    assert_close("grad", grad, expected / 3, 1e-15)
+    assert_close(grad, expected / 3, 1e-15, "grad", absolute=True, finite=True)
 
 
 def test_cross_entropy_hand_computed_two_classes():
@@ -79,7 +64,7 @@ def test_cross_entropy_hand_computed_two_classes():
     loss, grad = softmax_cross_entropy(np.array([[2.0, 0.0]]), np.array([0]), reduction="sum")
     assert loss == pytest.approx(math.log1p(math.exp(-2.0)), rel=1e-14)
     sigmoid_minus_two = 1 / (1 + math.exp(2.0))
-    assert_close("grad", grad, [[-sigmoid_minus_two, sigmoid_minus_two]], 1e-15)
+    assert_close(grad, [[-sigmoid_minus_two, sigmoid_minus_two]], 1e-15, "grad", absolute=True, finite=True)
 
 
 def test_cross_entropy_sum_is_count_times_mean():
@@ -87,7 +72,7 @@ def test_cross_entropy_sum_is_count_times_mean():
     mean_loss, mean_grad = softmax_cross_entropy(logits, targets)
     sum_loss, sum_grad = softmax_cross_entropy(logits, targets, reduction="sum")
     assert sum_loss == pytest.approx(mean_loss * targets.size, rel=1e-13)
-    assert_close("grad", sum_grad, mean_grad * targets.size, 1e-13)
+    assert_close(sum_grad, mean_grad * targets.size, 1e-13, "grad", absolute=True, finite=True)
 
 
 def test_cross_entropy_keeps_dtype_and_shape():
@@ -141,7 +126,7 @@ def test_cross_entropy_extreme_logits_are_finite():
     # Row 0: log-sum-exp = 1000, target logit -1000 -> 2000. Row 1: correct class with certainty -> 0.
     assert loss == pytest.approx(2000.0, rel=1e-15)
     assert np.all(np.isfinite(grad))
-    assert_close("grad", grad, [[1.0, -1.0, 0.0], [0.0, 0.0, 0.0]], 1e-15)
+    assert_close(grad, [[1.0, -1.0, 0.0], [0.0, 0.0, 0.0]], 1e-15, "grad", absolute=True, finite=True)
     float32_loss, float32_grad = softmax_cross_entropy(logits.astype(np.float32), np.array([1, 2]))
     assert math.isfinite(float32_loss) and np.all(np.isfinite(float32_grad))
 
@@ -170,8 +155,8 @@ def test_cross_entropy_gradient_matches_finite_differences(reduction, masking):
     elif masking == "lengths":
         options["lengths"] = np.array([3, 0, 2])
     _, grad = softmax_cross_entropy(logits, targets, **options)
-    expected = numerical_gradient(lambda x: softmax_cross_entropy(x, targets, **options)[0], logits)
-    assert_close(f"dlogits ({reduction}, {masking})", grad, expected, FD_TOL)
+    expected = numerical_gradient(lambda: softmax_cross_entropy(logits, targets, **options)[0], logits, FD_STEP)
+    assert_close(grad, expected, FD_TOL, f"dlogits ({reduction}, {masking})", absolute=True, finite=True)
 
 
 def test_cross_entropy_gradient_2d():
@@ -179,8 +164,8 @@ def test_cross_entropy_gradient_2d():
     logits = rng.standard_normal((5, 3)) * 3
     targets = rng.integers(0, 3, size=5)
     _, grad = softmax_cross_entropy(logits, targets)
-    expected = numerical_gradient(lambda x: softmax_cross_entropy(x, targets)[0], logits)
-    assert_close("dlogits", grad, expected, FD_TOL)
+    expected = numerical_gradient(lambda: softmax_cross_entropy(logits, targets)[0], logits, FD_STEP)
+    assert_close(grad, expected, FD_TOL, "dlogits", absolute=True, finite=True)
 
 
 # ---------------------------------------------------------------- softmax_cross_entropy: errors
@@ -235,7 +220,7 @@ def test_binary_cross_entropy_hand_computed():
     expected = math.log(2) + math.log1p(math.exp(-2)) + 0.75 + math.log1p(math.exp(-3))
     assert loss == pytest.approx(expected, rel=1e-14)
     sigmoid = [0.5, 1 / (1 + math.exp(-2)), 1 / (1 + math.exp(3))]
-    assert_close("grad", grad, np.array(sigmoid) - targets, 1e-15)
+    assert_close(grad, np.array(sigmoid) - targets, 1e-15, "grad", absolute=True, finite=True)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -244,10 +229,9 @@ def test_binary_cross_entropy_gradient_matches_finite_differences(reduction):
     logits = rng.standard_normal((4, 3)) * 3
     targets = rng.random((4, 3))
     _, grad = binary_cross_entropy_with_logits(logits, targets, reduction=reduction)
-    expected = numerical_gradient(
-        lambda x: binary_cross_entropy_with_logits(x, targets, reduction=reduction)[0], logits
-    )
-    assert_close(f"dlogits ({reduction})", grad, expected, FD_TOL)
+    expected = numerical_gradient(lambda: binary_cross_entropy_with_logits(logits, targets, reduction=reduction)[0],
+                                  logits, FD_STEP)
+    assert_close(grad, expected, FD_TOL, f"dlogits ({reduction})", absolute=True, finite=True)
 
 
 def test_binary_cross_entropy_extreme_logits_are_finite():
@@ -255,7 +239,7 @@ def test_binary_cross_entropy_extreme_logits_are_finite():
     targets = np.array([1.0, 0.0, 0.0, 1.0])
     loss, grad = binary_cross_entropy_with_logits(logits, targets, reduction="sum")
     assert loss == pytest.approx(2000.0, rel=1e-15)
-    assert_close("grad", grad, [0.0, 0.0, 1.0, -1.0], 1e-15)
+    assert_close(grad, [0.0, 0.0, 1.0, -1.0], 1e-15, "grad", absolute=True, finite=True)
     loss32, grad32 = binary_cross_entropy_with_logits(logits.astype(np.float32), targets)
     assert math.isfinite(loss32) and np.all(np.isfinite(grad32)) and grad32.dtype == np.float32
 
@@ -290,10 +274,10 @@ def test_binary_cross_entropy_rejects_bad_input(logits, targets, message):
 def test_mean_squared_error_hand_computed():
     loss, grad = mean_squared_error(np.array([1.0, 2.0, 4.0]), np.array([1.0, 0.0, 1.0]))
     assert loss == pytest.approx((0 + 4 + 9) / 3, rel=1e-15)
-    assert_close("grad", grad, [0.0, 2 * 2 / 3, 2 * 3 / 3], 1e-15)
+    assert_close(grad, [0.0, 2 * 2 / 3, 2 * 3 / 3], 1e-15, "grad", absolute=True, finite=True)
     loss, grad = mean_squared_error(np.array([1.0, 2.0, 4.0]), np.array([1, 0, 1]), reduction="sum")
     assert loss == 13.0
-    assert_close("grad", grad, [0.0, 4.0, 6.0], 0.0)
+    assert_close(grad, [0.0, 4.0, 6.0], 0.0, "grad", absolute=True, finite=True)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -302,8 +286,9 @@ def test_mean_squared_error_gradient_matches_finite_differences(reduction):
     predictions = rng.standard_normal((3, 4))
     targets = rng.standard_normal((3, 4))
     _, grad = mean_squared_error(predictions, targets, reduction=reduction)
-    expected = numerical_gradient(lambda x: mean_squared_error(x, targets, reduction=reduction)[0], predictions)
-    assert_close(f"dpredictions ({reduction})", grad, expected, FD_TOL)
+    expected = numerical_gradient(lambda: mean_squared_error(predictions, targets, reduction=reduction)[0], predictions,
+                                  FD_STEP)
+    assert_close(grad, expected, FD_TOL, f"dpredictions ({reduction})", absolute=True, finite=True)
 
 
 def test_mean_squared_error_dtype_nan_and_errors():
@@ -328,8 +313,7 @@ def torch_loss_and_grad(torch, function, logits, *args, **kwargs):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_cross_entropy_matches_torch(reduction):
-    torch = pytest.importorskip("torch")
+def test_cross_entropy_matches_torch(torch, reduction):
     rng = np.random.default_rng(10)
     logits, targets = sequence_batch(rng, batch=4, steps=6, classes=7)
     logits *= 5
@@ -346,19 +330,18 @@ def test_cross_entropy_matches_torch(reduction):
 
     expected_loss, expected_grad = torch_loss_and_grad(torch, torch_cross_entropy, logits)
     assert loss == pytest.approx(expected_loss, rel=TORCH_TOL)
-    assert_close("dlogits vs torch", grad, expected_grad, TORCH_TOL)
+    assert_close(grad, expected_grad, TORCH_TOL, "dlogits vs torch", absolute=True, finite=True)
 
     flat_loss, flat_grad = softmax_cross_entropy(logits[0], targets[0], reduction=reduction)
     expected_loss, expected_grad = torch_loss_and_grad(
         torch, lambda x: torch.nn.functional.cross_entropy(x, torch.tensor(targets[0]), reduction=reduction), logits[0]
     )
     assert flat_loss == pytest.approx(expected_loss, rel=TORCH_TOL)
-    assert_close("dlogits [N, C] vs torch", flat_grad, expected_grad, TORCH_TOL)
+    assert_close(flat_grad, expected_grad, TORCH_TOL, "dlogits [N, C] vs torch", absolute=True, finite=True)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_binary_cross_entropy_matches_torch(reduction):
-    torch = pytest.importorskip("torch")
+def test_binary_cross_entropy_matches_torch(torch, reduction):
     rng = np.random.default_rng(11)
     logits = rng.standard_normal((5, 3)) * 10
     targets = rng.random((5, 3))
@@ -369,12 +352,11 @@ def test_binary_cross_entropy_matches_torch(reduction):
         logits,
     )
     assert loss == pytest.approx(expected_loss, rel=TORCH_TOL)
-    assert_close("dlogits vs torch", grad, expected_grad, TORCH_TOL)
+    assert_close(grad, expected_grad, TORCH_TOL, "dlogits vs torch", absolute=True, finite=True)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_mean_squared_error_matches_torch(reduction):
-    torch = pytest.importorskip("torch")
+def test_mean_squared_error_matches_torch(torch, reduction):
     rng = np.random.default_rng(12)
     predictions = rng.standard_normal((4, 2, 3))
     targets = rng.standard_normal((4, 2, 3))
@@ -383,4 +365,4 @@ def test_mean_squared_error_matches_torch(reduction):
         torch, lambda x: torch.nn.functional.mse_loss(x, torch.tensor(targets), reduction=reduction), predictions
     )
     assert loss == pytest.approx(expected_loss, rel=TORCH_TOL)
-    assert_close("dpredictions vs torch", grad, expected_grad, TORCH_TOL)
+    assert_close(grad, expected_grad, TORCH_TOL, "dpredictions vs torch", absolute=True, finite=True)

@@ -18,6 +18,8 @@ from rnnext.optim import (
 )
 from rnnext.parameter import Parameter
 
+from conftest import assert_close
+
 # Hand-computed values are the same float64 operations in possibly another order: a few ulps.
 HAND_TOL = 1e-14
 # torch.optim in float64 over 5 steps agrees to ~1e-16 (measured); 1e-12 catches any formula change
@@ -36,9 +38,11 @@ def run_steps(optimizer, param, grads):
 
 
 def assert_trajectory(name, actual, expected, tol=HAND_TOL):
+    """The value after each step within tol (absolute, no NaN or inf) of the expected one; a scalar stands for every
+    entry."""
+    assert len(actual) == len(expected), f"{name}: {len(actual)} steps, expected {len(expected)}"
     for step, (got, want) in enumerate(zip(actual, expected), start=1):
-        difference = np.max(np.abs(np.asarray(got) - np.asarray(want)))
-        assert difference <= tol, f"{name}: step {step} max difference {difference:.3e} > {tol:.1e}"
+        assert_close(got, np.broadcast_to(want, np.shape(got)), tol, f"{name}: step {step}", absolute=True, finite=True)
 
 
 def scalar_param(value=1.0):
@@ -460,8 +464,7 @@ def test_scheduler_validation():
 
 
 @pytest.mark.parametrize("cls, kwargs", OPTIMIZER_CONFIGS, ids=CONFIG_IDS)
-def test_trajectory_matches_torch(cls, kwargs):
-    torch = pytest.importorskip("torch")
+def test_trajectory_matches_torch(torch, cls, kwargs):
     params = make_params(20)
     torch_params = [torch.tensor(p.value.copy(), requires_grad=p.trainable) for p in params]
     optimizer = cls(params, **kwargs)
@@ -475,14 +478,11 @@ def test_trajectory_matches_torch(cls, kwargs):
         optimizer.step()
         torch_optimizer.step()
         for param, torch_param in zip(params, torch_params):
-            difference = np.max(np.abs(param.value - torch_param.detach().numpy()))
-            assert difference <= TORCH_TOL, (
-                f"{cls.__name__}: {param.name} step {step} differs from torch by {difference:.3e}"
-            )
+            assert_close(param.value, torch_param.detach().numpy(), TORCH_TOL,
+                         f"{cls.__name__}: {param.name} step {step} vs torch", absolute=True, finite=True)
 
 
-def test_clip_grad_norm_matches_torch():
-    torch = pytest.importorskip("torch")
+def test_clip_grad_norm_matches_torch(torch):
     params = make_params(22)
     gradients = random_gradients(23, params, 1)[0]
     torch_params = []
@@ -497,8 +497,8 @@ def test_clip_grad_norm_matches_torch():
     assert total == pytest.approx(torch_total.item(), rel=TORCH_TOL)
     for param, torch_param in zip(params, torch_params):
         if param.trainable:
-            difference = np.max(np.abs(param.grad - torch_param.grad.numpy()))
-            assert difference <= TORCH_TOL, f"{param.name}: clipped grad differs from torch by {difference:.3e}"
+            assert_close(param.grad, torch_param.grad.numpy(), TORCH_TOL, f"{param.name}: clipped grad vs torch",
+                         absolute=True, finite=True)
 
 
 @pytest.mark.parametrize(
@@ -519,8 +519,7 @@ def test_clip_grad_norm_matches_torch():
     ],
     ids=["StepLR", "ExponentialLR", "LambdaLR"],
 )
-def test_schedules_match_torch(ours, theirs):
-    torch = pytest.importorskip("torch")
+def test_schedules_match_torch(torch, ours, theirs):
     scheduler = ours(SGD(make_params(24), lr=0.5))
     torch_optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
     torch_scheduler = theirs(torch, torch_optimizer)
