@@ -17,15 +17,7 @@ from rnnext.data import (
     load_polarity, load_ptb, pad_sequences, read_text, texts_to_sequences, tokenize,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def real(relative: str) -> Path:
-    """Path of a real corpus file, skipping the test when the shared data is not there."""
-    path = DATA / relative
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    return path
+from conftest import shared_data
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -481,12 +473,12 @@ def test_texts_to_sequences_conventions():
 # the real corpora in shared/data
 
 def test_real_tinyshakespeare_has_65_characters():
-    text = read_text(real("tinyshakespeare.txt"))
+    text = read_text(shared_data("tinyshakespeare.txt"))
     assert len(Vocabulary.from_text(text)) == 65
 
 
 def test_real_ptb_counts():
-    ptb = load_ptb(real("ptb"))
+    ptb = load_ptb(shared_data("ptb"))
     assert len(ptb["train"]) == 929_589
     vocab = Vocabulary.build(ptb["train"], specials=())
     assert len(vocab) == 10_000 and "<eos>" in vocab and "<unk>" in vocab
@@ -498,19 +490,19 @@ def test_real_ptb_counts():
 
 
 def test_real_polarity_counts():
-    texts, labels = load_polarity(real("sentiment"))
+    texts, labels = load_polarity(shared_data("sentiment"))
     assert len(texts) == 10_662 and labels.sum() == 5331
     assert not any("\n" in t or "\r" in t for t in texts)
 
 
 @pytest.mark.parametrize("name", ["imdb_labelled.txt", "amazon_cells_labelled.txt", "yelp_labelled.txt"])
 def test_real_labelled_sentences_have_1000_rows(name):
-    sentences, labels = load_labelled_sentences(real(f"sentiment/{name}"))
+    sentences, labels = load_labelled_sentences(shared_data(f"sentiment/{name}"))
     assert len(sentences) == 1000 and labels.sum() == 500
 
 
 def test_real_imdb_subset_and_embedding_ids():
-    texts, labels = load_imdb(real("sentiment/imdb_train_subset.csv"))
+    texts, labels = load_imdb(shared_data("sentiment/imdb_train_subset.csv"))
     assert len(texts) == 2500 and labels.sum() == 1250
     np.testing.assert_array_equal(labels[:4], [1, 0, 1, 0])
     index = build_word_index(texts)
@@ -519,12 +511,12 @@ def test_real_imdb_subset_and_embedding_ids():
 
 
 def test_real_imdb_full_train():
-    texts, labels = load_imdb(real("sentiment/imdb_train.csv.gz"))
+    texts, labels = load_imdb(shared_data("sentiment/imdb_train.csv.gz"))
     assert len(texts) == 25_000 and labels.sum() == 12_500
 
 
 def test_real_cervantes_has_no_bom_or_cr_after_read_text():
-    path = real("cervantes.txt")
+    path = shared_data("cervantes.txt")
     assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
     text = read_text(path)
     assert text.startswith("The Project Gutenberg eBook") and "\r" not in text
