@@ -540,3 +540,33 @@ def test_progress_uses_tqdm_when_installed(monkeypatch, capsys):
     assert "loss" in bars[0].postfix
     out = capsys.readouterr().out
     assert "step 10" not in out and "epoch 2/2:  loss" in out  # no plain lines, but the epoch summaries
+
+
+def test_a_training_checkpoint_written_before_the_refactor_resumes_exactly(tmp_path):
+    """tests/data/fit_checkpoint_998c9ef.npz was written by fit at commit 998c9ef (before fit was split and
+    generators were named by generators() instead of a search), interrupted at step 13 of epoch 2 of this run:
+    resuming it gives the numbers of the whole run made today."""
+    import shutil
+    from pathlib import Path
+
+    def run(checkpoint_path=None, resume=False):
+        model = Sequential([LSTM(4, return_sequences=True, stateful=True, input_size=2, seed=0),
+                            Dropout(0.2, seed=1), Dense(2, seed=2)])
+        optimizer = Adam(model.parameters(), lr=0.01)
+
+        def source(epoch):
+            x, y = data.echo_data(3000, seed=[7, epoch])
+            for xb, yb in data.echo_batches(x, y, 10, 10):
+                yield ONE_HOT[xb], yb
+
+        history = train.fit(model, softmax_cross_entropy, optimizer, source, 3,
+                            scheduler=StepLR(optimizer, step_size=1, gamma=0.5), checkpoint_path=checkpoint_path,
+                            resume=resume, progress=False, seed=3)
+        return model, history
+
+    path = tmp_path / "old.npz"
+    shutil.copy(Path(__file__).parent / "data" / "fit_checkpoint_998c9ef.npz", path)
+    reference_model, reference_history = run()
+    model, history = run(path, resume=True)
+    assert_same_weights(weights(model), weights(reference_model))
+    assert history.step_losses == reference_history.step_losses
