@@ -19,9 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+import rnnext
+
 from .. import data as rdata
-from .. import optim, train
+from .. import layers, optim, train
 from ..losses import binary_cross_entropy_with_logits
+from ..models import Sequential
+from .char_lm import train_lm
 
 __all__ = ["main", "build_parser", "parse_args", "build_model", "run", "MODELS"]
 
@@ -31,8 +35,6 @@ MODELS = ("simple-rnn", "lstm", "lstm-dropout", "stacked-lstm", "bilstm", "pretr
 def build_model(kind: str, num_words: int = 10_000, dim: int = 32, units: int = 32, seed=None,
                 embedding_weights=None, freeze_embedding: bool = False):
     """The classifier for `--model kind`, built for integer ids `[N, T]`; the last layer is Dense(1) (a logit)."""
-    from .. import layers
-    from ..models import Sequential
     if kind not in MODELS:
         raise ValueError(f"sentiment: model={kind!r}, expected one of {', '.join(MODELS)}")
     embedding = layers.Embedding(num_words, dim, weights=embedding_weights, trainable=not freeze_embedding)
@@ -191,9 +193,6 @@ def _split(items, labels, fraction, rng):
 def pretrain_embedding(sequences, num_words, dim, *, max_words, epochs, seed, time_limit_s, log=print):
     """Train a word LM (Embedding(num_words, dim) + LSTM(dim) + Dense(num_words)) on the concatenated id
     sequences and return its embedding matrix `[num_words, dim]`."""
-    from .. import layers
-    from ..models import Sequential
-    from .char_lm import train_lm
     stream = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences if len(s)])[:max_words]
     lm = Sequential([layers.Embedding(num_words, dim),
                      layers.LSTM(dim, return_sequences=True, stateful=True, seed=seed),
@@ -262,12 +261,10 @@ def _sequences(texts, word_index, num_words):
 
 
 def run(args, log=print) -> dict:
-    import rnnext
     if args.train is None:
         raise ValueError("sentiment: --train PATH is required (a label,text CSV or an aclImdb split directory)")
     if args.threads:
         rnnext.set_num_threads(args.threads)
-    from .. import layers
     layers.seed(args.seed)  # weights and dropout masks of layers built without seed=
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
