@@ -79,7 +79,7 @@ class History:
 
         Needs matplotlib (`pip install 'rnnext[plot]'`); raises ImportError with that hint without it.
         """
-        plt = _pyplot()
+        plt = pyplot()
         metric_names = [c for c in self.columns
                         if c not in ("epoch", "loss", "val_loss", "lr", "seconds") and not c.startswith("val_")]
         panels = 1 + len(metric_names)
@@ -122,7 +122,8 @@ class History:
         return f"History({len(self.rows)} epochs, {len(self.step_losses)} steps; last: {last})"
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend, or an ImportError saying how to install it."""
     try:
         import matplotlib
     except ImportError:

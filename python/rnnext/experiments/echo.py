@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-from .. import _core, data, history, train
+from .. import _core, data, train
+from ..history import pyplot
 from ..layers import GRU, LSTM, RNN, Dense
 from ..losses import softmax_cross_entropy
 from ..models import Sequential
@@ -198,7 +199,7 @@ def _write_csv(path, runs, reference) -> None:
 
 
 def _plot(path, runs, reference, window) -> None:
-    plt = history._pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(8, 4.5))
     for r in runs:
         losses = np.asarray(r["step_losses"])

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from .. import _core, data
+from ..history import pyplot
 from ..losses import softmax_cross_entropy
 from . import echo, positive_int
 
@@ -155,8 +156,7 @@ def _table(lags, norms) -> str:
 
 
 def _plot(path, lags, norms) -> None:
-    from .. import history
-    plt = history._pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
     colors = {"RNN": "tab:blue", "LSTM": "tab:orange", "GRU": "tab:green", "LSTM c": "tab:red"}
     for (label, when), n in norms.items():
