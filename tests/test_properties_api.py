@@ -291,7 +291,8 @@ def test_recurrent_layer_bad_input_is_named(example_counter, kind, num_layers, b
         bad = {
             "x-2d": x[0], "x-4d": x[None], "x-wrong-I": np.zeros((N, T, I + 1)), "x-T=0": x[:, :0],
             "x-N=0": x[:0], "x-complex": x.astype(np.complex64), "x-strings": np.full((N, T, I), "a"),
-            "x-object": np.array([[[None] * I] * T] * N, dtype=object), "x-ragged": [[[1.0] * I] * T, [[1.0]]],
+            "x-object": np.array([[[None] * I] * T] * N, dtype=object),
+            "x-ragged": [[[1.0] * I] * T, [[1.0] * I] * (T + 1)],  # rows of T and T + 1 steps: ragged for any T, I
             "x-I=0-unbuilt": np.zeros((N, T, 0)), "x-empty-list": [],
         }
         if corruption.startswith("x"):
