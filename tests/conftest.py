@@ -208,6 +208,16 @@ def relative_error(analytic, numeric):
     return np.max(np.abs(analytic - numeric)) / scale
 
 
+def state_arrays(states):
+    """The arrays of a recurrent layer's states structure, flattened in order (h, or h then c, per entry)."""
+    return [a for entry in states for a in (entry if isinstance(entry, tuple) else (entry,))]
+
+
+def weights(model):
+    """Copies of a model's parameter values by name."""
+    return {name: param.value.copy() for name, param in model.named_parameters()}
+
+
 def mentions(message, name):
     """Whether `message` names the argument `name` as a word ("x" in "x has", not in "x_t" or "max")."""
     return re.search(r"(?<![\w'\[])" + re.escape(name) + r"(?![\w'\]])", message) is not None
@@ -219,6 +229,10 @@ def sigmoid(a):
 
 # =========================================================================================================
 # finite differences
+
+# rnnext.gradcheck samples entries under a mean-reduced loss, whose gradients are ~10x smaller than those of the
+# random-projection losses the full checks use: errors near 1e-7, so 1e-5 leaves margin.
+GRADCHECK_TOL = 1e-5
 
 def numerical_gradient(loss, array, eps=1e-6):
     """d loss() / d array by central differences, one entry at a time: each entry of `array` is moved by +-eps in

@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import rnnext
 from rnnext import checkpoint_io, models
 from rnnext.layers import GRU, LSTM, RNN, Dense, Dropout, Embedding, Layer, LAYER_CLASSES
 from rnnext.models import Sequential, load, load_checkpoint
-from rnnext.optim import SGD, Adam
+from rnnext.optim import Adam
 
 DATA = Path(__file__).parent / "data"
 

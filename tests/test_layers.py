@@ -18,6 +18,8 @@ from rnnext.layers import (
 )
 from rnnext.losses import mean_squared_error, softmax_cross_entropy
 
+from conftest import GRADCHECK_TOL, numerical_gradient, relative_error, state_arrays
+
 F64 = np.float64
 T, N, I, H = 5, 3, 3, 2
 LENGTHS = np.array([5, 2, 3])  # a full row and two shorter ones, unsorted
@@ -26,10 +28,7 @@ LENGTHS = np.array([5, 2, 3])  # a full row and two shorter ones, unsorted
 # ~ 1e-16 * |L| / eps with |L| ~ 1..10). Errors are taken relative to the largest entry of each gradient, which
 # is O(0.1..1) for the random-projection losses below, so a correct backward lands near 1e-9..1e-8; 1e-6 leaves
 # margin, and a missing term, a swapped block or a wrong reversal shows up at 1e-3 or worse.
-EPS = 1e-6
 RTOL = 1e-6
-# gradcheck() samples entries under a mean-reduced loss, whose gradients are ~10x smaller: errors near 1e-7.
-GRADCHECK_TOL = 1e-5
 
 CELLS = {
     "rnn-tanh": lambda **kw: RNN(H, **kw),
@@ -73,33 +72,6 @@ def randomize(layer, seed):
 
 def draw(rng, *shape):
     return rng.standard_normal(shape)
-
-
-def numerical_gradient(loss, array):
-    grad = np.zeros_like(array)
-    flat, flat_grad = array.reshape(-1), grad.reshape(-1)
-    for index in range(flat.size):
-        original = flat[index]
-        flat[index] = original + EPS
-        plus = loss()
-        flat[index] = original - EPS
-        minus = loss()
-        flat[index] = original
-        flat_grad[index] = (plus - minus) / (2 * EPS)
-    return grad
-
-
-def relative_error(analytic, numeric):
-    scale = max(np.max(np.abs(analytic)), np.max(np.abs(numeric)), 1e-30)
-    return np.max(np.abs(analytic - numeric)) / scale
-
-
-def state_arrays(states):
-    """The arrays of a states structure, flattened in order (h, or h then c, per entry)."""
-    out = []
-    for entry in states:
-        out.extend(entry if isinstance(entry, tuple) else [entry])
-    return out
 
 
 def check_layer_gradients(layer, x, forward_kwargs=None, initial_state=None, with_states=False, label=""):
@@ -630,8 +602,7 @@ def test_errors():
 # PyTorch: a 2-layer bidirectional LSTM and GRU over packed sequences, outputs and gradients
 
 
-def torch_module_and_layer(kind):
-    torch = pytest.importorskip("torch")
+def torch_module_and_layer(kind, torch):
     torch.manual_seed(0)
     hidden, inputs = 3, 4
     if kind == "lstm":
@@ -660,8 +631,8 @@ def torch_module_and_layer(kind):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_against_torch_packed_bidirectional(kind):
-    torch, module, layer = torch_module_and_layer(kind)
+def test_against_torch_packed_bidirectional(kind, torch):
+    torch, module, layer = torch_module_and_layer(kind, torch)
     rng = np.random.default_rng(0)
     n, steps = 4, 6
     lengths = np.array([6, 2, 4, 1])  # torch's packing needs lengths >= 1

@@ -16,9 +16,9 @@ from rnnext.losses import binary_cross_entropy_with_logits, softmax_cross_entrop
 from rnnext.models import Sequential, load, load_checkpoint
 from rnnext.optim import SGD, Adam, clip_grad_norm
 
+from conftest import GRADCHECK_TOL
+
 F64 = np.float64
-# gradcheck() with mean-reduced losses: correct gradients land near 1e-8..1e-7 (see rnnext/gradcheck.py).
-GRADCHECK_TOL = 1e-5
 
 IMDB_SUMMARY = """\
 Model: "sequential"

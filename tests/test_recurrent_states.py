@@ -5,6 +5,8 @@ import pytest
 from rnnext.layers import GRU, LSTM, RNN, Dense
 from rnnext.models import Sequential
 
+from conftest import state_arrays as arrays
+
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 N, T, I, H = 4, 5, 3, 6
 
@@ -12,11 +14,6 @@ N, T, I, H = 4, 5, 3, 6
 def make(cell, stateful=True, **options):
     options = {"num_layers": 2, "bidirectional": True, "input_size": I, **options}
     return CELLS[cell](H, stateful=stateful, return_sequences=True, seed=3, **options)
-
-
-def arrays(states):
-    """The arrays of states in the public form, flattened in order."""
-    return [a for entry in states for a in (entry if isinstance(entry, tuple) else (entry,))]
 
 
 def with_rows_zeroed(states, rows):

@@ -16,6 +16,8 @@ from rnnext.losses import binary_cross_entropy_with_logits, softmax_cross_entrop
 from rnnext.models import Sequential
 from rnnext.optim import SGD, Adagrad, Adam, StepLR
 
+from conftest import weights
+
 ONE_HOT = np.eye(2, dtype=np.float32)
 
 
@@ -37,10 +39,6 @@ def echo_source(size=6000, batch_size=20, num_steps=10, interrupt_at=None):
                 raise KeyboardInterrupt
             yield ONE_HOT[xb], yb
     return source
-
-
-def weights(model):
-    return {name: param.value.copy() for name, param in model.named_parameters()}
 
 
 def assert_same_weights(a, b):
