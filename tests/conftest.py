@@ -147,6 +147,22 @@ def _difference(actual, expected, finite=False):
     return np.abs(a - e)[finite_entries].max(initial=0.0), np.abs(e[finite_entries]).max(initial=0.0), None
 
 
+def _check_each(actual, expected, what, check, heading):
+    """check(a, e) -> (ok, text) for each tensor name of `expected` (None must match None); one report lists
+    every tensor, the failing ones marked with "!"."""
+    assert set(actual) == set(expected), f"{what}: names {sorted(actual)}, expected {sorted(expected)}"
+    lines, failed = [], False
+    for name in sorted(expected):
+        a, e = actual[name], expected[name]
+        if a is None or e is None:
+            ok, text = a is None and e is None, f"{type(a).__name__}, expected {type(e).__name__}"
+        else:
+            ok, text = check(a, e)
+        lines.append(f"{' ' if ok else '!'} {name}: {text}")
+        failed |= not ok
+    assert not failed, f"{heading}:\n" + "\n".join(lines)
+
+
 def assert_close(actual, expected, rtol, what, *, scale_floor=0.0, absolute=False, finite=False):
     """Each tensor of `actual` within rtol * scale of `expected`, where scale is max(its largest |expected| entry,
     scale_floor), or exactly 1 with absolute=True (rtol is then an absolute tolerance). NaN and inf must be in the
@@ -154,51 +170,30 @@ def assert_close(actual, expected, rtol, what, *, scale_floor=0.0, absolute=Fals
     match None), or two arrays, reported as `what`. Shapes must be equal (no broadcasting)."""
     if not isinstance(expected, dict):
         actual, expected = {what: actual}, {what: expected}
-    assert set(actual) == set(expected), f"{what}: names {sorted(actual)}, expected {sorted(expected)}"
-    lines, failed = [], False
-    for name in sorted(expected):
-        a, e = actual[name], expected[name]
-        if a is None or e is None:
-            ok = a is None and e is None
-            lines.append(f"{' ' if ok else '!'} {name}: {type(a).__name__}, expected {type(e).__name__}")
-            failed |= not ok
-            continue
+
+    def close(a, e):
         with np.errstate(invalid="ignore", over="ignore"):
             abs_err, scale, problem = _difference(a, e, finite)
         if problem is not None:
-            lines.append(f"! {name}: {problem}")
-            failed = True
-            continue
+            return False, problem
         scale = 1.0 if absolute else max(scale, scale_floor)
         rel = abs_err / scale if scale > 0 else (0.0 if abs_err == 0 else np.inf)
-        ok = rel <= rtol
-        failed |= not ok
-        lines.append(f"{' ' if ok else '!'} {name}: max abs diff {abs_err:.3g}" +
-                     ("" if absolute else f", max |expected| {scale:.3g}, relative {rel:.3g}"))
-    kind = "atol" if absolute else "rtol"
-    assert not failed, f"{what} ({kind} {rtol:g}):\n" + "\n".join(lines)
+        return rel <= rtol, f"max abs diff {abs_err:.3g}" + (
+            "" if absolute else f", max |expected| {scale:.3g}, relative {rel:.3g}")
+
+    _check_each(actual, expected, what, close, f"{what} ({'atol' if absolute else 'rtol'} {rtol:g})")
 
 
 def assert_same_bits(actual, expected, what):
     """Each tensor of `actual` bit for bit equal to `expected` (same dtype and shape)."""
-    assert set(actual) == set(expected), f"{what}: names {sorted(actual)}, expected {sorted(expected)}"
-    lines, failed = [], False
-    for name in sorted(expected):
-        a, e = actual[name], expected[name]
-        if a is None or e is None:
-            ok = a is None and e is None
-            lines.append(f"{' ' if ok else '!'} {name}: {type(a).__name__}, expected {type(e).__name__}")
-            failed |= not ok
-            continue
+    def same(a, e):
         ok = a.dtype == e.dtype and a.shape == e.shape and a.tobytes() == e.tobytes()
         if a.dtype != e.dtype or a.shape != e.shape:
-            detail = f"{a.dtype}{a.shape}, expected {e.dtype}{e.shape}"
-        else:
-            abs_err, _, problem = _difference(a, e)
-            detail = problem or f"max abs diff {abs_err:.3g}"
-        lines.append(f"{' ' if ok else '!'} {name} (bitwise): {detail}")
-        failed |= not ok
-    assert not failed, f"{what}:\n" + "\n".join(lines)
+            return ok, f"(bitwise) {a.dtype}{a.shape}, expected {e.dtype}{e.shape}"
+        abs_err, _, problem = _difference(a, e)
+        return ok, "(bitwise) " + (problem or f"max abs diff {abs_err:.3g}")
+
+    _check_each(actual, expected, what, same, what)
 
 
 def relative_error(analytic, numeric):
