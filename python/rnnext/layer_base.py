@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .parameter import Parameter
-from .validation import check_dtype
+from .validation import check_dtype, check_int, shape_text
 
 
 _default_generator = np.random.default_rng()
@@ -163,6 +163,17 @@ class Layer:
         param = Parameter(np.asarray(value, dtype=self.dtype), name=name, trainable=trainable)
         self._parameters.append((name, param))
         return param
+
+    def _size_to_build(self, input_shape, letter: str, description: str):
+        """input_shape[-1] checked for build(): the size to build for, or None when the layer is built for it
+        already (another size is an error naming both)."""
+        where, size = self._where("build"), input_shape[-1]
+        if self.built:
+            if size != self.input_size:
+                raise ValueError(f"{where}: input_shape {shape_text(input_shape)} has {letter}={size}, but the layer "
+                                 f"was built for {letter}={self.input_size}")
+            return None
+        return check_int(where, f"the {description} input_shape[-1]", size, minimum=1)
 
     def _draw(self, init, shape):
         """Initial weights from `init(rng, shape, dtype)`, or zeros when load() will overwrite them anyway."""

@@ -165,13 +165,9 @@ class Dense(Layer):
         input_shape = tuple(input_shape)
         if len(input_shape) < 1:
             raise ValueError(f"{where}: input_shape is {input_shape}, expected (..., F)")
-        size = input_shape[-1]
-        if self.built:
-            if size != self.input_size:
-                raise ValueError(f"{where}: input_shape {shape_text(input_shape)} has F={size}, but the layer was "
-                                 f"built for F={self.input_size}")
+        size = self._size_to_build(input_shape, "F", "feature size")
+        if size is None:
             return
-        size = check_int(where, "the feature size input_shape[-1]", size, minimum=1)
         self.input_size = size
         self.kernel = self._add_parameter("kernel", self._draw(glorot_uniform, (size, self.units)))
         self.bias = self._add_parameter("bias", np.zeros(self.units, dtype=self.dtype))

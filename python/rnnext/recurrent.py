@@ -165,13 +165,9 @@ class Recurrent(Layer):
         input_shape = tuple(input_shape)
         if len(input_shape) != 2:
             raise ValueError(f"{where}: input_shape is {input_shape}, expected (T, I) without the batch axis")
-        size = input_shape[-1]
-        if self.built:
-            if size != self.input_size:
-                raise ValueError(f"{where}: input_shape {shape_text(input_shape)} has I={size}, but the layer was "
-                                 f"built for I={self.input_size}")
+        size = self._size_to_build(input_shape, "I", "input size")
+        if size is None:
             return
-        size = check_int(where, "the input size input_shape[-1]", size, minimum=1)
         H, G = self.units, self._gates()
         self.input_size = size
         self._weights = []
