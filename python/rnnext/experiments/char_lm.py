@@ -21,8 +21,9 @@ import rnnext
 
 from .. import data as rdata
 from .. import layers, optim, train
-from ..losses import softmax, softmax_cross_entropy
+from ..losses import softmax_cross_entropy
 from ..models import Sequential
+from ..sampling import check_sampling, sample
 from ..models import load_checkpoint as _load_checkpoint
 
 __all__ = ["main", "generate_main", "build_parser", "parse_args", "build_generate_parser", "builtin_corpus",
@@ -270,55 +271,64 @@ def load_checkpoint(path):
 # ---------------------------------------------------------------------------------------------------------
 # generation
 
-def generate(model, vocab, length: int, prime: str = "", temperature: float = 1.0, seed=None) -> str:
+def generate(model, vocab, length: int, prime="", temperature: float = 1.0, seed=None, *, top_k=None,
+             top_p=None):
     """Sample `length` characters after `prime`, one `step()` per character with the state carried.
 
     The prime is fed through the network first (its characters must be in the vocabulary); with no prime
     the first input is a newline if the vocabulary has one, else its first character. `temperature`
-    divides the logits (lower: more conservative); 0 takes the most likely character (greedy).
+    divides the logits (lower: more conservative); 0 takes the most likely character (greedy); `top_k` and
+    `top_p` restrict each draw to the k most likely characters or to the nucleus of mass p (rnnext.sampling).
+    A list of primes generates one text per prime in one batch (a list back); each row is primed with its own
+    prime and draws from the generator in row order, so a batch of one gives what a lone prime gives.
     """
-    if temperature < 0:
-        raise ValueError(f"generate: temperature={temperature}, expected >= 0")
     rng = np.random.default_rng(seed)
+    check_sampling("generate", temperature, top_k, top_p)
+    primes = [prime] if isinstance(prime, str) else list(prime)
+    if not primes or not all(isinstance(p, str) for p in primes):
+        raise ValueError(f"generate: prime is {prime!r}, expected a str or a non-empty list of str")
+    missing = sorted({c for p in primes for c in p if c not in vocab})
+    if missing:
+        raise ValueError(f"generate: prime contains characters not in the vocabulary: {missing}")
+    default_start = "\n" if "\n" in vocab else vocab.tokens[0]
+    starts = [[vocab.token_to_id(c) for c in (p or default_start)] for p in primes]
+
     stack = model.layers
     model.eval()
     embedding = None if is_one_hot(model) else stack[0]
     rnn_index = next(i for i, layer in enumerate(stack) if hasattr(layer, "step"))
     rnn, head = stack[rnn_index], stack[rnn_index + 1:]
-    vocab_size = len(vocab)
-    missing = sorted({c for c in prime if c not in vocab})
-    if missing:
-        raise ValueError(f"generate: prime contains characters not in the vocabulary: {missing}")
-    start = prime or ("\n" if "\n" in vocab else vocab.tokens[0])
-    eye = np.eye(vocab_size, dtype=np.float32)
-    state = None  # step() starts from zeros
+    eye = np.eye(len(vocab), dtype=np.float32)
 
-    def advance(token_id):
-        nonlocal state
-        if embedding is None:
-            x_t = eye[[token_id]]
-        else:
-            x_t = embedding.forward(np.array([[token_id]], dtype=np.int64))[:, 0, :]
-        h_t, state = rnn.step(x_t, state)
+    def advance(token_ids, state, active):
+        """Logits [N, V] after feeding token_ids [N]; rows not `active` keep their state (a shorter prime)."""
+        x_t = eye[token_ids] if embedding is None else embedding.forward(token_ids[:, None])[:, 0, :]
+        h_t, new_state = rnn.step(x_t, state)
+        if state is not None and not active.all():
+            new_state = [tuple(np.where(active[:, None], n, o) for n, o in zip(new, old)) if isinstance(new, tuple)
+                         else np.where(active[:, None], new, old) for new, old in zip(new_state, state)]
         out = h_t
         for layer in head:
             out = layer.forward(out)
-        return out[0].astype(np.float64)
+        return out.astype(np.float64), new_state
 
-    logits = None
-    for c in start:
-        logits = advance(vocab.token_to_id(c))
-    out = []
+    rows = len(starts)
+    lengths = np.array([len(s) for s in starts])
+    logits, state = np.zeros((rows, len(vocab))), None
+    for t in range(lengths.max()):
+        active = t < lengths
+        ids = np.array([s[min(t, len(s) - 1)] for s in starts], dtype=np.int64)
+        step_logits, state = advance(ids, state, active)
+        logits[active] = step_logits[active]  # each row's logits after its own last prime character
+    out = [[] for _ in range(rows)]
     for _ in range(length):
-        if temperature == 0:
-            token_id = int(np.argmax(logits))
-        else:
-            probs = softmax(logits / temperature)
-            token_id = int(rng.choice(vocab_size, p=probs / probs.sum()))
-        out.append(vocab.id_to_token(token_id))
-        logits = advance(token_id)
+        ids = sample(logits, rng, temperature, top_k, top_p)
+        for row, token_id in enumerate(ids):
+            out[row].append(vocab.id_to_token(int(token_id)))
+        logits, state = advance(ids, state, np.ones(rows, dtype=bool))
     model.train()
-    return "".join(out)
+    texts = ["".join(chars) for chars in out]
+    return texts[0] if isinstance(prime, str) else texts
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -463,16 +473,21 @@ def build_generate_parser(prog: str = "rnnext generate") -> argparse.ArgumentPar
     p = argparse.ArgumentParser(prog=prog, description="Generate text from a char-lm checkpoint, one character "
                                 "per step with the recurrent state carried.")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint saved by `rnnext train char-lm --checkpoint`")
-    p.add_argument("--prime", default="", help="text fed to the model before sampling (printed before the sample)")
+    p.add_argument("--prime", action="append", help="text fed to the model before sampling (printed before the "
+                   "sample); give it several times for one sample per prime, generated together in one batch")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy "
                    "(default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=None, help="draw only from the K most likely characters")
+    p.add_argument("--top-p", type=float, default=None, help="draw only from the most likely characters whose "
+                   "probabilities add up to P (nucleus sampling)")
     p.add_argument("--length", type=int, default=500, help="characters to generate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling (default: fresh each run)")
     return p
 
 
 def generate_main(argv=None) -> int:
-    """`rnnext generate CHECKPOINT --prime ... --temperature 0.8 --length 500`; prints prime + sample."""
+    """`rnnext generate CHECKPOINT --prime ... --temperature 0.8 --length 500`; prints prime + sample, one per
+    --prime (a blank line between samples)."""
     args = build_generate_parser().parse_args(argv)
     if args.length < 0:
         raise ValueError(f"--length={args.length}, expected >= 0")
@@ -480,8 +495,10 @@ def generate_main(argv=None) -> int:
     if "vocab" not in metadata:
         raise ValueError(f"{args.checkpoint}: no vocabulary in the checkpoint's metadata (not a char-lm checkpoint)")
     vocab = rdata.Vocabulary.from_dict(metadata["vocab"])
-    text = generate(model, vocab, args.length, args.prime, args.temperature, seed=args.seed)
-    sys.stdout.write(args.prime + text + "\n")
+    primes = args.prime or [""]
+    texts = generate(model, vocab, args.length, primes, args.temperature, seed=args.seed, top_k=args.top_k,
+                     top_p=args.top_p)
+    sys.stdout.write("\n".join(prime + text + "\n" for prime, text in zip(primes, texts)))
     return 0
 
 
