@@ -22,6 +22,7 @@ void bind_rnn(py::module_& m);
 void bind_lstm(py::module_& m);
 void bind_gru(py::module_& m);
 void bind_optim(py::module_& m);
+void bind_embedding(py::module_& m);
 
 // One expected dimension: its size and how to name it in messages ("N", "4*H", or "" for a plain number).
 struct Dim {

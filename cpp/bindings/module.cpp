@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
   rnnext::bindings::bind_lstm(m);
   rnnext::bindings::bind_gru(m);
   rnnext::bindings::bind_optim(m);
+  rnnext::bindings::bind_embedding(m);
 }

@@ -470,13 +470,13 @@ def gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=Non
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Optimizer updates and gradient lists (cpp/rnnext/optim.h). The updates work in place,
+# Optimizer updates, gradient lists and embeddings (cpp/rnnext/optim.h, embedding.h). The updates work in place,
 # one NumPy operation per step of the formula in the order the engine computes it, hyperparameters as Python
 # floats (NumPy rounds them to the arrays' dtype), so engine and twin give the same bits. A gradient list may mix
 # float32 and float64 arrays.
 
 __all__ += ["sgd_update", "adagrad_update", "rmsprop_update", "adam_update", "grad_norm", "clip_grad_norm",
-            "clip_grad_value", "zero_grads"]
+            "clip_grad_value", "zero_grads", "embedding_forward", "embedding_backward"]
 
 
 def _check_state(fn, name, a, value):
@@ -575,3 +575,31 @@ def zero_grads(grads):
     for grad in grads:
         grad.fill(0)
 
+
+def _check_ids(fn, ids, V):
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: ids has dtype {ids.dtype}, expected an integer dtype")
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        raise ValueError(f"{fn}: ids contains {ids[(ids < 0) | (ids >= V)].ravel()[0]}, expected ids in [0, V={V})")
+    return ids
+
+
+def embedding_forward(table, ids, out=None):
+    """y [*ids.shape, D] = table [V, D] rows by id, written into out when given."""
+    ids = _check_ids("embedding_forward", ids, table.shape[0])
+    y = np.empty(ids.shape + table.shape[1:], dtype=table.dtype) if out is None else out
+    for position in np.ndindex(ids.shape):
+        y[position] = table[ids[position]]
+    return y
+
+
+def embedding_backward(table_grad, dy, ids, padding_idx=None):
+    """table_grad [V, D] += dy [*ids.shape, D] row by row, in the order of the ids, skipping padding_idx
+    (the engine ACCUMULATES here, like the layers' backward passes)."""
+    ids = _check_ids("embedding_backward", ids, table_grad.shape[0])
+    dy = _check("embedding_backward", "dy", dy, [("", s) for s in ids.shape] + [("D", table_grad.shape[1])],
+                table_grad.dtype)
+    for position in np.ndindex(ids.shape):
+        if ids[position] != padding_idx:
+            table_grad[ids[position]] += dy[position]
