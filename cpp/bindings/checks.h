@@ -21,6 +21,8 @@ void bind_info(py::module_& m);
 void bind_rnn(py::module_& m);
 void bind_lstm(py::module_& m);
 void bind_gru(py::module_& m);
+void bind_optim(py::module_& m);
+void bind_embedding(py::module_& m);
 
 // One expected dimension: its size and how to name it in messages ("N", "4*H", or "" for a plain number).
 struct Dim {
@@ -94,15 +96,36 @@ class Args {
   template <typename Scalar>
   CArray<Scalar> array(const char* name, const py::handle& obj, const std::vector<Dim>& dims) const {
     py::array a = numpy(name, obj);
-    if (!has_dtype<Scalar>(a))
-      fail_type(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + ", expected " +
-                std::string(py::str(py::dtype::of<Scalar>())) + " like the other floating arguments");
+    check_dtype<Scalar>(name, a);
     check_shape(name, a, dims);
     const bool aligned = (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) != 0;
     if (CArray<Scalar>::check_(a) && aligned) return py::reinterpret_borrow<CArray<Scalar>>(a);
     CArray<Scalar> copy = allocate<Scalar>(name, a);
     copy[py::ellipsis()] = a;  // NumPy's assignment handles strides, broadcasting and byte order
     return copy;
+  }
+
+  // An array the call writes into. It is used in place, never copied (the caller would not see a copy's update),
+  // so it must already be C-contiguous, aligned, writeable and of the call's dtype in native byte order.
+  template <typename Scalar>
+  CArray<Scalar> inplace_array(const char* name, const py::handle& obj, const std::vector<Dim>& dims) const {
+    py::array a = numpy(name, obj);
+    check_dtype<Scalar>(name, a);
+    check_shape(name, a, dims);
+    const auto flags = a.flags();
+    const bool aligned = (flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_) != 0;
+    const bool writeable = (flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0;
+    if (!CArray<Scalar>::check_(a) || !aligned || !writeable)
+      fail_value(std::string(name) + " is updated in place, so it must be a writeable, aligned, C-contiguous array "
+                 "in native byte order");
+    return py::reinterpret_borrow<CArray<Scalar>>(a);
+  }
+
+  template <typename Scalar>
+  void check_dtype(const char* name, const py::array& a) const {
+    if (!has_dtype<Scalar>(a))
+      fail_type(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + ", expected " +
+                std::string(py::str(py::dtype::of<Scalar>())) + " like the other floating arguments");
   }
 
   // A new C-contiguous array of a's shape; a failed allocation raises MemoryError naming the argument.

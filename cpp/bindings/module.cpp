@@ -7,4 +7,6 @@ PYBIND11_MODULE(_core, m) {
   rnnext::bindings::bind_rnn(m);
   rnnext::bindings::bind_lstm(m);
   rnnext::bindings::bind_gru(m);
+  rnnext::bindings::bind_optim(m);
+  rnnext::bindings::bind_embedding(m);
 }

@@ -236,6 +236,21 @@ void parallel_chunks(Index chunks, double work, Body body) {
 
 inline Index chunk_count(Index size, Index chunk) { return (size + chunk - 1) / chunk; }
 
+// Elementwise passes (optimizer updates, clipping, embeddings) split their elements into fixed chunks; a static
+// schedule gives each thread a contiguous run of them. Below kParallelElements elements a parallel region
+// (microseconds) costs more than the pass it would split.
+constexpr Index kElementChunk = Index(1) << 14;
+constexpr Index kParallelElements = Index(1) << 16;
+
+// Runs body(begin, end) over [0, size) in chunks of kElementChunk.
+template <typename Body>
+void parallel_elements(Index size, Body body) {
+  const Index chunks = chunk_count(size, kElementChunk);
+#pragma omp parallel for schedule(static) num_threads(max_threads()) if (size >= kParallelElements)
+  for (Index chunk = 0; chunk < chunks; ++chunk)
+    body(chunk * kElementChunk, std::min(size, (chunk + 1) * kElementChunk));
+}
+
 // out [n] = column sums of in [rows, n], added row by row in order (Eigen's colwise().sum() may regroup the
 // additions depending on the buffer's alignment, which would make results vary between calls).
 template <typename Scalar>

@@ -1,6 +1,6 @@
 # Type stub for rnnext._core, the C++ engine (cpp/bindings). Letters as in docs/conventions.md: T steps, N rows,
 # I input size, H hidden size; arrays are float32 or float64, one dtype per call, taken from x.
-from typing import Literal, Optional, SupportsIndex, TypedDict
+from typing import Literal, Optional, Sequence, SupportsIndex, TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -88,3 +88,60 @@ def gru_backward(
     lengths: Optional[ArrayLike] = None,
     reset_after: bool = True,
 ) -> dict[str, Float]: ...
+
+# Optimizer updates (cpp/rnnext/optim.h): in place on value and the state arrays, all of value's shape and dtype;
+# grad is only read. momentum_buffer is None exactly when momentum is 0.
+def sgd_update(
+    value: Float,
+    grad: Float,
+    momentum_buffer: Optional[Float],
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+    initialize_buffer: bool,        # the buffer's first update: set to the gradient
+) -> None: ...
+def adagrad_update(value: Float, grad: Float, squared_sum: Float, lr: float, eps: float, weight_decay: float) -> None: ...
+def rmsprop_update(
+    value: Float,
+    grad: Float,
+    square_avg: Float,
+    momentum_buffer: Optional[Float],
+    lr: float,
+    alpha: float,
+    eps: float,
+    momentum: float,
+    weight_decay: float,
+) -> None: ...
+def adam_update(
+    value: Float,
+    grad: Float,
+    m: Float,
+    v: Float,
+    step: int,                      # this update's number, >= 1
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,   # AdamW
+) -> None: ...
+
+# Lists of gradients, float32 and float64 mixed; the norm is summed in float64, bitwise the same for any thread count.
+def grad_norm(grads: Sequence[Float]) -> float: ...
+def clip_grad_norm(grads: Sequence[Float], max_norm: float) -> float: ...
+def clip_grad_value(grads: Sequence[Float], clip_value: float) -> None: ...
+def zero_grads(grads: Sequence[Float]) -> None: ...
+
+# Embedding (cpp/rnnext/embedding.h): ids are integers of any shape in [0, V).
+def embedding_forward(
+    table: Float,                   # [V, D]
+    ids: ArrayLike,
+    out: Optional[Float] = None,    # [*ids.shape, D], written and returned when given
+) -> Float: ...
+def embedding_backward(
+    table_grad: Float,              # [V, D], ACCUMULATED in place
+    dy: Float,                      # [*ids.shape, D]
+    ids: ArrayLike,
+    padding_idx: Optional[SupportsIndex] = None,
+) -> None: ...

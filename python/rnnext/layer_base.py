@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from . import _core
 from .parameter import Parameter
 from .validation import check_dtype, check_int, shape_text
 
@@ -129,8 +130,7 @@ class Layer:
         return list(self._parameters)
 
     def zero_grad(self) -> None:
-        for _, param in self._parameters:
-            param.zero_grad()
+        _core.zero_grads([param.grad for _, param in self._parameters])
 
     def generators(self) -> dict:
         """The random generators this layer draws from, by name (fit saves and restores their states)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _core
 from .layer_base import Layer, glorot_uniform, seed
 from .cells import GRU, LSTM, RNN, SimpleRNN
 from .recurrent import Recurrent
@@ -105,8 +106,7 @@ class Embedding(Layer):
             bad = ids[(ids < 0) | (ids >= self.vocab_size)].ravel()[0]
             raise ValueError(f"{where}: ids contains {bad}, expected ids in [0, vocab_size={self.vocab_size})")
         self._cache = ids
-        np.take(self.embeddings.value, ids, axis=0, out=y)
-        return y
+        return _core.embedding_forward(self.embeddings.value, ids, out=y)
 
     def backward(self, dy):
         ids = self._require_cache()
@@ -115,12 +115,8 @@ class Embedding(Layer):
         if dy.shape != ids.shape + (self.dim,):
             raise ValueError(f"{where}: dy has shape {dy.shape}, expected ids.shape + (dim,) = "
                              f"{ids.shape + (self.dim,)}")
-        flat_ids = ids.reshape(-1)
-        flat_dy = dy.reshape(-1, self.dim)
-        if self.padding_idx is not None:
-            keep = flat_ids != self.padding_idx
-            flat_ids, flat_dy = flat_ids[keep], flat_dy[keep]
-        np.add.at(self.embeddings.grad, flat_ids, flat_dy)  # repeated ids add up
+        # Repeated ids add up, in id order, bitwise the same for any thread count; the padding row gets nothing.
+        _core.embedding_backward(self.embeddings.grad, dy, ids, self.padding_idx)
         return None
 
 

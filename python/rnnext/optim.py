@@ -11,8 +11,9 @@ Usage mirrors torch.optim:
 
 `step()` updates `p.value` in place (views held by layers stay valid) from `p.grad`, skipping parameters
 with `trainable=False`. The update formulas are those of torch.optim with default flags (no amsgrad,
-centered, maximize, foreach or lr_decay). Temporaries are allocated per step; that costs little next to
-a forward/backward pass and keeps each formula on one readable line.
+centered, maximize, foreach or lr_decay). Each parameter's update is one pass of the engine over its value,
+gradient and state (cpp/rnnext/optim.h), on the engine's threads; its NumPy twin in rnnext.reference gives the
+same bits. Parameters must be float32 or float64, with a gradient of the value's dtype.
 
 `state_dict()` returns plain numbers and NumPy arrays (copies) with keys "lr", the other hyperparameters,
 "step" (number of step() calls), "num_params", and per-parameter entries "<name>.<index>" such as "m.0"
@@ -22,13 +23,13 @@ update, so a never-updated parameter has no entries. The dict survives `np.savez
 """
 from __future__ import annotations
 
-import math
 import re
 
 import numpy as np
 
+from . import _core
 from .parameter import Parameter
-from .validation import check_bool, check_float, check_int, check_rate, scalar
+from .validation import FLOAT_DTYPES, check_bool, check_float, check_int, check_rate, scalar
 
 __all__ = [
     "Optimizer",
@@ -85,8 +86,7 @@ class Optimizer:
 
     def zero_grad(self) -> None:
         """Set every parameter's gradient to zero (frozen ones too, so stale gradients never linger)."""
-        for param in self.params:
-            param.zero_grad()
+        _core.zero_grads([param.grad for param in self.params])
 
     def step(self) -> None:
         """Apply one update to every trainable parameter from its current gradient."""
@@ -97,6 +97,11 @@ class Optimizer:
                 raise ValueError(
                     f"{type(self).__name__}.step: params[{index}] {param.name!r} has grad of shape "
                     f"{param.grad.shape}, expected the value's shape {param.value.shape}"
+                )
+            if param.value.dtype not in FLOAT_DTYPES or param.grad.dtype != param.value.dtype:
+                raise ValueError(
+                    f"{type(self).__name__}.step: params[{index}] {param.name!r} has value of dtype "
+                    f"{param.value.dtype} and grad of dtype {param.grad.dtype}, expected both float32 or both float64"
                 )
             self._update(index, param)
         self.step_count += 1
@@ -148,8 +153,8 @@ class Optimizer:
                     f"{name}: {key!r} has shape {value.shape}, expected {param.value.shape} "
                     f"(the shape of params[{index}] {param.name!r})"
                 )
-            # A copy: later steps must not write into the caller's arrays.
-            new_state[key] = np.array(value, dtype=param.value.dtype)
+            # A C-contiguous copy: later steps update it in place, never the caller's arrays.
+            new_state[key] = np.array(value, dtype=param.value.dtype, order="C")
 
         hyperparameters = {key: scalar(state_dict[key]) for key in self._hyperparameters}
         step_count = check_int(name, "step", state_dict["step"], 0, integral_floats=True)
@@ -171,13 +176,6 @@ class Optimizer:
         if key not in self.state:
             self.state[key] = np.full_like(param.value, fill)
         return self.state[key]
-
-    def _gradient_with_weight_decay(self, param: Parameter) -> np.ndarray:
-        # L2 penalty folded into the gradient (torch's coupled weight_decay), as a new array:
-        # p.grad stays as the user left it.
-        if self.weight_decay:
-            return param.grad + self.weight_decay * param.value
-        return param.grad
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{name}={getattr(self, name)!r}" for name in ("lr",) + self._hyperparameters)
@@ -210,18 +208,15 @@ class SGD(Optimizer):
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
 
     def _update(self, index: int, param: Parameter) -> None:
-        grad = self._gradient_with_weight_decay(param)
+        buffer, first_update = None, False
         if self.momentum:
             key = f"momentum_buffer.{index}"
-            if key not in self.state:
-                self.state[key] = grad.copy()
-            else:
-                buffer = self.state[key]
-                buffer *= self.momentum
-                buffer += grad
+            first_update = key not in self.state
+            if first_update:
+                self.state[key] = np.empty_like(param.value)  # the update sets it to the first gradient
             buffer = self.state[key]
-            grad = grad + self.momentum * buffer if self.nesterov else buffer
-        param.value -= self.lr * grad
+        _core.sgd_update(param.value, param.grad, buffer, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,
+                         weight_decay=self.weight_decay, initialize_buffer=first_update)
 
 
 class Adagrad(Optimizer):
@@ -257,10 +252,9 @@ class Adagrad(Optimizer):
         self.eps, self.initial_accumulator_value, self.weight_decay = eps, initial_accumulator_value, weight_decay
 
     def _update(self, index: int, param: Parameter) -> None:
-        grad = self._gradient_with_weight_decay(param)
         squared_sum = self._buffer(f"sum.{index}", param, fill=self.initial_accumulator_value)
-        squared_sum += grad * grad
-        param.value -= self.lr * grad / (np.sqrt(squared_sum) + self.eps)
+        _core.adagrad_update(param.value, param.grad, squared_sum, lr=self.lr, eps=self.eps,
+                             weight_decay=self.weight_decay)
 
 
 class RMSprop(Optimizer):
@@ -294,17 +288,10 @@ class RMSprop(Optimizer):
         self.alpha, self.eps, self.momentum, self.weight_decay = alpha, eps, momentum, weight_decay
 
     def _update(self, index: int, param: Parameter) -> None:
-        grad = self._gradient_with_weight_decay(param)
         square_avg = self._buffer(f"square_avg.{index}", param)
-        square_avg *= self.alpha
-        square_avg += (1 - self.alpha) * grad * grad
-        normalized = grad / (np.sqrt(square_avg) + self.eps)
-        if self.momentum:
-            buffer = self._buffer(f"momentum_buffer.{index}", param)
-            buffer *= self.momentum
-            buffer += normalized
-            normalized = buffer
-        param.value -= self.lr * normalized
+        buffer = self._buffer(f"momentum_buffer.{index}", param) if self.momentum else None
+        _core.rmsprop_update(param.value, param.grad, square_avg, buffer, lr=self.lr, alpha=self.alpha, eps=self.eps,
+                             momentum=self.momentum, weight_decay=self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -322,6 +309,7 @@ class Adam(Optimizer):
     _hyperparameters = ("beta1", "beta2", "eps", "weight_decay")
     _array_state = ("m", "v")
     _count_state = ("step",)
+    _decoupled_weight_decay = False
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(params, lr)
@@ -341,34 +329,23 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
 
     def _update(self, index: int, param: Parameter) -> None:
-        grad = self._adam_gradient(param)
         step = self.state[f"step.{index}"] = self.state.get(f"step.{index}", 0) + 1
         m = self._buffer(f"m.{index}", param)
         v = self._buffer(f"v.{index}", param)
-        m *= self.beta1
-        m += (1 - self.beta1) * grad
-        v *= self.beta2
-        v += (1 - self.beta2) * grad * grad
-        step_size = self.lr / (1 - self.beta1**step)
-        denominator = np.sqrt(v) / math.sqrt(1 - self.beta2**step) + self.eps
-        param.value -= step_size * m / denominator
-
-    def _adam_gradient(self, param: Parameter) -> np.ndarray:
-        return self._gradient_with_weight_decay(param)
+        _core.adam_update(param.value, param.grad, m, v, step=step, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
+                          eps=self.eps, weight_decay=self.weight_decay,
+                          decoupled_weight_decay=self._decoupled_weight_decay)
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (torch.optim.AdamW): first p -= lr * weight_decay * p, then the
     Adam update from the raw gradient. Same arguments as Adam; weight_decay defaults to 0.01."""
 
+    # Decoupled: the weights shrink directly instead of the penalty joining the gradient.
+    _decoupled_weight_decay = True
+
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-
-    def _adam_gradient(self, param: Parameter) -> np.ndarray:
-        # Decoupled: shrink the weights directly instead of adding the penalty to the gradient.
-        if self.weight_decay:
-            param.value *= 1 - self.lr * self.weight_decay
-        return param.grad
 
 
 def clip_grad_norm(params, max_norm: float) -> float:
@@ -377,32 +354,20 @@ def clip_grad_norm(params, max_norm: float) -> float:
     torch.nn.utils.clip_grad_norm_ semantics: the norm is taken over all gradients together, and
     they are multiplied by max_norm / (norm + 1e-6) when that factor is below 1. Frozen parameters
     (trainable=False) are left out of the norm and untouched, as torch leaves out parameters without grad.
-    The norm is accumulated in float64, so large float32 gradients do not overflow it.
+    The norm is accumulated in float64, so large float32 gradients do not overflow it, in one engine pass over
+    all gradients whose result is bitwise the same for any thread count.
     A non-finite norm (NaN or inf in some gradient) is returned without scaling anything, unlike torch
     which would turn every gradient into NaN: the caller decides whether to skip the step.
     """
     max_norm = check_float("clip_grad_norm", "max_norm", max_norm, 0.0)
-    grads = [param.grad for param in _trainable(params, "clip_grad_norm")]
-    squared = 0.0
-    for grad in grads:
-        flat = np.asarray(grad, dtype=np.float64).ravel()  # no copy for float64 gradients
-        squared += float(np.dot(flat, flat))
-    total_norm = math.sqrt(squared)
-    if not math.isfinite(total_norm):
-        return total_norm
-    factor = max_norm / (total_norm + 1e-6)
-    if factor < 1:
-        for grad in grads:
-            grad *= factor
-    return total_norm
+    return _core.clip_grad_norm([param.grad for param in _trainable(params, "clip_grad_norm")], max_norm)
 
 
 def clip_grad_value(params, clip_value: float) -> None:
     """Clamp every gradient element of the trainable parameters into [-clip_value, clip_value], in place.
     NaN elements stay NaN."""
     clip_value = check_float("clip_grad_value", "clip_value", clip_value, 0.0)
-    for param in _trainable(params, "clip_grad_value"):
-        np.clip(param.grad, -clip_value, clip_value, out=param.grad)
+    _core.clip_grad_value([param.grad for param in _trainable(params, "clip_grad_value")], clip_value)
 
 
 class LRScheduler:

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from . import _core
 from .data import BucketIterator
 from .optim import clip_grad_norm
 
@@ -121,12 +122,8 @@ class WeightGuard:
 
 
 def _gradient_norm(params) -> float:
-    squared = 0.0
-    for param in params:
-        if param.trainable:
-            flat = np.asarray(param.grad, dtype=np.float64).ravel()
-            squared += float(np.dot(flat, flat))
-    return math.sqrt(squared)
+    # The norm clip_grad_norm would report, from the same engine pass (float64, no BLAS).
+    return _core.grad_norm([param.grad for param in params if param.trainable])
 
 
 def _zero_grad(model, optimizer) -> None:
