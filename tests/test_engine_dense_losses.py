@@ -84,8 +84,8 @@ def elementwise_problem(shape, dtype, seed=0):
 # ---------------------------------------------------------------------------------------------------------
 # 1. engine vs twin. The twin runs in float64 on the very values the engine got, so the difference is the
 # engine's own rounding; tolerances as for the cells (conftest.RTOL: 1e-5 float32, 1e-10 float64), relative to
-# each tensor's largest entry. Observed: float32 <= 5e-7 (Eigen's exp, tanh and logistic are a few ulp; sums in
-# another order), float64 <= 1e-15.
+# each tensor's largest entry (floored at 1e-3 for the losses). Observed over these cases: float32 <= 5e-7
+# (Eigen's exp, tanh and logistic are a few ulp; sums in another order), float64 <= 3e-15.
 
 @pytest.mark.parametrize("shape", DENSE_SHAPES, ids=lambda s: "M{}-F{}-U{}".format(*s))
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
