@@ -373,7 +373,8 @@ void transposed_times(Scalar* out, Index out_stride, const Scalar* a, Index a_st
   if (rows == 0 || n == 0 || m == 0) return;
   const GemmDepth depth = gemm_depth<Scalar>(rows, std::min(n, kColumnChunk), m);
   const Index chunks = chunk_count(n, kColumnChunk);
-  const bool parallel = 2.0 * double(rows) * double(m) * double(n) > kParallelWork;
+  // One column chunk leaves nothing to share but the packing, not worth a barrier per depth chunk.
+  const bool parallel = chunks > 1 && 2.0 * double(rows) * double(m) * double(n) > kParallelWork;
   PackedRhs<Scalar> a_chunk(GemmDepth{depth.chunk, depth.chunk}, m, false);
 #pragma omp parallel num_threads(max_threads()) if (parallel)
   {
