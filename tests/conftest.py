@@ -13,6 +13,7 @@ Helpers: every helper, constant and fixture that more than one test module uses 
 import what they use with `from conftest import ...` (pytest puts tests/ on sys.path) and never import from
 another test module; fixtures (torch, restore_threads, example_counter) need no import.
 - comparisons: assert_close, assert_same_bits, relative_error, mentions, sigmoid
+- the GIL: another_thread_ran_during
 - finite differences: numerical_gradient
 - engine problems (tests/test_engine*.py, test_properties_engine.py, test_reference.py): CASES, DTYPES, SHAPES,
   THREAD_SHAPES, RTOL, make_problem, make_douts, mixed_lengths, forward_kwargs, backward_kwargs, run_forward,
@@ -23,6 +24,7 @@ import collections
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -220,6 +222,37 @@ def mentions(message, name):
 
 def sigmoid(a):
     return 1 / (1 + np.exp(-a))
+
+
+# =========================================================================================================
+# the GIL: whether an engine call lets another Python thread run.
+# No clock is read. With a switch interval far longer than the test, a thread holding the GIL never hands it over on
+# a timer: it lets go only where it blocks or where C code releases it. A second thread is woken right before the
+# call and, once it has the GIL, makes one mark. A call that keeps the GIL therefore never sees a mark, at any size.
+# A call that releases it sees one as soon as it lasts longer than the operating system takes to wake a thread, so
+# the work grows until it does, up to a bound far beyond any machine's wake-up time.
+
+def another_thread_ran_during(call):
+    marks, woken, finished = [], threading.Event(), threading.Event()
+
+    def mark_once():
+        woken.wait()
+        marks.append(True)
+        finished.wait()
+
+    waiter = threading.Thread(target=mark_once)
+    waiter.start()
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e6)
+    try:
+        woken.set()  # the waiter now waits for the GIL, which this thread keeps until `call` releases it
+        call()
+        marks_after_call = len(marks)
+    finally:
+        sys.setswitchinterval(switch_interval)
+        finished.set()
+        waiter.join()
+    return marks_after_call == 1
 
 
 # =========================================================================================================

@@ -1,8 +1,6 @@
 """Proves the C++ engine (rnnext.rnn_* / lstm_* / gru_*) against its NumPy twin for every cell, option, dtype and
 shape, and checks what the twin cannot: argument errors, memory layouts, NaN, threads, the GIL and build facts."""
 import re
-import sys
-import threading
 import tracemalloc
 
 import numpy as np
@@ -20,6 +18,7 @@ from conftest import (
     RTOL,
     SHAPES,
     THREAD_SHAPES,
+    another_thread_ran_during,
     as_float64,
     assert_close,
     assert_same_bits,
@@ -511,36 +510,8 @@ def test_build_info():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 6. the GIL is released during compute: a Python thread runs while the engine works
-#
-# No clock is read. With a switch interval far longer than the test, a thread holding the GIL never hands it over on
-# a timer: it lets go only where it blocks or where C code releases it. A second thread is woken right before the
-# call and, once it has the GIL, makes one mark. A call that keeps the GIL therefore never sees a mark, at any size.
-# A call that releases it sees one as soon as it lasts longer than the operating system takes to wake a thread, so
-# the work grows until it does, up to a bound far beyond any machine's wake-up time.
-
-def another_thread_ran_during(call):
-    marks, woken, finished = [], threading.Event(), threading.Event()
-
-    def mark_once():
-        woken.wait()
-        marks.append(True)
-        finished.wait()
-
-    waiter = threading.Thread(target=mark_once)
-    waiter.start()
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e6)
-    try:
-        woken.set()  # the waiter now waits for the GIL, which this thread keeps until `call` releases it
-        call()
-        marks_after_call = len(marks)
-    finally:
-        sys.setswitchinterval(switch_interval)
-        finished.set()
-        waiter.join()
-    return marks_after_call == 1
-
+# 6. the GIL is released during compute: a Python thread runs while the engine works (another_thread_ran_during,
+# in conftest.py, says how this is seen without reading a clock)
 
 GIL_STEPS = (4, 16, 64, 256, 1024, 4096)  # T of a (T, N=16, I=32, H=128) call: up to 8 GFLOP for the LSTM
 

@@ -23,6 +23,8 @@ void bind_lstm(py::module_& m);
 void bind_gru(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_embedding(py::module_& m);
+void bind_dense(py::module_& m);
+void bind_losses(py::module_& m);
 
 // One expected dimension: its size and how to name it in messages ("N", "4*H", or "" for a plain number).
 struct Dim {
@@ -144,6 +146,23 @@ class Args {
     }
   }
 
+  // An array the call writes into in place (a gradient to accumulate into): it must already be C-contiguous,
+  // aligned, writeable and of the call's dtype, since writing into a copy would lose the result.
+  template <typename Scalar>
+  CArray<Scalar> output_array(const char* name, const py::handle& obj, const std::vector<Dim>& dims) const {
+    py::array a = numpy(name, obj);
+    if (!has_dtype<Scalar>(a))
+      fail_type(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + ", expected " +
+                std::string(py::str(py::dtype::of<Scalar>())) + " like the other floating arguments");
+    check_shape(name, a, dims);
+    const auto flags = a.flags();
+    if (!CArray<Scalar>::check_(a) || (flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_) == 0 ||
+        (flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) == 0)
+      fail_value(std::string(name) + " is written in place, so it must be a writeable, C-contiguous, aligned array "
+                 "in native byte order");
+    return py::reinterpret_borrow<CArray<Scalar>>(a);
+  }
+
   // Like array(), but None is allowed (it stands for zeros or "absent").
   template <typename Scalar>
   std::optional<CArray<Scalar>> optional_array(const char* name, const py::handle& obj,
@@ -206,11 +225,16 @@ class Args {
   const char* function_;
 };
 
-// Calls body(Scalar()) with Scalar float or double: the dtype of the call, taken from x (the first floating argument).
+// Calls body(Scalar()) with Scalar float or double: the dtype of the call, taken from its first floating
+// argument, `name` (x for the cells).
+template <typename Body>
+decltype(auto) with_dtype(const Args& args, const char* name, const py::handle& first, Body&& body) {
+  if (args.is_float32(name, first)) return body(float());
+  return body(double());
+}
 template <typename Body>
 decltype(auto) with_dtype(const Args& args, const py::handle& x, Body&& body) {
-  if (args.is_float32("x", x)) return body(float());
-  return body(double());
+  return with_dtype(args, "x", x, std::forward<Body>(body));
 }
 
 // Calls body(std::integral_constant<type, V>()) for the V among Values equal to `value`, so that a variant

@@ -2,11 +2,14 @@
 #include "bindings/checks.h"
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "rnnext engine: Eigen recurrent cells (RNN, LSTM, GRU) with forward and BPTT. See docs/conventions.md.";
+  m.doc() = "rnnext engine: Eigen recurrent cells (RNN, LSTM, GRU) with forward and BPTT, the dense layer and the "
+            "losses. See docs/conventions.md.";
   rnnext::bindings::bind_info(m);
   rnnext::bindings::bind_rnn(m);
   rnnext::bindings::bind_lstm(m);
   rnnext::bindings::bind_gru(m);
   rnnext::bindings::bind_optim(m);
   rnnext::bindings::bind_embedding(m);
+  rnnext::bindings::bind_dense(m);
+  rnnext::bindings::bind_losses(m);
 }

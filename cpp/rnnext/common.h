@@ -252,13 +252,14 @@ void parallel_elements(Index size, Body body) {
 }
 
 // out [n] = column sums of in [rows, n], added row by row in order (Eigen's colwise().sum() may regroup the
-// additions depending on the buffer's alignment, which would make results vary between calls).
+// additions depending on the buffer's alignment, which would make results vary between calls). With
+// `accumulate`, the rows are added to what out holds.
 template <typename Scalar>
-void column_sums(Scalar* out, const Scalar* in, Index in_stride, Index rows, Index n) {
+void column_sums(Scalar* out, const Scalar* in, Index in_stride, Index rows, Index n, bool accumulate = false) {
   parallel_chunks(chunk_count(n, kColumnChunk), double(rows) * double(n), [&](Index chunk) {
     const Index first = chunk * kColumnChunk, count = std::min(kColumnChunk, n - first);
     VectorMap<Scalar> sum(out + first, count);
-    sum.setZero();
+    if (!accumulate) sum.setZero();
     for (Index row = 0; row < rows; ++row) sum += ConstVectorMap<Scalar>(in + row * in_stride + first, count);
   });
 }

@@ -360,18 +360,21 @@ void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in
   }
 }
 
-// out [m, n] = a [rows, m]^T . b [rows, n]: a weight gradient summed over all T*N rows.
+// out [m, n] = a [rows, m]^T . b [rows, n]: a weight gradient summed over all T*N rows; with `accumulate`,
+// out += ... instead (each depth chunk's product is added to what out holds).
 // Column-major, this is out^T [n, m] = b^T [n, rows] . a [rows, m]. The depth (rows) is walked in chunks:
 // all threads pack the chunk of a as B together, then each packs and multiplies its own kColumnChunk-column
 // slices of b. Every element sums its depth chunks in the same order whatever the thread count.
 template <typename Scalar>
 void transposed_times(Scalar* out, Index out_stride, const Scalar* a, Index a_stride, Index m, const Scalar* b,
-                      Index b_stride, Index n, Index rows) {
-  for (Index i = 0; i < m; ++i) std::fill_n(out + i * out_stride, n, Scalar(0));
+                      Index b_stride, Index n, Index rows, bool accumulate = false) {
+  if (!accumulate)
+    for (Index i = 0; i < m; ++i) std::fill_n(out + i * out_stride, n, Scalar(0));
   if (rows == 0 || n == 0 || m == 0) return;
   const GemmDepth depth = gemm_depth<Scalar>(rows, std::min(n, kColumnChunk), m);
   const Index chunks = chunk_count(n, kColumnChunk);
-  const bool parallel = 2.0 * double(rows) * double(m) * double(n) > kParallelWork;
+  // One column chunk leaves nothing to share but the packing, not worth a barrier per depth chunk.
+  const bool parallel = chunks > 1 && 2.0 * double(rows) * double(m) * double(n) > kParallelWork;
   PackedRhs<Scalar> a_chunk(GemmDepth{depth.chunk, depth.chunk}, m, false);
 #pragma omp parallel num_threads(max_threads()) if (parallel)
   {

@@ -1,5 +1,6 @@
 # Type stub for rnnext._core, the C++ engine (cpp/bindings). Letters as in docs/conventions.md: T steps, N rows,
-# I input size, H hidden size; arrays are float32 or float64, one dtype per call, taken from x.
+# I input size, H hidden size; arrays are float32 or float64, one dtype per call, taken from the first floating
+# argument (x for the cells and Dense).
 from typing import Literal, Optional, Sequence, SupportsIndex, TypedDict
 
 import numpy as np
@@ -145,3 +146,48 @@ def embedding_backward(
     ids: ArrayLike,
     padding_idx: Optional[SupportsIndex] = None,
 ) -> None: ...
+
+# Dense over rows: M rows (N or N*T flattened), F input features, U units.
+class DenseGrads(TypedDict):
+    x: Float                        # [M, F]
+    kernel: Float                   # [F, U]
+    bias: Float                     # [U]
+
+DenseActivation = Literal["linear", "sigmoid", "tanh", "relu", "softmax"]
+
+def dense_forward(
+    x: Float,                       # [M, F]
+    kernel: Float,                  # [F, U]
+    bias: Float,                    # [U]
+    activation: DenseActivation = "linear",
+) -> Float: ...                     # y [M, U]
+def dense_backward(
+    dy: Float,                      # [M, U]
+    y: Float,                       # [M, U], the forward's output
+    x: Float,
+    kernel: Float,
+    activation: DenseActivation = "linear",
+    dkernel: Optional[Float] = None,  # [F, U], added to in place when given
+    dbias: Optional[Float] = None,    # [U], added to in place when given
+) -> DenseGrads: ...
+
+# Losses: (loss, gradient with the shape and dtype of the first argument). rnnext.losses documents them.
+Reduction = Literal["mean", "sum"]
+
+def softmax_cross_entropy(
+    logits: Float,                  # [..., C]
+    targets: NDArray[np.integer],   # [...] class ids, in [0, C) where the position counts
+    mask: Optional[ArrayLike] = None,     # [...] bool or 0/1
+    lengths: Optional[ArrayLike] = None,  # [N] integers in [0, T], for logits [N, T, C]
+    reduction: Reduction = "mean",
+) -> tuple[float, Float]: ...
+def binary_cross_entropy_with_logits(
+    logits: Float,
+    targets: Float,                 # logits' shape and dtype, values in [0, 1]
+    reduction: Reduction = "mean",
+) -> tuple[float, Float]: ...
+def mean_squared_error(
+    predictions: Float,
+    targets: Float,                 # predictions' shape and dtype
+    reduction: Reduction = "mean",
+) -> tuple[float, Float]: ...

@@ -1,6 +1,6 @@
 """Layers with explicit forward/backward over NumPy arrays: RNN, LSTM, GRU (the engine does the recurrent math,
-see recurrent.py and cells.py), Embedding, Dense and Dropout. The contract is docs/api.md; the engine's is
-docs/conventions.md.
+see recurrent.py and cells.py), Embedding, Dense (the engine's dense_forward / dense_backward) and Dropout. The
+contract is docs/api.md; the engine's is docs/conventions.md.
 
 Each layer caches what its backward needs in forward; backward ACCUMULATES parameter gradients (`+=`) and
 returns the gradient of its input. How layers draw their weights is in layer_base.py.
@@ -123,20 +123,10 @@ class Embedding(Layer):
 # ---------------------------------------------------------------------------------------------------------
 # Dense
 
-def _sigmoid(a):
-    # exp(-a) overflows to inf for very negative a, and 1 / (1 + inf) = 0 is the right answer.
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-a))
-
-
-def _softmax(a):
-    exps = np.exp(a - np.max(a, axis=-1, keepdims=True))
-    return exps / np.sum(exps, axis=-1, keepdims=True)
-
-
 class Dense(Layer):
     """y = activation(x @ kernel + bias) over the last axis: [N, F] -> [N, units], [N, T, F] -> [N, T, units].
 
+    The engine computes it (rnnext._core.dense_forward / dense_backward, twins in rnnext.reference).
     kernel [F, units] Glorot-uniform, bias [units] zero. activation in None/"linear", "sigmoid", "tanh", "relu",
     "softmax". The losses take logits, so a classifier trained with softmax_cross_entropy or
     binary_cross_entropy_with_logits ends in a linear Dense.
@@ -191,19 +181,9 @@ class Dense(Layer):
             self.build(x.shape[1:])
         elif x.shape[-1] != self.input_size:
             raise ValueError(f"{where}: x has shape {x.shape}, expected (N, ..., F={self.input_size})")
-        # One 2-D GEMM over all leading axes: NumPy's batched matmul on [N, T, F] is several times slower.
-        a = (x.reshape(-1, self.input_size) @ self.kernel.value).reshape(x.shape[:-1] + (self.units,))
-        a += self.bias.value
-        if self.activation == "linear":
-            y = a
-        elif self.activation == "sigmoid":
-            y = _sigmoid(a)
-        elif self.activation == "tanh":
-            y = np.tanh(a)
-        elif self.activation == "relu":
-            y = np.maximum(a, 0)
-        else:
-            y = _softmax(a)
+        # The engine takes rows [M, F]: all leading axes at once, as one product.
+        y = _core.dense_forward(x.reshape(-1, self.input_size), self.kernel.value, self.bias.value,
+                                self.activation).reshape(x.shape[:-1] + (self.units,))
         self._cache = (x, y)
         return y
 
@@ -213,23 +193,11 @@ class Dense(Layer):
         dy = real_array(where, "dy", dy, self.dtype)
         if dy.shape != y.shape:
             raise ValueError(f"{where}: dy has shape {dy.shape}, expected the output's shape {y.shape}")
-        # backprop through the activation (derivatives written on the output y)
-        if self.activation == "linear":
-            da = dy
-        elif self.activation == "sigmoid":
-            da = dy * y * (1 - y)
-        elif self.activation == "tanh":
-            da = dy * (1 - y * y)
-        elif self.activation == "relu":
-            da = dy * (y > 0)
-        else:
-            da = y * (dy - np.sum(dy * y, axis=-1, keepdims=True))
-        # backprop through a = x @ kernel + bias, over all leading axes at once
-        flat_x = x.reshape(-1, self.input_size)
-        flat_da = da.reshape(-1, self.units)
-        self.kernel.grad += flat_x.T @ flat_da
-        self.bias.grad += flat_da.sum(axis=0)
-        return (flat_da @ self.kernel.value.T).reshape(x.shape)
+        # The engine adds the weight gradients into the Parameters' grad buffers in place.
+        grads = _core.dense_backward(dy.reshape(-1, self.units), y.reshape(-1, self.units),
+                                     x.reshape(-1, self.input_size), self.kernel.value, self.activation,
+                                     self.kernel.grad, self.bias.grad)
+        return grads["x"].reshape(x.shape)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Loss functions that return (loss, dloss/dinput) in one call, for training loops written in NumPy.
 
+The engine (rnnext._core, cpp/rnnext/losses.h) computes each loss and its gradient in one pass on its own threads;
+this module checks and converts the arguments. The NumPy twins in rnnext.reference define the same results.
+
 Conventions shared by every loss here:
 - The first argument is the network output (logits or predictions), a floating array; the gradient
   comes back with its shape and dtype. The loss is a Python float, accumulated in float64.
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .validation import as_array, check_choice, real_array
+from . import _core
+from .validation import FLOAT_DTYPES, as_array, check_choice, real_array
 
 __all__ = [
     "log_softmax",
@@ -62,7 +66,6 @@ def softmax_cross_entropy(logits, targets, mask=None, lengths=None, reduction: s
     logits = _floating_array(name, "logits", logits)
     if logits.ndim < 1 or logits.shape[-1] < 1:
         raise ValueError(f"{name}: logits has shape {logits.shape}, expected [..., C] with C >= 1 classes")
-    num_classes = logits.shape[-1]
     position_shape = logits.shape[:-1]
 
     targets = as_array(name, "targets", targets)
@@ -71,35 +74,10 @@ def softmax_cross_entropy(logits, targets, mask=None, lengths=None, reduction: s
     if not np.issubdtype(targets.dtype, np.integer):
         raise ValueError(f"{name}: targets has dtype {targets.dtype}, expected an integer dtype (class indices)")
     check_choice(name, "reduction", reduction, _REDUCTIONS)
-
-    counted = _counted_positions(name, logits.shape, mask, lengths)
-    counted_targets = targets[counted]
-    if counted_targets.size and (counted_targets.min() < 0 or counted_targets.max() >= num_classes):
-        bad = counted_targets[(counted_targets < 0) | (counted_targets >= num_classes)][0]
-        raise ValueError(
-            f"{name}: targets contains {bad} at a counted position, expected class indices in [0, C={num_classes})"
-        )
-
-    count = int(np.count_nonzero(counted))
-    grad = np.zeros_like(logits)
-    if count == 0:
-        return 0.0, grad
-
-    # Any valid class index will do at uncounted positions; their results are discarded below.
-    safe_targets = np.where(counted, targets, 0)[..., np.newaxis]  # [..., 1]
-    log_probs = log_softmax(logits)  # [..., C]
-    target_log_probs = np.take_along_axis(log_probs, safe_targets, axis=-1)[..., 0]  # [...]
-    total = -np.sum(target_log_probs[counted], dtype=np.float64)
-    scale = 1.0 / count if reduction == "mean" else 1.0
-
-    with np.errstate(invalid="ignore", over="ignore"):
-        probs = np.exp(log_probs)  # [..., C]
-        # d(-log p_y)/dx = softmax(x) - onehot(y)
-        target_probs = np.take_along_axis(probs, safe_targets, axis=-1)
-        np.put_along_axis(probs, safe_targets, target_probs - 1, axis=-1)
-        probs *= scale
-    grad[counted] = probs[counted]
-    return float(total * scale), grad
+    mask, lengths = _check_counting(name, logits.shape, mask, lengths)
+    # The engine checks the targets at the counted positions: [0, C) or a ValueError naming the first bad one.
+    loss, grad = _core.softmax_cross_entropy(_engine_array(logits), targets, mask, lengths, reduction)
+    return loss, grad.astype(logits.dtype, copy=False)
 
 
 def binary_cross_entropy_with_logits(logits, targets, reduction: str = "mean"):
@@ -124,19 +102,10 @@ def binary_cross_entropy_with_logits(logits, targets, reduction: str = "mean"):
         low, high = (numbers.min(), numbers.max()) if numbers.size else (np.nan, np.nan)
         raise ValueError(f"{name}: targets must lie in [0, 1], got values in [{low}, {high}] (or NaN)")
     check_choice(name, "reduction", reduction, _REDUCTIONS)
-    if logits.size == 0:
-        return 0.0, np.zeros_like(logits)
-
-    targets = targets.astype(logits.dtype, copy=False)
-    with np.errstate(invalid="ignore", over="ignore"):
-        exp_neg_abs = np.exp(-np.abs(logits))
-        losses = np.maximum(logits, 0) - logits * targets + np.log1p(exp_neg_abs)
-        # sigmoid(x) written with exp(-|x|) so neither branch overflows.
-        sigmoid = np.where(logits >= 0, 1 / (1 + exp_neg_abs), exp_neg_abs / (1 + exp_neg_abs))
-        grad = sigmoid - targets
-    scale = 1.0 / logits.size if reduction == "mean" else 1.0
-    grad *= scale
-    return float(np.sum(losses, dtype=np.float64) * scale), grad
+    engine_logits = _engine_array(logits)
+    loss, grad = _core.binary_cross_entropy_with_logits(engine_logits,
+                                                        targets.astype(engine_logits.dtype, copy=False), reduction)
+    return loss, grad.astype(logits.dtype, copy=False)
 
 
 def mean_squared_error(predictions, targets, reduction: str = "mean"):
@@ -153,16 +122,10 @@ def mean_squared_error(predictions, targets, reduction: str = "mean"):
             f"{name}: targets has shape {targets.shape}, expected the shape of predictions {predictions.shape}"
         )
     check_choice(name, "reduction", reduction, _REDUCTIONS)
-    if predictions.size == 0:
-        return 0.0, np.zeros_like(predictions)
-
-    with np.errstate(invalid="ignore", over="ignore"):
-        residual = predictions - targets.astype(predictions.dtype, copy=False)
-        scale = 1.0 / predictions.size if reduction == "mean" else 1.0
-        loss = float(np.sum(np.square(residual, dtype=np.float64)) * scale)
-        grad = residual
-        grad *= 2 * scale
-    return loss, grad
+    engine_predictions = _engine_array(predictions)
+    loss, grad = _core.mean_squared_error(engine_predictions, targets.astype(engine_predictions.dtype, copy=False),
+                                          reduction)
+    return loss, grad.astype(predictions.dtype, copy=False)
 
 
 def _floating_array(where: str, name: str, value) -> np.ndarray:
@@ -173,8 +136,15 @@ def _floating_array(where: str, name: str, value) -> np.ndarray:
     return array
 
 
-def _counted_positions(function: str, logits_shape, mask, lengths) -> np.ndarray:
-    """Boolean array of logits_shape[:-1], True where a position contributes to the loss."""
+def _engine_array(array: np.ndarray) -> np.ndarray:
+    """The array in a dtype the engine computes in: float32 and float64 as they are, other floats (float16,
+    longdouble) in float64; the gradient is cast back to the caller's dtype."""
+    return array if array.dtype in FLOAT_DTYPES else array.astype(np.float64)
+
+
+def _check_counting(function: str, logits_shape, mask, lengths):
+    """(mask, lengths) checked for logits of logits_shape: a bool mask of logits_shape[:-1] or None, and lengths [N]
+    in [0, T] (logits [N, T, C] only) or None."""
     position_shape = logits_shape[:-1]
     if mask is not None and lengths is not None:
         raise ValueError(f"{function}: pass mask or lengths, not both")
@@ -186,8 +156,7 @@ def _counted_positions(function: str, logits_shape, mask, lengths) -> np.ndarray
             # 0/1 masks are common; anything else is more likely a bug (e.g. passing lengths as mask).
             if not (np.issubdtype(mask.dtype, np.number) and np.all((mask == 0) | (mask == 1))):
                 raise ValueError(f"{function}: mask must be bool or contain only 0 and 1")
-            mask = mask != 0
-        return mask
+            mask = np.asarray(mask != 0)  # a 0-d comparison gives a NumPy scalar
     if lengths is not None:
         if len(logits_shape) != 3:
             raise ValueError(f"{function}: lengths needs logits of shape [N, T, C], got {logits_shape}")
@@ -201,5 +170,4 @@ def _counted_positions(function: str, logits_shape, mask, lengths) -> np.ndarray
             raise ValueError(
                 f"{function}: lengths must lie in [0, T={steps}], got values in [{lengths.min()}, {lengths.max()}]"
             )
-        return np.arange(steps)[np.newaxis, :] < lengths[:, np.newaxis]  # [N, T]
-    return np.ones(position_shape, dtype=bool)
+    return mask, lengths

@@ -1,8 +1,9 @@
 """Plain NumPy twins of the engine kernels: the readable definition the C++ engine is tested and timed against.
 
 Same names, argument order, defaults, outputs and cache keys as `rnnext._core` (see docs/conventions.md).
-Every function loops over time steps in Python and works on the whole batch at each step; nothing here is
-fast, everything here is meant to be read next to the equations. Arrays stay in the dtype of `x`.
+The cells loop over time steps in Python and work on the whole batch at each step; Dense and the losses (the
+last section) are whole-array NumPy. Nothing here is fast, everything here is meant to be read next to the
+equations. Arrays stay in the dtype of `x` (of the first floating argument for the losses).
 
 Letters: T time steps, N batch rows, I input size, H hidden size. Weight names say which way they map:
 `W_xh` takes the input to the hidden state, `W_hz` takes the hidden state to the LSTM gate pre-activations.
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward"]
+__all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+           "dense_forward", "dense_backward", "softmax_cross_entropy", "binary_cross_entropy_with_logits",
+           "mean_squared_error"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -603,3 +606,171 @@ def embedding_backward(table_grad, dy, ids, padding_idx=None):
     for position in np.ndindex(ids.shape):
         if ids[position] != padding_idx:
             table_grad[ids[position]] += dy[position]
+
+
+# Dense and the losses (the engine's dense.h and losses.h). Letters: M rows (a batch, or N*T flattened
+# positions), F input features, U units, C classes. rnnext.losses documents what the losses mean; these have the
+# engine's arguments: arrays of one float dtype, integer class ids, and no conversion of lists or other dtypes.
+
+def _softmax_rows(a):
+    exps = np.exp(a - a.max(axis=-1, keepdims=True))
+    return exps / exps.sum(axis=-1, keepdims=True)
+
+
+_DENSE_ACTIVATIONS = {
+    # name: (y = act(a), da from the gradient on y and y itself)
+    "linear": (lambda a: a, lambda dy, y: dy),
+    **{name: _ACTIVATIONS[name] for name in ("sigmoid", "tanh", "relu")},
+    # softmax over a row: da = J^T dy with J = diag(y) - y y^T
+    "softmax": (_softmax_rows, lambda dy, y: y * (dy - np.sum(dy * y, axis=-1, keepdims=True))),
+}
+
+
+def _check_floating(fn, name, a):
+    a = np.asarray(a)
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{fn}: {name} has dtype {a.dtype}, expected float32 or float64")
+    return a
+
+
+def _check_dense(fn, x, kernel, activation):
+    """(x [M, F], kernel [F, U], the activation's pair)."""
+    if activation not in _DENSE_ACTIVATIONS:
+        raise ValueError(f"{fn}: activation is {activation!r}, expected one of {sorted(_DENSE_ACTIVATIONS)}")
+    x = _check_floating(fn, "x", x)
+    if x.ndim != 2:
+        raise ValueError(f"{fn}: x has shape {x.shape}, expected (M, F)")
+    shape = np.shape(kernel)
+    if len(shape) != 2 or shape[0] != x.shape[1] or shape[1] < 1:
+        raise ValueError(f"{fn}: kernel has shape {shape}, expected (F={x.shape[1]}, U) with U >= 1")
+    return x, _check(fn, "kernel", kernel, [("F", shape[0]), ("U", shape[1])], x.dtype), _DENSE_ACTIVATIONS[activation]
+
+
+def dense_forward(x, kernel, bias, activation="linear"):
+    """x [M, F], kernel [F, U], bias [U] -> y [M, U] = act(x @ W_xy + b_y)."""
+    fn = "dense_forward"
+    x, W_xy, (act, _) = _check_dense(fn, x, kernel, activation)
+    b_y = _check(fn, "bias", bias, [("U", W_xy.shape[1])], x.dtype)
+    return act(x @ W_xy + b_y)
+
+
+def dense_backward(dy, y, x, kernel, activation="linear", dkernel=None, dbias=None):
+    """Gradients of dense_forward given dy [M, U] and its output y [M, U]: {"x", "kernel", "bias"}.
+
+    dkernel [F, U] and dbias [U], when given, are added to in place and returned (a layer's Parameter.grad).
+    """
+    fn = "dense_backward"
+    x, W_xy, (_, act_grad) = _check_dense(fn, x, kernel, activation)
+    (M, F), U = x.shape, W_xy.shape[1]
+    dy = _check(fn, "dy", dy, [("M", M), ("U", U)], x.dtype)
+    y = _check(fn, "y", y, [("M", M), ("U", U)], x.dtype)
+    # backprop through y = act(a)
+    da = act_grad(dy, y)
+    # backprop through a = x @ W_xy + b_y
+    dx = da @ W_xy.T
+    dW_xy = x.T @ da
+    db_y = da.sum(axis=0)
+    if dkernel is None:
+        dkernel = dW_xy
+    else:
+        _check(fn, "dkernel", dkernel, [("F", F), ("U", U)], x.dtype)[...] += dW_xy
+    if dbias is None:
+        dbias = db_y
+    else:
+        _check(fn, "dbias", dbias, [("U", U)], x.dtype)[...] += db_y
+    return {"x": dx, "kernel": dkernel, "bias": dbias}
+
+
+def _loss_scale(fn, reduction, count):
+    """The factor of the reduced loss: 1 / count for "mean" (1 when nothing counts), 1 for "sum"."""
+    if not isinstance(reduction, str) or reduction not in ("mean", "sum"):
+        raise ValueError(f"{fn}: reduction is {reduction!r}, expected one of ('mean', 'sum')")
+    return 1.0 / count if reduction == "mean" and count > 0 else 1.0
+
+
+def _counted_positions(fn, logits_shape, mask, lengths):
+    """Booleans [...] = logits_shape[:-1]: True where a position counts."""
+    positions = logits_shape[:-1]
+    if mask is not None and lengths is not None:
+        raise ValueError(f"{fn}: pass mask or lengths, not both")
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != positions:
+            raise ValueError(f"{fn}: mask has shape {mask.shape}, expected logits.shape[:-1] = {positions}")
+        if not np.all((mask == 0) | (mask == 1)):
+            raise ValueError(f"{fn}: mask must be bool or contain only 0 and 1")
+        return mask != 0
+    if lengths is not None:
+        if len(logits_shape) != 3:
+            raise ValueError(f"{fn}: lengths needs logits of shape (N, T, C), got {logits_shape}")
+        N, T = logits_shape[:2]
+        lengths = _check_lengths(fn, lengths, N, T)
+        return np.arange(T)[np.newaxis, :] < lengths[:, np.newaxis]  # [N, T]
+    return np.ones(positions, dtype=bool)
+
+
+def softmax_cross_entropy(logits, targets, mask=None, lengths=None, reduction="mean"):
+    """logits [..., C], integer targets [...] -> (loss, dlogits): -log softmax(logits)[target] over the counted
+    positions (mask [...] or lengths [N] for logits [N, T, C]); 0 and zero gradient where a position does not count."""
+    fn = "softmax_cross_entropy"
+    logits = _check_floating(fn, "logits", logits)
+    if logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"{fn}: logits has shape {logits.shape}, expected (..., C) with C >= 1 classes")
+    C = logits.shape[-1]
+    targets = np.asarray(targets)
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"{fn}: targets has shape {targets.shape}, expected logits.shape[:-1] = {logits.shape[:-1]}")
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: targets has dtype {targets.dtype}, expected an integer dtype (class indices)")
+    counted = _counted_positions(fn, logits.shape, mask, lengths)
+    bad = counted & ((targets < 0) | (targets >= C))
+    if bad.any():
+        raise ValueError(f"{fn}: targets contains {targets[bad][0]} at a counted position, expected class indices in "
+                         f"[0, C={C})")
+    scale = _loss_scale(fn, reduction, int(counted.sum()))
+
+    safe_targets = np.where(counted, targets, 0)[..., np.newaxis]  # any class will do where nothing counts
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # NaN rows give NaN, without a warning
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))  # [..., C]
+        target_log_probs = np.take_along_axis(log_probs, safe_targets, axis=-1)[..., 0]  # [...]
+        loss = -np.sum(target_log_probs[counted], dtype=np.float64) * scale
+        # backprop through -log softmax(x)[target]: softmax(x) - onehot(target)
+        dlogits = np.exp(log_probs)
+        np.put_along_axis(dlogits, safe_targets, np.take_along_axis(dlogits, safe_targets, axis=-1) - 1, axis=-1)
+        dlogits = np.where(counted[..., np.newaxis], dlogits * scale, 0).astype(logits.dtype)
+    return float(loss), dlogits
+
+
+def _check_elementwise(fn, first_name, first, targets):
+    first = _check_floating(fn, first_name, first)
+    return first, _check(fn, "targets", targets, [("", size) for size in first.shape], first.dtype)
+
+
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
+    """logits, targets in [0, 1] of one shape -> (loss, dlogits): max(x, 0) - x*y + log1p(exp(-|x|)) per element."""
+    fn = "binary_cross_entropy_with_logits"
+    x, y = _check_elementwise(fn, "logits", logits, targets)
+    if not np.all((y >= 0) & (y <= 1)):  # negated, so NaN fails too
+        raise ValueError(f"{fn}: targets must lie in [0, 1]")
+    scale = _loss_scale(fn, reduction, x.size)
+    with np.errstate(invalid="ignore", over="ignore"):
+        exp_neg_abs = np.exp(-np.abs(x))  # never overflows
+        losses = np.maximum(x, 0) - x * y + np.log1p(exp_neg_abs)
+        # backprop through the loss: sigmoid(x) - y, with sigmoid written on exp(-|x|) as well
+        sigmoid_x = np.where(x >= 0, 1 / (1 + exp_neg_abs), exp_neg_abs / (1 + exp_neg_abs))
+        dlogits = (sigmoid_x - y) * x.dtype.type(scale)
+    return float(np.sum(losses, dtype=np.float64) * scale), dlogits
+
+
+def mean_squared_error(predictions, targets, reduction="mean"):
+    """predictions, targets of one shape -> (loss, dpredictions): (p - t)^2 per element."""
+    fn = "mean_squared_error"
+    p, t = _check_elementwise(fn, "predictions", predictions, targets)
+    scale = _loss_scale(fn, reduction, p.size)
+    with np.errstate(invalid="ignore", over="ignore"):
+        residual = p - t
+        loss = np.sum(np.square(residual, dtype=np.float64)) * scale
+        # backprop through residual^2
+        dpredictions = residual * p.dtype.type(2 * scale)
+    return float(loss), dpredictions
