@@ -78,15 +78,15 @@ double softmax_cross_entropy(Scalar* dlogits /* [M, C] */, const Scalar* logits 
 
 // Elements per work item of the elementwise losses: a fixed size, so the partial sums, and the order in which
 // they are added, do not depend on the thread count.
-constexpr Index kElementChunk = 4096;
+constexpr Index kSumChunk = 4096;
 
 // Sum over chunks of chunk_sum(first, count), chunks added in order.
 template <typename ChunkSum>
 double sum_over_chunks(Index n, double cost_per_element, ChunkSum chunk_sum) {
-  std::vector<double> partial(size_t(chunk_count(n, kElementChunk)), 0.0);
+  std::vector<double> partial(size_t(chunk_count(n, kSumChunk)), 0.0);
   parallel_chunks(Index(partial.size()), double(n) * cost_per_element, [&](Index chunk) {
-    const Index first = chunk * kElementChunk;
-    partial[size_t(chunk)] = chunk_sum(first, std::min(kElementChunk, n - first));
+    const Index first = chunk * kSumChunk;
+    partial[size_t(chunk)] = chunk_sum(first, std::min(kSumChunk, n - first));
   });
   double total = 0.0;
   for (double sum : partial) total += sum;
