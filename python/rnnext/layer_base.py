@@ -78,6 +78,13 @@ def orthogonal(rng, shape, dtype):
     return np.ascontiguousarray(q).astype(dtype)
 
 
+def dropout_mask(rng, shape, rate, dtype):
+    """Inverted-dropout mask (Dropout and the recurrent layers' inter-layer dropout): 0 with probability `rate`,
+    else 1 / (1 - rate)."""
+    keep = rng.random(shape) >= rate
+    return keep.astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - rate))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # base class
 

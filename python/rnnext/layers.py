@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from .layer_base import Layer, glorot_uniform, seed
+from .layer_base import Layer, dropout_mask, glorot_uniform, seed
 from .cells import GRU, LSTM, RNN, SimpleRNN
 from .recurrent import Recurrent
 from .validation import as_array, check_bool, check_int, check_rate, real_array, shape_text
@@ -228,8 +228,7 @@ class Dropout(Layer):
         if self.training and self.rate > 0:
             if x.dtype.kind != "f":
                 raise ValueError(f"{self._where('forward')}: x has dtype {x.dtype}, expected a floating dtype")
-            keep = self.rng.random(x.shape) >= self.rate
-            self.mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+            self.mask = dropout_mask(self.rng, x.shape, self.rate, x.dtype)
             x = x * self.mask
         self._cache = True
         return x

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layer_base import Layer, glorot_uniform, orthogonal
+from .layer_base import Layer, dropout_mask, glorot_uniform, orthogonal
 from .validation import as_array, check_bool, check_int, check_rate, ndim, real_array, shape_text
 
 __all__ = ["Recurrent"]
@@ -32,12 +32,6 @@ def _reverse_time(a, index):
     if index is None:
         return np.ascontiguousarray(a[::-1])
     return a[index, np.arange(a.shape[1])[None, :]]
-
-
-def _dropout_mask(rng, shape, rate, dtype):
-    """Inverted-dropout mask: 0 with probability `rate`, else 1 / (1 - rate)."""
-    keep = rng.random(shape) >= rate
-    return keep.astype(dtype) * dtype.type(1.0 / (1.0 - rate))
 
 
 def _forward_layer(cell_forward, layer_input, states, weights, lengths, reverse):
@@ -414,7 +408,7 @@ class Recurrent(Layer):
             if k < L - 1:
                 mask = None
                 if self.training and self.dropout > 0:
-                    mask = _dropout_mask(self.rng, out.shape, self.dropout, self.dtype)
+                    mask = dropout_mask(self.rng, out.shape, self.dropout, self.dtype)
                     out = out * mask
                 masks.append(mask)
             layer_input = out
