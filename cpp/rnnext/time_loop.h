@@ -28,13 +28,16 @@ struct StepOperand {
   Index stride;
 };
 
-// A time-major buffer [T (or T+1), N, width] seen one step at a time.
+// A time-major buffer [T (or T+1), N, width] seen one step at a time; or, for states that no backward pass
+// will read, a ring of two slots [2, N, width] (step t in slot t % 2), since step t reads only slot t.
 template <typename Scalar>
 struct Sequence {
   Scalar* data;
   Index N, width;
+  Index slot_mask = ~Index(0);  // every step its own slot; kRingOfTwo for a ring
 
-  Scalar* step(Index t) const { return data + t * N * width; }
+  static constexpr Index kRingOfTwo = 1;
+  Scalar* step(Index t) const { return data + (t & slot_mask) * N * width; }
   // Row n's columns [begin, begin + w) of step t.
   template <Index Fixed>
   auto segment(Index t, Index n, Index begin, BlockWidth<Fixed> w) const {

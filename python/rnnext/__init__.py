@@ -25,6 +25,7 @@ from ._core import (
     set_num_threads,
 )
 from .gradcheck import gradcheck
+from .layer_base import inference_mode
 from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding, Layer, SimpleRNN, layer_from_config, seed
 from .models import Checkpoint, Sequential, load, load_checkpoint
 from .parameter import Parameter
@@ -53,6 +54,7 @@ __all__ = [
     "gradcheck",
     "gru_backward",
     "gru_forward",
+    "inference_mode",
     "interop",
     "layer_from_config",
     "load",
