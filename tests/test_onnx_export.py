@@ -184,3 +184,22 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError) as error:
         rnnext.onnx.run_both(model, tmp_path / "m.onnx", np.zeros((2, 3, I), np.float32), lengths=[1, 2])
     assert "no 'lengths' input" in str(error.value)
+
+
+def test_the_export_command_writes_and_checks_a_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    model = randomize(rnnext.Sequential(COURSE_MODELS["bi-lstm"](), input_shape=(30,)), seed=8)
+    model.save(tmp_path / "model.npz")
+    command = [sys.executable, "-m", "rnnext", "export", "model.npz", "model.onnx", "--lengths", "--states",
+               "--check"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "wrote model.onnx" in result.stdout and "inputs x, lengths" in result.stdout
+    assert "lstm.c_n" in result.stdout and result.stdout.rstrip().endswith(": ok")
+    assert rnnext.onnx.check(model, tmp_path / "model.onnx")["y"] < 1e-5
+
+    result = subprocess.run(command[:4] + ["missing.npz", "model.onnx"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and "no such file: missing.npz" in result.stderr
