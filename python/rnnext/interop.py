@@ -4,6 +4,7 @@
     torch_lstm.load_state_dict(to_torch_state_dict(layer)); module = to_torch(layer)
     layer = from_keras_weights("gru", keras_gru.get_weights())
     keras_gru.set_weights(to_keras_weights(layer))
+    model = from_keras(keras_sequential); keras_sequential = to_keras(model)    # whole models: interop_models.py
 
 Layouts (rnnext's are in docs/conventions.md):
 - PyTorch, per layer k and direction (suffix "_reverse"): `weight_ih_l{k} [G*H, I_k]` = kernel.T,
@@ -25,7 +26,8 @@ import numpy as np
 from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding, Recurrent
 from .validation import as_array, check_bool, check_dtype, check_int, shape_text
 
-__all__ = ["from_torch", "to_torch_state_dict", "to_torch", "from_keras_weights", "to_keras_weights"]
+__all__ = ["from_torch", "to_torch_state_dict", "to_torch", "from_keras_weights", "to_keras_weights", "from_keras",
+           "to_keras", "mask_zero_lengths"]
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 _LAYER_CLASSES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -391,3 +393,7 @@ def to_keras_weights(layer) -> list:
             arrays = [_swap_first_two_blocks(a) for a in arrays]
         out.extend(arrays)
     return out
+
+
+# Whole models, built on the layer converters above (so imported last: interop_models imports them from here).
+from .interop_models import from_keras, mask_zero_lengths, to_keras  # noqa: E402
