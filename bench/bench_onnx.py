@@ -7,12 +7,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_cells  # noqa: E402,F401  first: it unsets OPENBLAS_CORETYPE before NumPy loads (see its header)
+import bench_cells  # noqa: E402  first: it unsets OPENBLAS_CORETYPE before NumPy loads (see its header)
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -74,17 +72,7 @@ def differences(directory, batch, steps):
     return worst
 
 
-def median_ms(call, repeats):
-    call()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
-def timing(directory, threads, repeats):
+def timing(directory, threads, seconds):
     import onnxruntime
 
     model = course_model([rnnext.LSTM(32, seed=1)]).eval()
@@ -95,7 +83,8 @@ def timing(directory, threads, repeats):
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     rnnext.set_num_threads(threads)
-    print(f"course LSTM model, T=500, {threads} thread(s) each, median of {repeats} calls after one warm-up:\n")
+    print(f"course LSTM model, T=500, {threads} thread(s) each, median ms per call (bench_cells.time_it, "
+          f"about {seconds:g} s each):\n")
     print("| N | onnxruntime ms | rnnext forward ms | onnxruntime / rnnext |")
     print("|---|---|---|---|")
     for N in (1, 128):
@@ -103,22 +92,22 @@ def timing(directory, threads, repeats):
         difference = np.max(np.abs(session.run(None, {"x": ids})[0] - model.forward(ids)))
         if difference > 1e-5:
             sys.exit(f"validation failed at N={N}: max difference {difference:.3g}")
-        ours = median_ms(lambda: model.forward(ids), repeats)
-        theirs = median_ms(lambda: session.run(None, {"x": ids}), repeats)
+        ours = 1e3 * bench_cells.time_it(lambda: model.forward(ids), seconds)["median"]
+        theirs = 1e3 * bench_cells.time_it(lambda: session.run(None, {"x": ids}), seconds)["median"]
         print(f"| {N} | {theirs:.2f} | {ours:.2f} | {theirs / ours:.2f} |")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime's and rnnext's threads (default 2)")
-    parser.add_argument("--repeats", type=int, default=21, help="timed calls per measurement (default 21)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of one measurement (default 2 s)")
     parser.add_argument("--batch", type=int, default=8, help="rows of the random batch of the differences")
     parser.add_argument("--steps", type=int, default=20, help="steps of the random batch (the course models take their own T=500)")
     args = parser.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f}\n")
     with tempfile.TemporaryDirectory() as directory:
         differences(directory, args.batch, args.steps)
-        timing(directory, args.threads, args.repeats)
+        timing(directory, args.threads, args.seconds)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
