@@ -87,6 +87,14 @@ def test_time_major_layer_matches_onnxruntime(tmp_path, cell):
     assert [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim] == ["T", "N", I]
 
 
+def test_a_leading_dropout_keeps_the_next_layers_layout(tmp_path):
+    model = randomize(rnnext.Sequential([rnnext.Dropout(0.5), rnnext.LSTM(H, batch_first=False)], input_shape=(T, I)),
+                      seed=9)
+    x = np.random.default_rng(5).standard_normal((T, N, I)).astype(np.float32)
+    export_and_compare(model, tmp_path, x, LENGTHS, "Dropout, time-major LSTM")
+    assert rnnext.onnx.check(model, tmp_path / "model.onnx")["y"] < 1e-5
+
+
 @pytest.mark.parametrize("activation", [None, "sigmoid", "tanh", "relu", "softmax"])
 def test_dense_activations_match_onnxruntime(tmp_path, activation):
     model = randomize(rnnext.Sequential([rnnext.GRU(H, input_size=I, return_sequences=True),
@@ -161,7 +169,7 @@ class Scale(rnnext.Layer):
 ])
 def test_what_cannot_be_exported_is_refused_by_name_and_writes_nothing(tmp_path, layers, message):
     model = rnnext.Sequential(layers())
-    if not model.built:
+    if model.input_shape is None:
         model.build((T, I))
     path = tmp_path / "model.onnx"
     path.write_bytes(b"earlier file")

@@ -110,9 +110,8 @@ def _operator_weights(layer, k):
 class _Graph:
     """Nodes and initializers of the graph being built, with fresh value names."""
 
-    def __init__(self, onnx, dtype):
+    def __init__(self, onnx):
         self.onnx = onnx
-        self.dtype = dtype
         self.nodes, self.initializers = [], []
         self._used = set()
 
@@ -193,8 +192,9 @@ def _check_exportable(model, where: str):
     """The model's float dtype; raises ValueError naming the first layer the export cannot express."""
     if not getattr(model, "layers", None):
         raise ValueError(f"{where}: model is {type(model).__name__}, expected an rnnext Sequential with layers")
-    if not model.built:
-        raise ValueError(f"{where}: the model is not built; pass input_shape, call build() or run one forward pass")
+    if not model.built or model.input_shape is None:
+        raise ValueError(f"{where}: the model is not built or its input shape is unknown; pass input_shape, call "
+                         "build(input_shape) or run one forward pass")
     dtypes = set()
     for position, layer in enumerate(model.layers):
         label = f"layer {position} {layer.name!r} ({type(layer).__name__})"
@@ -215,14 +215,19 @@ def _check_exportable(model, where: str):
     return dtypes.pop()
 
 
+def _first_computing_layer(model):
+    """The first layer that is not a Dropout: it says what the model input is (ids, or its layout)."""
+    return next((layer for layer in model.layers if not isinstance(layer, Dropout)), model.layers[0])
+
+
 def _build_model_proto(model, *, lengths, states, opset, where):
     onnx = _import_onnx(where)
     helper, TensorProto = onnx.helper, onnx.TensorProto
     dtype = _check_exportable(model, where)
     float_type = helper.np_dtype_to_tensor_dtype(dtype)
-    graph = _Graph(onnx, dtype)
+    graph = _Graph(onnx)
 
-    first = model.layers[0]
+    first = _first_computing_layer(model)
     time_axis = 0 if isinstance(first, Recurrent) and not first.batch_first else 1
     if isinstance(first, Embedding):
         input_info = helper.make_tensor_value_info("x", TensorProto.INT64, ["N", "T"])
@@ -362,7 +367,7 @@ def check(model, path, *, batch=4, steps=None, seed=0):
     lengths uniform in [0, T] (one row at T) when the graph takes lengths. Returns {name: float}."""
     session = _session(path, "rnnext.onnx.check")
     rng = np.random.default_rng(seed)
-    first = model.layers[0]
+    first = _first_computing_layer(model)
     T = steps or (model.input_shape[0] if model.input_shape and model.input_shape[0] else 7)
     if isinstance(first, Embedding):
         x = rng.integers(0, first.vocab_size, size=(batch, T), dtype=np.int64)
