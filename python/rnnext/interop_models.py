@@ -166,16 +166,15 @@ def from_keras(keras_model):
 # rnnext -> Keras
 
 def _keras_recurrent(keras, layer, name, return_sequences):
-    kind = type(layer).__name__
-    options = dict(return_sequences=return_sequences)
+    """The Keras layer of one level of `layer` (an rnnext RNN, LSTM or GRU), named `name`."""
     if isinstance(layer, RNN):
-        cell = keras.layers.SimpleRNN(layer.units, activation=layer.activation, **options)
+        cell = keras.layers.SimpleRNN(layer.units, activation=layer.activation, return_sequences=return_sequences)
     elif isinstance(layer, LSTM):
-        cell = keras.layers.LSTM(layer.units, **options)
+        cell = keras.layers.LSTM(layer.units, return_sequences=return_sequences)
     elif isinstance(layer, GRU):
-        cell = keras.layers.GRU(layer.units, reset_after=layer.reset_after, **options)
+        cell = keras.layers.GRU(layer.units, reset_after=layer.reset_after, return_sequences=return_sequences)
     else:
-        raise ValueError(f"to_keras: layer {layer.name!r} ({kind}) has no Keras equivalent")
+        raise ValueError(f"to_keras: layer {layer.name!r} ({type(layer).__name__}) has no Keras equivalent")
     if layer.bidirectional:
         return keras.layers.Bidirectional(cell, merge_mode="concat", name=name)
     cell.name = name
@@ -198,7 +197,7 @@ def to_keras(model, *, mask_zero=None):
     first = model.layers[0]
     input_dtype = "int64" if isinstance(first, Embedding) else np.dtype(first.dtype).name
     keras_layers, weights = [keras.Input(shape=model.input_shape, dtype=input_dtype)], []
-    for position, layer in enumerate(model.layers):
+    for layer in model.layers:
         label = f"layer {layer.name!r} ({type(layer).__name__})"
         if isinstance(layer, Embedding):
             keras_layers.append(keras.layers.Embedding(layer.vocab_size, layer.dim, mask_zero=mask_zero,
@@ -220,8 +219,7 @@ def to_keras(model, *, mask_zero=None):
                 keras_layers.append(_keras_recurrent(keras, layer, layer.name if k == 0 else f"{layer.name}_l{k}",
                                                      layer.return_sequences or not top))
         elif isinstance(layer, Dense):
-            activation = layer.activation
-            keras_layers.append(keras.layers.Dense(layer.units, activation=activation, name=layer.name))
+            keras_layers.append(keras.layers.Dense(layer.units, activation=layer.activation, name=layer.name))
             weights.append(to_keras_weights(layer))
         elif isinstance(layer, Dropout):
             keras_layers.append(keras.layers.Dropout(layer.rate, name=layer.name))
