@@ -45,14 +45,19 @@ def variants():
             for bidirectional in (False, True):
                 layer = make(input_size=8, num_layers=num_layers, bidirectional=bidirectional,
                              return_sequences=True)
-                model = rnnext.Sequential([layer, rnnext.Dense(3)])
-                for param in model.parameters():
-                    param.value[...] = 0.5 * rng.standard_normal(param.value.shape)
-                yield f"{cell} L={num_layers} D={2 if bidirectional else 1}", model
-    yield "course LSTM", course_model([rnnext.LSTM(32, seed=1)])
-    yield "course Bi-LSTM", course_model([rnnext.LSTM(32, bidirectional=True, seed=1), rnnext.Dropout(0.5)])
-    yield "course stacked LSTM", course_model([rnnext.LSTM(32, return_sequences=True, seed=1),
-                                               rnnext.LSTM(32, seed=3)])
+                yield f"{cell} L={num_layers} D={2 if bidirectional else 1}", randomized(
+                    rnnext.Sequential([layer, rnnext.Dense(3)]), rng)
+    yield "course LSTM", randomized(course_model([rnnext.LSTM(32, seed=1)]), rng)
+    yield "course Bi-LSTM", randomized(course_model([rnnext.LSTM(32, bidirectional=True, seed=1),
+                                                     rnnext.Dropout(0.5)]), rng)
+    yield "course stacked LSTM", randomized(course_model([rnnext.LSTM(32, return_sequences=True, seed=1),
+                                                          rnnext.LSTM(32, seed=3)]), rng)
+
+
+def randomized(model, rng):
+    for param in model.parameters():
+        param.value[...] = 0.5 * rng.standard_normal(param.value.shape)
+    return model
 
 
 def differences(directory, batch, steps):
