@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import _core, data, interop, losses, optim, reference
+from . import _core, data, interop, losses, onnx, optim, reference
 from ._core import (
     build_info,
     get_num_threads,
@@ -62,6 +62,7 @@ __all__ = [
     "losses",
     "lstm_backward",
     "lstm_forward",
+    "onnx",
     "max_num_threads",
     "optim",
     "reference",
