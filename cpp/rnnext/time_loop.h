@@ -40,31 +40,56 @@ namespace rnnext {
 // one of the cores, a thread of the loop is often descheduled for a whole time slice, and its partner spins on
 // at every step instead of handing its core over. This one spins for about as long as the threads of a step
 // normally drift apart (tens of microseconds), then sleeps in the kernel (a futex on Linux, a yield loop
-// elsewhere): the freed core lets the scheduler run the late thread at once.
+// elsewhere): the freed core lets the scheduler run the late thread at once. A wait of a time slice that is much
+// longer than the work before it tells the engine the machine is busy (common.h, contention).
 class StepBarrier {
  public:
-  void set_threads(int threads) { threads_ = threads; }
+  using Clock = contention::Clock;
+
+  // Called by every thread of the team as the region starts, before its first wait.
+  void start(int threads, Clock::time_point region_start) {
+#pragma omp single
+    threads_ = threads;  // the team OpenMP gave (one thread inside another parallel region)
+    const Clock::time_point now = Clock::now();
+    if (thread_id() != 0 && now - region_start > contention::kLate) contention::report();
+    work_start() = now;
+  }
 
   void wait() {
     if (threads_ <= 1) return;
     const uint32_t generation = generation_.load();
+    const Clock::time_point arrived = Clock::now();
     if (arrived_.fetch_add(1) + 1 == threads_) {  // the last to arrive opens the next generation
       arrived_.store(0);
       generation_.store(generation + 1);
       if (sleepers_.load() > 0) wake_all();
+      work_start() = arrived;
       return;
     }
     for (int spin = 0; spin < kSpins; ++spin) {
-      if (generation_.load(std::memory_order_acquire) != generation) return;
+      if (generation_.load(std::memory_order_acquire) != generation) {
+        work_start() = Clock::now();
+        return;
+      }
       pause();
     }
     sleepers_.fetch_add(1);
     while (generation_.load() == generation) sleep_while(generation);
     sleepers_.fetch_sub(1);
+    const Clock::time_point released = Clock::now();
+    if (released - arrived > contention::kLate && released - arrived > 2 * (arrived - work_start()))
+      contention::report();
+    work_start() = released;
   }
 
  private:
   static constexpr int kSpins = 4000;  // a pause is ~10-40 ns: some 40-160 us of spinning
+
+  // When the calling thread last left a barrier (or started): the work it did since.
+  static Clock::time_point& work_start() {
+    static thread_local Clock::time_point start;
+    return start;
+  }
 
   static void pause() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -118,13 +143,12 @@ struct Sequence {
   }
 };
 
-// The unit blocks of one call and the threads that share them, and the two drivers.
+// The unit blocks of one call and the two drivers, which choose their threads at each run.
 class TimeLoop {
  public:
   // G gate blocks per unit: the work per step, which decides the thread count.
   TimeLoop(const Dims& d, Index G, const int64_t* lengths /* [N] or null */)
-      : T_(d.T), N_(d.N), lengths_(lengths), blocks_(unit_blocks(d.H, d.N)),
-        threads_(loop_threads(d.N, d.H, G, Index(blocks_.size()))) {}
+      : T_(d.T), N_(d.N), H_(d.H), G_(G), lengths_(lengths), blocks_(unit_blocks(d.H, d.N)) {}
 
   const std::vector<UnitBlock>& blocks() const { return blocks_; }
 
@@ -140,11 +164,13 @@ class TimeLoop {
  private:
   template <typename First, typename... Rest>
   void run(Index first_t, Index end_t, Index dt, First& first, Rest&... rest) const {
+    // Chosen at each run, not once: a loop run many times (stepper.h) follows the machine's load.
+    const int threads = loop_threads(N_, H_, G_, Index(blocks_.size()));
     StepBarrier barrier;
-#pragma omp parallel num_threads(threads_) if (threads_ > 1)
+    const auto region_start = StepBarrier::Clock::now();
+#pragma omp parallel num_threads(threads) if (threads > 1)
     {
-#pragma omp single
-      barrier.set_threads(thread_count());  // the team OpenMP gave (one thread inside another parallel region)
+      barrier.start(thread_count(), region_start);
       for (Index t = first_t; t != end_t; t += dt) step<First::packs>(barrier, t, first, rest...);
     }
   }
@@ -186,10 +212,9 @@ class TimeLoop {
     }
   }
 
-  Index T_, N_;
+  Index T_, N_, H_, G_;
   const int64_t* lengths_;
   std::vector<UnitBlock> blocks_;
-  int threads_;
 };
 
 // The recurrent product of a forward step, z += states . U_k for one unit block b and gate k: U's gate columns
