@@ -210,21 +210,21 @@ struct GruBackwardReset {
 
 // A forward pass with its weights packed once, for one call or many (see LstmForward in lstm.h).
 template <typename Scalar, bool ResetAfter>
-class GruForward {
+class GruForward : PackedForward<Scalar, GruWeights<Scalar>> {
+  using Base = PackedForward<Scalar, GruWeights<Scalar>>;
+  using Base::d_, Base::loop_, Base::U_, Base::weights_;
+
  public:
   static constexpr Index G = kGruGates;
   static constexpr int kStates = 1;  // h
   using Weights = GruWeights<Scalar>;
 
   GruForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse)
-      : weights_(weights), d_(d), input_bias_(weights.bias, weights.bias + G * d.H), loop_(d, G, lengths),
-        U_(weights.recurrent_kernel, d, G, loop_) {
+      : Base(weights, d, G, lengths, reuse), input_bias_(weights.bias, weights.bias + G * d.H) {
     // Every bias that is simply added joins the input projection: with reset_after the recurrent biases of r
     // and z, while b_hn stays inside r * (h.U_n + b_hn).
-    const Index GH = G * d.H;
     if constexpr (ResetAfter)
-      for (Index col = 0; col < 2 * d.H; ++col) input_bias_[size_t(col)] += weights.bias[GH + col];
-    if (reuse) kernel_.emplace(weights.kernel, GH, d.I, GH, d.T * d.N);
+      for (Index col = 0; col < 2 * d.H; ++col) input_bias_[size_t(col)] += weights.bias[G * d.H + col];
   }
 
   // On entry cache.h[0] holds h0; on exit the cache holds every state, the activated gates and the variant's
@@ -251,7 +251,7 @@ class GruForward {
   void loop(Scalar* y, const Sequence<Scalar>& h, Scalar* gates, const Sequence<Scalar>& recurrent,
             const Scalar* x) const {
     const Index T = d_.T, N = d_.N, H = d_.H, GH = G * H;
-    project_inputs(gates, x, weights_.kernel, input_bias_.data(), T * N, d_.I, GH, kernel_ ? &*kernel_ : nullptr);
+    project_inputs(gates, x, weights_.kernel, input_bias_.data(), T * N, d_.I, GH, this->packed_kernel());
     if constexpr (ResetAfter) {  // hn starts as b_hn; the loop adds h[t].U_n
       for (Index row = 0; row < T * N; ++row) std::copy_n(weights_.bias + GH + 2 * H, H, recurrent.data + row * H);
     }
@@ -265,12 +265,7 @@ class GruForward {
     }
   }
 
-  Weights weights_;
-  Dims d_;
   std::vector<Scalar> input_bias_;  // [3H]
-  TimeLoop loop_;
-  mutable GateColumns<Scalar> U_;  // its packed step operand is scratch of each call
-  std::optional<PackedWeight<Scalar>> kernel_;
 };
 
 // Forward over a whole sequence, cached for gru_backward (see GruForward::run_cached).

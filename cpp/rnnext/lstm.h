@@ -173,17 +173,17 @@ struct LstmBackwardStep {
 // (stepper.h). run_cached keeps every state and activated gate for a backward pass; run keeps only what the
 // next step reads (two slots of states), with the same arithmetic and so the same results, bit for bit.
 template <typename Scalar, bool Peephole, bool Coupled>
-class LstmForward {
+class LstmForward : PackedForward<Scalar, LstmWeights<Scalar>> {
+  using Base = PackedForward<Scalar, LstmWeights<Scalar>>;
+  using Base::d_, Base::loop_, Base::U_, Base::weights_;
+
  public:
   static constexpr Index G = LstmLayout<Coupled>::G;
   static constexpr int kStates = 2;  // h, c
   using Weights = LstmWeights<Scalar>;
 
-  // reuse: also pack the input kernel once (otherwise each call packs it for its input projection).
   LstmForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse)
-      : weights_(weights), d_(d), loop_(d, G, lengths), U_(weights.recurrent_kernel, d, G, loop_) {
-    if (reuse) kernel_.emplace(weights.kernel, G * d.H, d.I, G * d.H, d.T * d.N);
-  }
+      : Base(weights, d, G, lengths, reuse) {}
 
   // On entry cache.h[0], cache.c[0] hold h0, c0; on exit the cache holds every state and the activated gates
   // of every step, and y the outputs.
@@ -210,16 +210,10 @@ class LstmForward {
   void loop(Scalar* y, const Sequence<Scalar>& h, const Sequence<Scalar>& c, Scalar* gates, const Scalar* x) const {
     const Index N = d_.N, H = d_.H, GH = G * H;
     // gates doubles as the buffer of input projections until step t activates its slice in place.
-    project_inputs(gates, x, weights_.kernel, weights_.bias, d_.T * N, d_.I, GH, kernel_ ? &*kernel_ : nullptr);
+    project_inputs(gates, x, weights_.kernel, weights_.bias, d_.T * N, d_.I, GH, this->packed_kernel());
     LstmForwardStep<Scalar, Peephole, Coupled> step{U_, {y, N, H}, h, c, {gates, N, GH}, weights_.peephole};
     loop_.forward(step);
   }
-
-  Weights weights_;
-  Dims d_;
-  TimeLoop loop_;
-  mutable GateColumns<Scalar> U_;  // its packed step operand is scratch of each call
-  std::optional<PackedWeight<Scalar>> kernel_;
 };
 
 // Forward over a whole sequence, cached for lstm_backward (see LstmForward::run_cached).

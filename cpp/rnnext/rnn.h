@@ -83,15 +83,16 @@ struct RnnBackwardStep {
 
 // A forward pass with its weights packed once, for one call or many (see LstmForward in lstm.h).
 template <typename Scalar, Activation Act>
-class RnnForward {
+class RnnForward : PackedForward<Scalar, RnnWeights<Scalar>> {
+  using Base = PackedForward<Scalar, RnnWeights<Scalar>>;
+  using Base::d_, Base::loop_, Base::U_, Base::weights_;
+
  public:
   static constexpr int kStates = 1;  // h
   using Weights = RnnWeights<Scalar>;
 
   RnnForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse)
-      : weights_(weights), d_(d), loop_(d, 1, lengths), U_(weights.recurrent_kernel, d, 1, loop_) {
-    if (reuse) kernel_.emplace(weights.kernel, d.H, d.I, d.H, d.T * d.N);
-  }
+      : Base(weights, d, 1, lengths, reuse) {}
 
   // On entry h[0] holds h0; on exit h[1..T] hold the states and y the outputs.
   void run_cached(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, const Scalar* x /* [T, N, I] */) const {
@@ -112,16 +113,10 @@ class RnnForward {
   void loop(Scalar* y, const Sequence<Scalar>& h, const Scalar* x) const {
     const Index N = d_.N, H = d_.H;
     // y doubles as the buffer of input projections: y[t] holds x[t].kernel + bias until step t overwrites it.
-    project_inputs(y, x, weights_.kernel, weights_.bias, d_.T * N, d_.I, H, kernel_ ? &*kernel_ : nullptr);
+    project_inputs(y, x, weights_.kernel, weights_.bias, d_.T * N, d_.I, H, this->packed_kernel());
     RnnForwardStep<Scalar, Act> step{U_, {y, N, H}, h};
     loop_.forward(step);
   }
-
-  Weights weights_;
-  Dims d_;
-  TimeLoop loop_;
-  mutable GateColumns<Scalar> U_;  // its packed step operand is scratch of each call
-  std::optional<PackedWeight<Scalar>> kernel_;
 };
 
 // Forward over a whole sequence, cached for rnn_backward (see RnnForward::run_cached).

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <optional>
 #include <thread>
 
 #if defined(__linux__)
@@ -240,6 +241,25 @@ class GateColumns {
   GemmDepth depth_;
   std::vector<PackedLhs<Scalar>> columns_;
   PackedRhs<Scalar> states_;
+};
+
+// What a cell's forward class (LstmForward, GruForward, RnnForward) holds: its weights, the call's sizes, the time
+// loop, the recurrent kernel packed per gate block, and, when it serves many calls (reuse), the input kernel
+// packed once too (otherwise each call packs it with its input projection).
+template <typename Scalar, typename Weights>
+class PackedForward {
+ protected:
+  PackedForward(const Weights& weights, const Dims& d, Index G, const int64_t* lengths /* [N] or null */, bool reuse)
+      : weights_(weights), d_(d), loop_(d, G, lengths), U_(weights.recurrent_kernel, d, G, loop_) {
+    if (reuse) kernel_.emplace(weights.kernel, G * d.H, d.I, G * d.H, d.T * d.N);
+  }
+  const PackedWeight<Scalar>* packed_kernel() const { return kernel_ ? &*kernel_ : nullptr; }
+
+  Weights weights_;
+  Dims d_;
+  TimeLoop loop_;
+  mutable GateColumns<Scalar> U_;  // its packed step operand is scratch of each call
+  std::optional<PackedWeight<Scalar>> kernel_;
 };
 
 // The recurrent product of a backward step, dh += dz . U^T for one unit block, over the columns
