@@ -241,3 +241,19 @@ def test_row_draws_are_what_rng_choice_draws():
         choice = np.random.default_rng(seed + 1)
         expected = [choice.choice(V, p=row / row.sum()) for row in probabilities]
         assert _draw_rows(np.random.default_rng(seed + 1), probabilities).tolist() == expected, f"seed {seed}"
+
+
+def test_a_cell_without_an_engine_stepper_steps_layer_by_layer():
+    """Recurrent's default stepper (for cells the engine has no stepper for) runs each layer's forward with
+    T = 1 on its own copy of the weights: the engine stepper's bits."""
+    layer = rnnext.GRU(12, num_layers=3, seed=0, input_size=4)
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    by_layer = rnnext.recurrent.Recurrent._engine_stepper(layer, [w[0] for w in layer._weights], 2)
+    engine = layer._engine_stepper([w[0] for w in layer._weights], 2)
+    states = layer._zero_states(2, 3)
+    expected_y, expected_states = engine.step(x, states)
+    layer._weights[0][0]["kernel"].value[...] = 0  # the copies are the stepper's own
+    y, new_states = by_layer.step(x, states)
+    same_bits(y, expected_y, "the layer-by-layer stepper's output")
+    for (a,), (b,) in zip(new_states, expected_states):
+        same_bits(a, b, "the layer-by-layer stepper's states")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layer_base import Layer, dropout_mask, glorot_uniform, inference_active, orthogonal
+from .stepping import LayerByLayer, Stepper
 from .validation import as_array, check_bool, check_int, check_rate, ndim, real_array, shape_text
 
 __all__ = ["Recurrent"]
@@ -481,8 +482,10 @@ class Recurrent(Layer):
         return Stepper(self, self._engine_stepper([w[0] for w in self._weights], batch_size), batch_size)
 
     def _engine_stepper(self, layer_weights, batch_size):
-        """The engine's stepper over the single-direction weights of every layer."""
-        raise NotImplementedError
+        """The engine's stepper over the single-direction weights of every layer: an object whose
+        step(x [N, I], states) returns (y [N, H], new states). A cell without one in the engine steps layer after
+        layer with its forward (T = 1) on copies of the weights."""
+        return LayerByLayer(self, layer_weights)
 
     def _step_input(self, where, x_t):
         """x_t [N, I] checked (building the layer from it if needed), as a contiguous array of the layer dtype."""
@@ -509,27 +512,3 @@ class Recurrent(Layer):
         super()._set_volatile(generator_state)
         self._carried = carried
 
-
-class Stepper:
-    """A recurrent layer stepped one time step at a time (see Recurrent.stepper): every layer of its stack in
-    one engine call per step, on weights copied and packed when it was made."""
-
-    def __init__(self, layer, engine, batch_size):
-        self.layer, self.batch_size = layer, batch_size
-        self._engine = engine
-
-    def step(self, x_t, state=None):
-        """x_t [batch_size, I] -> (h_t [batch_size, H], state), as Recurrent.step."""
-        layer = self.layer
-        where = f"{layer._where('step')} (stepper)"
-        x_t = layer._step_input(where, x_t)
-        N = self.batch_size
-        if x_t.shape[0] != N:
-            raise ValueError(f"{where}: x_t has shape {x_t.shape}, expected (N={N}, I={layer.input_size}): the "
-                             f"stepper was made for batch_size={N}")
-        if state is None:
-            states = layer._zero_states(N, layer.num_layers)
-        else:
-            states = layer._states_from_api(state, N, "step", "state", allow_none_entries=False)
-        h_t, new_states = self._engine.step(x_t, states)
-        return h_t, layer._states_to_api(new_states)
