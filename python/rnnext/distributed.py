@@ -20,7 +20,7 @@ import numpy as np
 from .validation import check_choice
 
 __all__ = ["DataParallel", "RankError", "LocalShards", "from_environment", "from_option", "add_argument",
-           "launched_rank", "launched_size", "shard_rows", "with_count", "MODES"]
+           "run_experiment", "is_root", "launched_rank", "launched_size", "shard_rows", "with_count", "MODES"]
 
 MODES = ("fast", "deterministic")
 OPTION_CHOICES = ("auto", "off", *MODES)
@@ -420,6 +420,25 @@ def from_option(option: str = "auto"):
     if option == "off":
         return None
     return from_environment() if option == "auto" else DataParallel(mode=option)
+
+
+def is_root(parallel) -> bool:
+    """True for one process (`parallel` None) and for rank 0: where the experiments print and sample."""
+    return parallel is None or parallel.is_root
+
+
+def run_experiment(run, args, log):
+    """`run(args, log, parallel)` for an experiment's `--distributed` option: quiet on ranks other than 0, and
+    an exception on one rank alone ends the job (DataParallel.guard)."""
+    parallel = from_option(getattr(args, "distributed", "auto"))
+    if parallel is None:
+        return run(args, log, None)
+    with parallel.guard():
+        return run(args, log if parallel.is_root else _quiet, parallel)
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
 
 
 def from_environment(mode: str = "fast"):

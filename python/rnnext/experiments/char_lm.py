@@ -398,6 +398,7 @@ def build_parser(prog: str = "rnnext train char-lm") -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default: %(default)s)")
     p.add_argument("--prime", default="", help="text that starts the sample")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's default)")
+    distributed.add_argument(p)
     p.add_argument("--quick", action="store_true", help="tiny preset for CI and smoke tests: 20,000 characters, "
                    "1 layer of 32 units, seq-len 20, batch 8, 1 epoch")
     return p
@@ -420,6 +421,10 @@ def _make_optimizer(name, params, lr):
 
 def run(args, log=print) -> dict:
     """Train as `args` says (a namespace from `build_parser`); returns a summary dict of the results."""
+    return distributed.run_experiment(_run, args, log)
+
+
+def _run(args, log, parallel) -> dict:
     if args.threads:
         rnnext.set_num_threads(args.threads)
     if args.seed is not None:
@@ -448,7 +453,8 @@ def run(args, log=print) -> dict:
     if not args.resume:
         model = build_model(len(vocab), args.cell, args.layers, args.hidden, args.embedding, args.dropout,
                             seed=args.seed)
-    model.summary()
+    if distributed.is_root(parallel):
+        model.summary()
     optimizer = _make_optimizer(args.optimizer, model.parameters(), args.lr)
     point.restore_optimizer(optimizer)
     metadata = {"experiment": "char-lm", "vocab": vocab.to_dict(),
@@ -459,7 +465,8 @@ def run(args, log=print) -> dict:
                        epochs=args.epochs, optimizer=optimizer, clip=args.clip,
                        lr_factor=lambda epoch: args.lr_decay ** max(0, epoch + 1 - args.decay_after),
                        time_limit_s=args.time_limit, log_every=args.log_every, checkpoint_path=args.checkpoint,
-                       checkpoint_every=args.checkpoint_every, metadata=metadata, log=log, **point.train_lm_options)
+                       checkpoint_every=args.checkpoint_every, metadata=metadata, log=log, parallel=parallel,
+                       **point.train_lm_options)
     wall = time.perf_counter() - start
     result = {"chars": len(ids), "vocab_size": len(vocab), "history": history, "wall_time_s": wall}
     if history:
@@ -467,7 +474,7 @@ def run(args, log=print) -> dict:
         result.update(valid_loss=valid, valid_bpc=valid / math.log(2), train_loss=history[-1]["train_loss"])
         log(f"validation loss {valid:.4f} nats/char = {valid / math.log(2):.4f} bits/char; "
             f"wall time {wall:.1f}s")
-    if args.sample_length:
+    if args.sample_length and distributed.is_root(parallel):
         sample = generate(model, vocab, args.sample_length, args.prime, args.temperature, seed=args.seed)
         result["sample"] = sample
         log(f"--- sample (temperature {args.temperature}) ---\n{args.prime}{sample}\n---")
