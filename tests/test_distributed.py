@@ -238,3 +238,13 @@ def test_experiments_run_under_mpirun_and_print_once(tmp_path):
         assert completed.returncode == 0, completed.stdout + completed.stderr
         assert completed.stdout.count("Total params") == 1, f"{name}: rank 1 printed too\n{completed.stdout}"
     assert (tmp_path / "c.npz").is_file()
+
+
+@requires_mpi
+def test_an_error_on_every_rank_is_reported_once_by_rank_0(tmp_path):
+    missing = tmp_path / "no-such-corpus"
+    command = _mpirun(2) + [sys.executable, "-m", "rnnext", "train", "word-lm", "--quick", "--data", str(missing)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=_environment())
+    assert completed.returncode != 0
+    assert completed.stderr.count("rnnext: error:") == 1, completed.stderr
+    assert "no-such-corpus" in completed.stderr
