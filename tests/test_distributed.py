@@ -165,6 +165,14 @@ def test_fast_mode_equals_one_process_to_1e_6(tmp_path):
 
 
 @requires_mpi
+def test_a_summed_loss_adds_the_shards_gradients_unscaled(tmp_path):
+    one, _ = run_worker(tmp_path, "one", "--scenario", "lengths", "--reduction", "sum")
+    two, _ = run_worker(tmp_path, "two", "--scenario", "lengths", "--reduction", "sum", "--distributed",
+                        "deterministic", ranks=2)
+    assert_rounding_close(two, one, "summed loss: 2 ranks vs 1 process")
+
+
+@requires_mpi
 def test_one_rank_is_bitwise_plain_fit(tmp_path):
     one, _ = run_worker(tmp_path, "one", "--scenario", "lengths")
     single, _ = run_worker(tmp_path, "single", "--scenario", "lengths", "--distributed", "deterministic", ranks=1)
@@ -191,33 +199,31 @@ def test_checkpoint_resumes_on_another_number_of_ranks(tmp_path, first_ranks, th
 # ---------------------------------------------------------------------------------------------------------
 # failures end the job
 
-@requires_mpi
-def test_a_rank_that_raises_in_a_step_stops_every_rank_and_rank_0_reports_it(tmp_path):
-    _, completed = run_worker(tmp_path, "failed", "--scenario", "lengths", "--distributed", "fast",
-                              "--fail-rank", "1", ranks=2, check=False)
-    output = completed.stdout + completed.stderr
-    assert completed.returncode != 0
-    assert "worker rank 0: RankError: rank 1 of 2 raised ValueError: deliberate failure on rank 1" in output, output
+def failed_run_output(tmp_path, *options) -> str:
+    """stdout and stderr of a two-rank run of the lengths scenario that must fail."""
+    _, completed = run_worker(tmp_path, "failed", "--scenario", "lengths", "--distributed", "fast", *options,
+                              ranks=2, check=False)
+    assert completed.returncode != 0, completed.stdout + completed.stderr
+    return completed.stdout + completed.stderr
 
 
 @requires_mpi
-def test_rank_0_raising_in_a_step_reports_its_own_error(tmp_path):
-    _, completed = run_worker(tmp_path, "failed", "--scenario", "lengths", "--distributed", "fast",
-                              "--fail-rank", "0", ranks=2, check=False)
-    output = completed.stdout + completed.stderr
-    assert completed.returncode != 0
-    assert "worker rank 0: ValueError: deliberate failure on rank 0" in output, output
-    assert "worker rank 1: RankError: rank 0 of 2 raised ValueError" in output, output
+@pytest.mark.parametrize("failing, reports", [
+    (1, ["worker rank 0: RankError: rank 1 of 2 raised ValueError: deliberate failure on rank 1"]),
+    (0, ["worker rank 0: ValueError: deliberate failure on rank 0",
+         "worker rank 1: RankError: rank 0 of 2 raised ValueError"]),
+])
+def test_a_rank_that_raises_in_a_step_stops_every_rank_and_rank_0_reports_it(tmp_path, failing, reports):
+    output = failed_run_output(tmp_path, "--fail-rank", str(failing))
+    for report in reports:
+        assert report in output, output
 
 
 @requires_mpi
 def test_a_rank_that_raises_outside_a_step_aborts_the_job(tmp_path):
     # rank 1's batch source fails to start epoch 2 while rank 0 waits in the next step's exchange: rank 1 waits
     # abort_timeout_s (3 s in the worker) for the others, then reports and calls MPI_Abort
-    _, completed = run_worker(tmp_path, "aborted", "--scenario", "lengths", "--distributed", "fast",
-                              "--fail-source-rank", "1", ranks=2, check=False)
-    output = completed.stdout + completed.stderr
-    assert completed.returncode != 0
+    output = failed_run_output(tmp_path, "--fail-source-rank", "1")
     assert ("rank 1 of 2 raised OSError: deliberate failure of the batch source on rank 1; the other ranks did "
             "not, so the job is aborted") in output, output
 

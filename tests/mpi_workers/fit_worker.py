@@ -6,6 +6,7 @@ the ranks' shards hold different numbers of tokens and the last one leaves rank 
 LSTM language model trained by char_lm.train_lm, whose streams each rank owns a slice of).
 """
 import argparse
+import functools
 import sys
 
 import numpy as np
@@ -112,6 +113,8 @@ def run(args, parallel):
             emulate(args, model)
             return model, None
         loss = softmax_cross_entropy
+        if args.reduction == "sum":  # the shards' gradients add up unscaled
+            loss = distributed.with_count(functools.partial(softmax_cross_entropy, reduction="sum"), "sum")
         source = lengths_batches
         if args.fail_rank is not None:
             loss = FailingLoss(rank, args.fail_rank, args.fail_step)
@@ -140,7 +143,8 @@ def main():
     p.add_argument("--distributed", choices=distributed.OPTION_CHOICES, default="off")
     p.add_argument("--emulate", type=int, default=0, help="one process emulating K deterministic ranks")
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--loss-scale", choices=("mean", "batch"), default="mean")
+    p.add_argument("--loss-scale", choices=("mean", "batch"), default="mean", help="tbptt: char-lm's or word-lm's")
+    p.add_argument("--reduction", choices=("mean", "sum"), default="mean", help="lengths: the loss's reduction")
     p.add_argument("--checkpoint")
     p.add_argument("--resume")
     p.add_argument("--time-limit", type=float)
