@@ -17,6 +17,8 @@ import zlib
 
 import numpy as np
 
+from .metrics import Averages
+from .step import NonFiniteError, apply_update, backward_step, epoch_batches, loss_kwargs, unpack_batch, zero_grad
 from .validation import check_choice
 
 __all__ = ["DataParallel", "RankError", "LocalShards", "from_environment", "from_option", "add_argument",
@@ -99,7 +101,6 @@ class LocalShards:
         self.source = source
 
     def __call__(self, epoch):
-        from .step import epoch_batches
         return epoch_batches(self.source, epoch, "fit")
 
     def generators(self) -> dict:
@@ -146,7 +147,6 @@ class DataParallel:
         self.exit_comm = self.comm.Dup()  # its own context, so the exit barrier never meets a step's collective
         self.abort_timeout_s = abort_timeout_s
         self.gradient_bytes = 0  # size of the flat gradient buffer each rank reduces per step
-        self.steps = 0
         self._buffers = {}
 
     @property
@@ -163,7 +163,6 @@ class DataParallel:
     def local_batch(self, source, batch, where: str):
         """(x, y, lengths, weight) of this rank from one batch of `source`: its rows of a whole batch, or the
         batch itself from LocalShards. An explicit dict "weight" stays with rank 0's rows."""
-        from .step import unpack_batch
         x, y, lengths, weight = unpack_batch(batch, where)
         if isinstance(source, LocalShards):
             return x, y, lengths, _targets(y, lengths) if not _explicit_weight(batch) else weight
@@ -195,7 +194,6 @@ class DataParallel:
         """One step over the combined batch: local forward and backward, the status exchange, the gradient
         reduction, then the same clip and update on every rank. Returns `(values, weight)` with the combined
         batch's loss and metrics, or None when every rank's batches have run out."""
-        from .step import NonFiniteError, apply_update, backward_step, loss_kwargs
         status = np.zeros(_WEIGHT + 1 + len(metrics))
         summed = False
         try:
@@ -209,7 +207,7 @@ class DataParallel:
                 summed = count is None
                 loss, output = 0.0, None
                 if y.shape[0] == 0:  # a batch with fewer rows than ranks: this one adds nothing
-                    _zero(model, optimizer)
+                    zero_grad(model, optimizer)
                 else:
                     loss, output = backward_step(model, loss_fn, optimizer, x, y, lengths, loss_lengths)
                 status[_COUNT] = 1.0 if summed else count
@@ -225,9 +223,10 @@ class DataParallel:
         total = self.allreduce(status)
         self._fail_together(total, None)
         if total[_ENDED]:
-            if total[_ENDED] != self.size:
-                raise RankError(-1, self.size, "ValueError", "the ranks' batch sources ended at different steps "
-                                f"({int(total[_ENDED])} of {self.size} ranks had no batch left)")
+            if total[_ENDED] != self.size:  # every rank sees the same total, so every rank raises
+                raise ValueError(f"fit: the ranks' batch sources ended at different steps ({int(total[_ENDED])} "
+                                 f"of {self.size} ranks had no batch left); a LocalShards source must give every "
+                                 "rank the same number of batches")
             return None
         scale = 1.0 if summed else (status[_COUNT] / total[_COUNT] if total[_COUNT] else 0.0)
         self.reduce_gradients(optimizer.params, scale)
@@ -235,7 +234,6 @@ class DataParallel:
         if not math.isfinite(loss):
             raise NonFiniteError("loss", loss)
         apply_update(optimizer, clip_norm, guard)
-        self.steps += 1
         weight = float(total[_WEIGHT])
         values = {"loss": float(loss)}
         for index, name in enumerate(metrics):
@@ -322,7 +320,6 @@ class DataParallel:
 
     def reduce_averages(self, averages, names: list, error=None):
         """The combined Averages of every rank's (weights, batches and the sums of `names`)."""
-        from .metrics import Averages
         local = [averages.weight, averages.batches, *(averages.sums.get(name, 0.0) for name in names)]
         total = self.reduce_sums(np.array(local, dtype=np.float64), error)
         return Averages({"weight": total[0], "batches": int(total[1]), "sums": dict(zip(names, total[2:]))})
@@ -360,8 +357,8 @@ class DataParallel:
             checksum = zlib.crc32(np.ascontiguousarray(param.value).view(np.uint8), checksum)
         checksums = self.comm.allgather(checksum)
         if len(set(checksums)) != 1:
-            raise RankError(-1, self.size, "RuntimeError", f"the ranks' weights differ (CRC-32 {checksums}); "
-                            "every rank must run the same model and optimizer")
+            raise RuntimeError(f"rnnext.distributed: the ranks' weights differ (CRC-32 {checksums}); every rank "
+                               "must build the same model and optimizer")
 
     def guard(self):
         """Context manager: an exception that leaves it on some rank but not on all ends the job."""
@@ -370,11 +367,6 @@ class DataParallel:
 
 def _explicit_weight(batch) -> bool:
     return isinstance(batch, dict) and batch.get("weight") is not None
-
-
-def _zero(model, optimizer) -> None:
-    from .step import zero_grad
-    zero_grad(model, optimizer)
 
 
 def _map_states(function, *per_rank):
