@@ -157,6 +157,17 @@ def test_deterministic_stateful_tbptt_is_reproducible_and_the_combined_batch_to_
 
 
 @requires_mpi
+@pytest.mark.parametrize("style", ["tf", "k1k2"])
+def test_tbptt_functions_under_two_ranks_are_the_combined_streams_to_rounding(tmp_path, style):
+    one, _ = run_worker(tmp_path, "one", "--scenario", "windows", "--style", style)
+    two, _ = run_worker(tmp_path, "two", "--scenario", "windows", "--style", style, "--distributed",
+                        "deterministic", ranks=2)
+    assert_rounding_close(two, one, f"{style}: 2 ranks vs 1 process")
+    losses_one, losses_two = (ast.literal_eval(str(run["history"])) for run in (one, two))
+    assert losses_two == pytest.approx(losses_one, rel=1e-12)
+
+
+@requires_mpi
 def test_fast_mode_equals_one_process_to_1e_6(tmp_path):
     one, _ = run_worker(tmp_path, "one", "--scenario", "lengths")
     fast, _ = run_worker(tmp_path, "fast", "--scenario", "lengths", "--distributed", "fast", ranks=2)

@@ -2,8 +2,9 @@
 process emulating K ranks) and writes the final weights from rank 0 to --out (.npz).
 
 Scenarios: "lengths" (an LSTM over padded sequences with lengths, per-token loss, batches of 7, 5 and 1 rows, so
-the ranks' shards hold different numbers of tokens and the last one leaves rank 1 empty) and "tbptt" (a stateful
-LSTM language model trained by char_lm.train_lm, whose streams each rank owns a slice of).
+the ranks' shards hold different numbers of tokens and the last one leaves rank 1 empty), "tbptt" (a stateful
+LSTM language model trained by char_lm.train_lm, whose streams each rank owns a slice of) and "windows" (the
+same model through rnnext.tbptt's two functions).
 """
 import argparse
 import functools
@@ -11,7 +12,7 @@ import sys
 
 import numpy as np
 
-from rnnext import distributed, layers, optim, train
+from rnnext import distributed, layers, optim, tbptt, train
 from rnnext.experiments.char_lm import lm_loss, train_lm
 from rnnext.losses import softmax_cross_entropy
 from rnnext.models import Sequential
@@ -124,6 +125,18 @@ def run(args, parallel):
                             val_batches=lengths_batches(99), clip_norm=1.0, metrics=["accuracy"], progress=False,
                             distributed=parallel)
         return model, history.rows
+    if args.scenario == "windows":  # rnnext.tbptt's functions over all the streams at once
+        model = tbptt_model()
+        streams, _ = tbptt_streams()
+        x, y = streams[:, :-1], streams[:, 1:]
+        optimizer = optim.SGD(model.parameters(), lr=0.5)
+        if args.style == "tf":
+            losses = tbptt.tbptt_tensorflow_style(model, softmax_cross_entropy, optimizer, x, y, 4, clip_norm=5.0,
+                                                  distributed=parallel)
+        else:
+            losses = tbptt.tbptt_k1_k2(model, softmax_cross_entropy, optimizer, x, y, 2, 5, clip_norm=5.0,
+                                       distributed=parallel)
+        return model, losses
     model = tbptt_model()
     if args.resume:
         from rnnext.models import load_checkpoint
@@ -139,7 +152,8 @@ def run(args, parallel):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--scenario", choices=("lengths", "tbptt"), required=True)
+    p.add_argument("--scenario", choices=("lengths", "tbptt", "windows"), required=True)
+    p.add_argument("--style", choices=("tf", "k1k2"), default="tf", help="windows: which rnnext.tbptt function")
     p.add_argument("--distributed", choices=distributed.OPTION_CHOICES, default="off")
     p.add_argument("--emulate", type=int, default=0, help="one process emulating K deterministic ranks")
     p.add_argument("--epochs", type=int, default=2)
