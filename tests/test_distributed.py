@@ -231,11 +231,19 @@ def test_a_rank_that_raises_in_a_step_stops_every_rank_and_rank_0_reports_it(tmp
 
 
 @requires_mpi
-def test_a_rank_that_raises_outside_a_step_aborts_the_job(tmp_path):
-    # rank 1's batch source fails to start epoch 2 while rank 0 waits in the next step's exchange: rank 1 waits
-    # abort_timeout_s (3 s in the worker) for the others, then reports and calls MPI_Abort
+def test_a_batch_source_failing_on_one_rank_is_reported_by_rank_0(tmp_path):
+    # rank 1's source fails to start epoch 2: the epoch's start is exchanged like a step
     output = failed_run_output(tmp_path, "--fail-source-rank", "1")
-    assert ("rank 1 of 2 raised OSError: deliberate failure of the batch source on rank 1; the other ranks did "
+    assert ("worker rank 0: RankError: rank 1 of 2 raised OSError: deliberate failure of the batch source on "
+            "rank 1") in output, output
+
+
+@requires_mpi
+def test_a_rank_that_raises_alone_outside_the_exchanges_aborts_the_job(tmp_path):
+    # rank 1's scheduler raises after epoch 1 while rank 0 goes on to the next epoch: rank 1 waits
+    # abort_timeout_s (3 s in the worker) for the others, then reports and calls MPI_Abort
+    output = failed_run_output(tmp_path, "--fail-scheduler-rank", "1")
+    assert ("rank 1 of 2 raised RuntimeError: deliberate failure of the scheduler on rank 1; the other ranks did "
             "not, so the job is aborted") in output, output
 
 

@@ -298,17 +298,22 @@ class DataParallel:
         rank = next(r for r, item in enumerate(reports) if item is not None)
         raise RankError(rank, self.size, *reports[rank])
 
-    def run_on_root(self, function) -> None:
-        """`function()` on rank 0 only (a checkpoint write); its exception is raised on every rank."""
-        error = None
-        if self.is_root:
-            try:
-                function()
-            except Exception as caught:  # noqa: BLE001 - raised on every rank below
-                error = caught
+    def collectively(self, function):
+        """`function()` on every rank (a rank-local part of fit, such as starting an epoch's batches); an
+        exception on any rank is raised on every rank. Returns this rank's result."""
+        error, result = None, None
+        try:
+            result = function()
+        except Exception as caught:  # noqa: BLE001 - raised on every rank below
+            error = caught
         status = np.zeros(_WEIGHT + 1)
         status[_FAILED] = error is not None
         self._fail_together(self.allreduce(status), error)
+        return result
+
+    def run_on_root(self, function) -> None:
+        """`function()` on rank 0 only (a checkpoint write); its exception is raised on every rank."""
+        self.collectively(function if self.is_root else lambda: None)
 
     def reduce_sums(self, sums: np.ndarray, error=None) -> np.ndarray:
         """The sums over ranks of a float vector (evaluation totals); an exception on any rank is raised on all."""

@@ -263,13 +263,13 @@ class _Run:
             self.averages = Averages()
             if self.stateful_reset in ("epoch", "batch"):
                 _reset_states(self.model)
-        batches = epoch_batches(self.train_batches, self.at.epoch, "fit")
+        batches = self._everywhere(lambda: epoch_batches(self.train_batches, self.at.epoch, "fit"))
         self.epoch_length = _length(batches)
         self.show.start_epoch(self.at.epoch, self.epoch_length, self.at.done_in_epoch)
         started = time.perf_counter()
         iterator = iter(batches)
         if self.resume_state is not None:
-            self._replay(iterator)
+            self._everywhere(lambda: self._replay(iterator))
         self.cut_short = False
         for batch in self.local_batches(iterator):
             if not self.train_one(batch):
@@ -382,6 +382,10 @@ class _Run:
 
     def _on_root(self, write) -> None:
         write() if self.dist is None else self.dist.run_on_root(write)
+
+    def _everywhere(self, function):
+        # under MPI an exception of one rank's function is raised on every rank, so none waits for the others
+        return function() if self.dist is None else self.dist.collectively(function)
 
     def run(self) -> History:
         if hasattr(self.model, "train"):

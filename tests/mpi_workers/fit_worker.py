@@ -94,8 +94,20 @@ class FailingLoss:
         return softmax_cross_entropy(output, y, lengths=lengths)
 
 
+class SchedulerFailingOnRank:
+    """A scheduler whose step raises on one rank after epoch 1: an error in a rank-local part of fit that no
+    exchange carries to the other ranks."""
+
+    def __init__(self, rank, fail_rank):
+        self.rank, self.fail_rank = rank, fail_rank
+
+    def step(self):
+        if self.rank == self.fail_rank:
+            raise RuntimeError(f"deliberate failure of the scheduler on rank {self.rank}")
+
+
 class SourceFailingOnRank:
-    """The lengths batches, except that building epoch 1's raises on one rank: outside any step."""
+    """The lengths batches, except that building epoch 1's raises on one rank (before any step of it)."""
 
     def __init__(self, rank, fail_rank):
         self.rank, self.fail_rank = rank, fail_rank
@@ -121,9 +133,10 @@ def run(args, parallel):
             loss = FailingLoss(rank, args.fail_rank, args.fail_step)
         if args.fail_source_rank is not None:
             source = SourceFailingOnRank(rank, args.fail_source_rank)
+        scheduler = None if args.fail_scheduler_rank is None else SchedulerFailingOnRank(rank, args.fail_scheduler_rank)
         history = train.fit(model, loss, optim.Adam(model.parameters(), lr=0.05), source, args.epochs,
                             val_batches=lengths_batches(99), clip_norm=1.0, metrics=["accuracy"], progress=False,
-                            distributed=parallel)
+                            scheduler=scheduler, distributed=parallel)
         return model, history.rows
     if args.scenario == "windows":  # rnnext.tbptt's functions over all the streams at once
         model = tbptt_model()
@@ -165,6 +178,7 @@ def main():
     p.add_argument("--fail-rank", type=int)
     p.add_argument("--fail-step", type=int, default=2)
     p.add_argument("--fail-source-rank", type=int)
+    p.add_argument("--fail-scheduler-rank", type=int)
     p.add_argument("--out", required=True)
     args = p.parse_args()
     parallel = distributed.from_option(args.distributed)
