@@ -166,7 +166,9 @@ class DataParallel:
         x, y, lengths, weight = unpack_batch(batch, where)
         if isinstance(source, LocalShards):
             return x, y, lengths, _targets(y, lengths) if not _explicit_weight(batch) else weight
-        rows = self.rows(y.shape[0] if y.ndim else 1)
+        if y.ndim == 0:
+            raise ValueError(f"{where}: under MPI every batch is split by rows, but y has shape (), expected [N, ...]")
+        rows = self.rows(y.shape[0])
         x, y = np.asarray(x)[rows], y[rows]
         lengths = None if lengths is None else lengths[rows]
         if _explicit_weight(batch):

@@ -186,7 +186,7 @@ def evaluate_lm(model, data: np.ndarray, seq_len: int, vocab_size: int, parallel
     model.eval()
     model.reset_states()
     total, count = 0.0, 0
-    for x, y in rdata.lm_batches(data if parallel is None else data[parallel.rows(data.shape[0])], seq_len):
+    for x, y in rdata.lm_batches(_local_streams(parallel, data, "the evaluation data")[0], seq_len):
         logits = model.forward(model_inputs(model, x, vocab_size))
         loss, _ = softmax_cross_entropy(logits, y, reduction="sum")
         total += loss
