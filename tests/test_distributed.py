@@ -23,7 +23,7 @@ import pytest
 
 from rnnext import distributed
 
-from conftest import assert_close, assert_same_bits, write_tiny_ptb
+from conftest import assert_close, assert_same_bits, write_tiny_ptb, write_tiny_reviews
 
 WORKER = Path(__file__).parent / "mpi_workers" / "fit_worker.py"
 TIMEOUT_S = 240  # generous for a shared 2-core machine; a run takes a few seconds
@@ -256,6 +256,8 @@ def test_experiments_run_under_mpirun_and_print_once(tmp_path):
     runs = {
         "char-lm": ["char-lm", "--quick", "--sample-length", "20", "--checkpoint", str(tmp_path / "c.npz")],
         "word-lm": ["word-lm", "--quick", "--data", str(write_tiny_ptb(tmp_path))],
+        "sentiment": ["sentiment", "--quick", "--train", str(write_tiny_reviews(tmp_path / "train.csv", 120, 0)),
+                      "--test", str(write_tiny_reviews(tmp_path / "test.csv", 40, 1))],
     }
     for name, options in runs.items():
         completed = subprocess.run(_mpirun(2) + rnnext_cli + options, capture_output=True, text=True,
