@@ -23,7 +23,7 @@ def test_info(tmp_path):
     assert "engine threads:" in result.stdout and "openmp" in result.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["info"], ["generate"]] + [["train", name] for name in EXPERIMENTS])
+@pytest.mark.parametrize("command", [[], ["train"], ["info"], ["generate"], ["export"]] + [["train", name] for name in EXPERIMENTS])
 def test_help(capsys, command):
     # in process: argparse prints the usage and exits 0, as the console script would
     with pytest.raises(SystemExit) as exit_info:

@@ -1,5 +1,6 @@
 // Bindings for the simple RNN cell: check and convert arguments, release the GIL, call rnnext::rnn_*.
 #include "bindings/checks.h"
+#include "bindings/stepper.h"
 #include "rnnext/rnn.h"
 
 namespace rnnext::bindings {
@@ -20,7 +21,8 @@ void with_activation(Activation act, Body&& body) {
 
 template <typename Scalar>
 py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle kernel_obj,
-                           py::handle recurrent_obj, py::handle bias_obj, py::handle lengths_obj, Activation act) {
+                           py::handle recurrent_obj, py::handle bias_obj, py::handle lengths_obj, Activation act,
+                           bool keep_cache) {
   auto x = args.sequence<Scalar>(x_obj);
   const py::ssize_t T = x.shape(0), N = x.shape(1), I = x.shape(2), H = args.hidden_size(recurrent_obj, 1, "H");
   auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", N}, {"H", H}});
@@ -29,21 +31,57 @@ py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
   auto bias = args.array<Scalar>("bias", bias_obj, {{"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
 
-  CArray<Scalar> y({T, N, H}), h({T + 1, N, H});
-  std::copy_n(h0.data(), N * H, h.mutable_data());
   const RnnWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
+  const Dims d{T, N, I, H};
+  CArray<Scalar> y({T, N, H}), h_n({N, H});
+  if (!keep_cache) {
+    const Scalar* states0[] = {h0.data()};
+    Scalar* states_n[] = {h_n.mutable_data()};
+    {
+      py::gil_scoped_release release;
+      with_activation(act, [&](auto variant) {
+        RnnForward<Scalar, decltype(variant)::value>(weights, d, data_or_null(lengths), false)
+            .run(y.mutable_data(), states0, states_n, x.data());
+      });
+    }
+    return py::make_tuple(y, h_n, py::none());
+  }
+  CArray<Scalar> h({T + 1, N, H});
+  std::copy_n(h0.data(), N * H, h.mutable_data());
   {
     py::gil_scoped_release release;
     with_activation(act, [&](auto variant) {
       rnn_forward<Scalar, decltype(variant)::value>(y.mutable_data(), h.mutable_data(), x.data(), weights,
-                                                    data_or_null(lengths), Dims{T, N, I, H});
+                                                    data_or_null(lengths), d);
     });
   }
-  CArray<Scalar> h_n({N, H});
   std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
   py::dict cache;
   cache["h"] = h;
   return py::make_tuple(y, h_n, cache);
+}
+
+// layers: one (kernel, recurrent_kernel, bias) per layer, layer k > 0 reading the H outputs of the layer below.
+template <typename Scalar>
+StepperHandle rnn_stepper_impl(const Args& args, const std::vector<py::tuple>& layers, py::ssize_t N, Activation act) {
+  const py::ssize_t H = args.hidden_size(layers[0][1], 1, "H");
+  const py::ssize_t I = stepper_input_size(args, layers[0][0], H, "H");
+  std::vector<py::array> owned;
+  std::vector<RnnWeights<Scalar>> weights;
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const py::tuple& layer = layers[k];
+    auto kernel = stepper_weight<Scalar>(args, k, "kernel", layer[0], {{k == 0 ? "I" : "H", k == 0 ? I : H}, {"H", H}});
+    auto recurrent = stepper_weight<Scalar>(args, k, "recurrent_kernel", layer[1], {{"H", H}, {"H", H}});
+    auto bias = stepper_weight<Scalar>(args, k, "bias", layer[2], {{"H", H}});
+    weights.push_back({kernel.data(), recurrent.data(), bias.data()});
+    owned.insert(owned.end(), {kernel, recurrent, bias});
+  }
+  std::optional<StepperHandle> made;
+  with_activation(act, [&](auto variant) {
+    using Forward = RnnForward<Scalar, decltype(variant)::value>;
+    made.emplace(make_stepper_handle<Scalar, Forward>("rnn_stepper", weights, std::move(owned), N, I, H));
+  });
+  return std::move(*made);
 }
 
 template <typename Scalar>
@@ -87,25 +125,42 @@ void bind_rnn(py::module_& m) {
   m.def(
       "rnn_forward",
       [](py::handle x, py::handle h0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
-         py::handle lengths, const std::string& activation) {
+         py::handle lengths, const std::string& activation, bool keep_cache) {
         const Args args("rnn_forward");
         const Activation act = parse_activation(args, activation);
         return with_dtype(args, x, [&](auto scalar) {
-          return rnn_forward_impl<decltype(scalar)>(args, x, h0, kernel, recurrent_kernel, bias, lengths, act);
+          return rnn_forward_impl<decltype(scalar)>(args, x, h0, kernel, recurrent_kernel, bias, lengths, act,
+                                                    keep_cache);
         });
       },
       py::arg("x"), py::arg("h0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
-      py::arg("lengths") = py::none(), py::arg("activation") = "tanh",
+      py::arg("lengths") = py::none(), py::arg("activation") = "tanh", py::arg("keep_cache") = true,
       "Simple RNN forward over x [T, N, I] from h0 [N, H]: h_new = act(x.kernel + h.recurrent_kernel + bias).\n"
-      "Returns (y [T, N, H], h_n [N, H], cache). See docs/conventions.md.");
+      "Returns (y [T, N, H], h_n [N, H], cache); with keep_cache=False the cache is None (an inference pass:\n"
+      "the same outputs, bit for bit). See docs/conventions.md.");
+  m.def(
+      "rnn_stepper",
+      [](py::handle layers, py::ssize_t batch_size, const std::string& activation) {
+        const Args args("rnn_stepper");
+        const Activation act = parse_activation(args, activation);
+        const auto entries = stepper_layers(args, layers, 3, "(kernel, recurrent_kernel, bias)");
+        const py::ssize_t N = stepper_batch_size(args, batch_size);
+        return with_dtype(args, "layers[0].kernel", entries[0][0], [&](auto scalar) {
+          return rnn_stepper_impl<decltype(scalar)>(args, entries, N, act);
+        });
+      },
+      py::arg("layers"), py::arg("batch_size"), py::arg("activation") = "tanh",
+      "A stepper for a stack of single-direction simple RNN layers, one (kernel, recurrent_kernel, bias) per\n"
+      "layer, with its own copies of the weights packed once: .step(x [N, I], states) with states one (h,) per\n"
+      "layer returns (y [N, H], new states), what rnn_forward gives for T = 1.");
   m.def(
       "rnn_backward",
-      [](py::handle dy, py::handle dh_n, const py::dict& cache, py::handle x, py::handle kernel,
+      [](py::handle dy, py::handle dh_n, py::handle cache, py::handle x, py::handle kernel,
          py::handle recurrent_kernel, py::handle bias, py::handle lengths, const std::string& activation) {
         const Args args("rnn_backward");
         const Activation act = parse_activation(args, activation);
         return with_dtype(args, x, [&](auto scalar) {
-          return rnn_backward_impl<decltype(scalar)>(args, dy, dh_n, cache, x, kernel, recurrent_kernel, bias,
+          return rnn_backward_impl<decltype(scalar)>(args, dy, dh_n, forward_cache(args, cache), x, kernel, recurrent_kernel, bias,
                                                      lengths, act);
         });
       },

@@ -18,6 +18,7 @@ namespace rnnext::bindings {
 namespace py = pybind11;
 
 void bind_info(py::module_& m);
+void bind_stepper(py::module_& m);
 void bind_rnn(py::module_& m);
 void bind_lstm(py::module_& m);
 void bind_gru(py::module_& m);
@@ -264,6 +265,16 @@ CArray<Scalar> copy_or_zeros(const std::optional<CArray<Scalar>>& source, py::ss
 template <typename T>
 const T* data_or_null(const std::optional<CArray<T>>& a) {
   return a ? a->data() : nullptr;
+}
+
+// The cache argument of a backward pass: the dict its forward call returned.
+inline py::dict forward_cache(const Args& args, const py::handle& cache) {
+  if (cache.is_none())
+    args.fail_value("cache is None: the forward call ran with keep_cache=False, so there is nothing to "
+                    "differentiate; run it with keep_cache=True");
+  if (!py::isinstance<py::dict>(cache))
+    args.fail_type("cache must be the dict returned by the forward call, got " + std::string(py::str(py::type::of(cache))));
+  return py::reinterpret_borrow<py::dict>(cache);
 }
 
 // Cache entry `key` of a forward pass, checked like any argument.

@@ -5,6 +5,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "rnnext engine: Eigen recurrent cells (RNN, LSTM, GRU) with forward and BPTT, the dense layer and the "
             "losses. See docs/conventions.md.";
   rnnext::bindings::bind_info(m);
+  rnnext::bindings::bind_stepper(m);
   rnnext::bindings::bind_rnn(m);
   rnnext::bindings::bind_lstm(m);
   rnnext::bindings::bind_gru(m);

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -60,9 +61,31 @@ inline std::atomic<int>& thread_setting() {
 }
 #endif
 
+// A busy machine. The engine's threads meet at a barrier every time step, so when the processors are shared with
+// other work and one thread of a team is descheduled, every other thread of the team waits a whole time slice
+// (milliseconds) for it, at every step: two threads then run several times slower than one. The engine watches for
+// that (a team thread that starts a parallel region late, a step barrier that waits much longer than the work
+// before it; see time_loop.h) and then runs on one thread for a while before it tries the set count again.
+// Results never depend on the thread count, so this changes speed only.
+namespace contention {
+using Clock = std::chrono::steady_clock;
+constexpr auto kLate = std::chrono::milliseconds(1);       // a wait this long is a time slice, not an imbalance
+constexpr auto kBackOff = std::chrono::milliseconds(500);  // how long one thread is used before trying again
+
+inline std::atomic<Clock::rep>& single_thread_until() {
+  static std::atomic<Clock::rep> until{Clock::time_point::min().time_since_epoch().count()};
+  return until;
+}
+inline void report() { single_thread_until().store((Clock::now() + kBackOff).time_since_epoch().count()); }
+inline bool active() { return Clock::now().time_since_epoch().count() < single_thread_until().load(); }
+inline void clear() { single_thread_until().store(Clock::time_point::min().time_since_epoch().count()); }
+}  // namespace contention
+
+// The thread count parallel regions use: the set count, or one while the machine is found busy.
 inline int max_threads() {
 #ifdef _OPENMP
-  return thread_setting().load(std::memory_order_relaxed);
+  const int threads = thread_setting().load(std::memory_order_relaxed);
+  return threads > 1 && contention::active() ? 1 : threads;
 #else
   return 1;
 #endif

@@ -312,53 +312,108 @@ std::vector<PackedLhs<Scalar>> pack_unit_rows(const Scalar* recurrent_kernel, In
 // out [rows, n] (+)= in [rows, k] . weight, where weight is [k, n], or [n, k] used transposed. Unless
 // `accumulate`, out = in . weight + bias [n] (zeros when null), written without reading out. Strides are the
 // row strides of the row-major buffers (so column blocks of wider buffers work too).
-// Column-major, this is out^T [n, rows] += weight^T [n, k] . in^T [k, rows]: the threads pack the weight once
-// as A, together, then each work item packs a chunk of kRowChunk rows as B and multiplies it.
+// Column-major, this is out^T [n, rows] += weight^T [n, k] . in^T [k, rows]: the weight is packed as A (once
+// per call by rows_times_weight, once for many calls by PackedWeight), then each work item packs a chunk of
+// kRowChunk rows as B and multiplies it.
+
+namespace gemm_detail {
+// The depth chunking of a product with `rows` input rows: it depends on the rows only below kRowChunk.
+template <typename Scalar>
+GemmDepth row_product_depth(Index k, Index n, Index rows) {
+  return gemm_depth<Scalar>(k, n, std::min(rows, kRowChunk));
+}
+
+// The threads of the enclosing region (or the one caller) pack the weight in splits of kRowSplit output columns.
+template <typename Scalar>
+void pack_weight_splits(PackedLhs<Scalar>& weight_t, const Scalar* weight, Index weight_stride, Index n,
+                        bool transpose_weight) {
+  const Index splits = chunk_count(n, kRowSplit);
+#pragma omp for schedule(static)
+  for (Index split = 0; split < splits; ++split) {
+    const Index first = split * kRowSplit, last = std::min(n, first + kRowSplit);
+    if (transpose_weight) {
+      weight_t.template pack_rows<Eigen::RowMajor>(weight, weight_stride, first, last);
+    } else {
+      weight_t.template pack_rows<Eigen::ColMajor>(weight, weight_stride, first, last);
+    }
+  }
+}
+
+// The products of rows_times_weight on a packed weight, shared by the threads of the enclosing region.
+// A work item is a row chunk times all output columns, or, when there are too few row chunks to keep every
+// thread busy (a single short sequence), times kRowSplit of them. How items are cut changes no result:
+// every output element is the same kernel's sum over the same depth chunks.
+template <typename Scalar>
+void multiply_row_chunks(Scalar* out, Index out_stride, const Scalar* in, Index in_stride, Index rows, Index n,
+                         const PackedLhs<Scalar>& weight_t, const GemmDepth& depth,
+                         const typename Eigen::NumTraits<Scalar>::Real* bias, bool accumulate) {
+  const Index chunks = chunk_count(rows, kRowChunk), splits = chunk_count(n, kRowSplit);
+  const Index column_splits = chunks >= 2 * thread_count() ? 1 : splits;
+  const Index item_columns = column_splits == 1 ? n : kRowSplit;
+  PackedRhs<Scalar> chunk_t(depth, kRowChunk, false);
+  Index packed_chunk = -1;
+#pragma omp for schedule(dynamic)
+  for (Index item = 0; item < chunks * column_splits; ++item) {
+    const Index chunk = item / column_splits, first = chunk * kRowChunk, count = std::min(kRowChunk, rows - first);
+    const Index first_column = item % column_splits * item_columns;
+    const Index columns = std::min(n, first_column + item_columns) - first_column;
+    if (chunk != packed_chunk) {
+      chunk_t.reshape(depth, count, false);
+      chunk_t.pack_share(in + first * in_stride, in_stride, 0, 1);
+      packed_chunk = chunk;
+    }
+    if (accumulate) {
+      chunk_t.multiply_add(out + first * out_stride, out_stride, weight_t, first_column, first_column + columns);
+    } else {
+      chunk_t.multiply_set(out + first * out_stride, out_stride, weight_t, first_column, first_column + columns, bias);
+    }
+  }
+}
+
+inline bool worth_threads(Index rows, Index k, Index n) {
+  return 2.0 * double(rows) * double(k) * double(n) > kParallelWork;
+}
+}  // namespace gemm_detail
+
 template <typename Scalar>
 void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in_stride, Index rows, Index k,
                        const Scalar* weight, Index weight_stride, Index n, bool transpose_weight,
                        const typename Eigen::NumTraits<Scalar>::Real* bias, bool accumulate) {
+  using namespace gemm_detail;
   if (rows == 0 || n == 0) return;
-  const GemmDepth depth = gemm_depth<Scalar>(k, n, std::min(rows, kRowChunk));
-  const Index chunks = chunk_count(rows, kRowChunk), splits = chunk_count(n, kRowSplit);
+  const GemmDepth depth = row_product_depth<Scalar>(k, n, rows);
   PackedLhs<Scalar> weight_t;
   weight_t.allocate(n, depth);
-#pragma omp parallel num_threads(max_threads()) if (2.0 * double(rows) * double(k) * double(n) > kParallelWork)
+#pragma omp parallel num_threads(max_threads()) if (worth_threads(rows, k, n))
   {
-#pragma omp for schedule(static)
-    for (Index split = 0; split < splits; ++split) {
-      const Index first = split * kRowSplit, last = std::min(n, first + kRowSplit);
-      if (transpose_weight) {
-        weight_t.template pack_rows<Eigen::RowMajor>(weight, weight_stride, first, last);
-      } else {
-        weight_t.template pack_rows<Eigen::ColMajor>(weight, weight_stride, first, last);
-      }
-    }
-    // A work item is a row chunk times all output columns, or, when there are too few row chunks to keep every
-    // thread busy (a single short sequence), times kRowSplit of them. How items are cut changes no result:
-    // every output element is the same kernel's sum over the same depth chunks.
-    const Index column_splits = chunks >= 2 * thread_count() ? 1 : splits;
-    const Index item_columns = column_splits == 1 ? n : kRowSplit;
-    PackedRhs<Scalar> chunk_t(depth, kRowChunk, false);
-    Index packed_chunk = -1;
-#pragma omp for schedule(dynamic)
-    for (Index item = 0; item < chunks * column_splits; ++item) {
-      const Index chunk = item / column_splits, first = chunk * kRowChunk, count = std::min(kRowChunk, rows - first);
-      const Index first_column = item % column_splits * item_columns;
-      const Index columns = std::min(n, first_column + item_columns) - first_column;
-      if (chunk != packed_chunk) {
-        chunk_t.reshape(depth, count, false);
-        chunk_t.pack_share(in + first * in_stride, in_stride, 0, 1);
-        packed_chunk = chunk;
-      }
-      if (accumulate) {
-        chunk_t.multiply_add(out + first * out_stride, out_stride, weight_t, first_column, first_column + columns);
-      } else {
-        chunk_t.multiply_set(out + first * out_stride, out_stride, weight_t, first_column, first_column + columns, bias);
-      }
-    }
+    pack_weight_splits(weight_t, weight, weight_stride, n, transpose_weight);
+    multiply_row_chunks(out, out_stride, in, in_stride, rows, n, weight_t, depth, bias, accumulate);
   }
 }
+
+// A weight [k, n] packed once for many products with the same number of input rows (a layer stepped one time
+// step at a time): rows_times_weight without the packing, and with the same results.
+template <typename Scalar>
+class PackedWeight {
+ public:
+  PackedWeight(const Scalar* weight, Index weight_stride, Index k, Index n, Index rows)
+      : k_(k), n_(n), rows_(rows), depth_(gemm_detail::row_product_depth<Scalar>(k, n, rows)) {
+    weight_t_.allocate(n, depth_);
+    gemm_detail::pack_weight_splits(weight_t_, weight, weight_stride, n, false);
+  }
+
+  // out [rows, n] = in [rows, k] . weight + bias [n], for the `rows` given at construction.
+  void multiply_set(Scalar* out, Index out_stride, const Scalar* in, Index in_stride, const Scalar* bias) const {
+    if (rows_ == 0 || n_ == 0) return;
+#pragma omp parallel num_threads(max_threads()) if (gemm_detail::worth_threads(rows_, k_, n_))
+    gemm_detail::multiply_row_chunks(out, out_stride, in, in_stride, rows_, n_, weight_t_, depth_, bias, false);
+  }
+
+ private:
+  Index k_, n_, rows_;
+  GemmDepth depth_;
+  PackedLhs<Scalar> weight_t_;
+};
 
 // out [m, n] = a [rows, m]^T . b [rows, n]: a weight gradient summed over all T*N rows; with `accumulate`,
 // out += ... instead (each depth chunk's product is added to what out holds).
@@ -395,11 +450,16 @@ void transposed_times(Scalar* out, Index out_stride, const Scalar* a, Index a_st
   }
 }
 
-// projection [rows, G*H] = inputs [rows, I] . kernel [I, G*H] + bias [G*H]
+// projection [rows, G*H] = inputs [rows, I] . kernel [I, G*H] + bias [G*H], the kernel packed for this call
+// or, when `packed` is given, once for many calls.
 template <typename Scalar>
 void project_inputs(Scalar* projection, const Scalar* inputs, const Scalar* kernel, const Scalar* bias,
-                    Index rows, Index I, Index GH) {
-  rows_times_weight(projection, GH, inputs, I, rows, I, kernel, GH, GH, false, bias, false);
+                    Index rows, Index I, Index GH, const PackedWeight<Scalar>* packed = nullptr) {
+  if (packed != nullptr) {
+    packed->multiply_set(projection, GH, inputs, I, bias);
+  } else {
+    rows_times_weight(projection, GH, inputs, I, rows, I, kernel, GH, GH, false, bias, false);
+  }
 }
 
 // Given gate gradients dz [rows, G*H] (rows = T*N) of pre-activations z = inputs.kernel + states.recurrent + b:

@@ -8,6 +8,8 @@
 // more stage each way: n's product needs r * h[t] of every unit, and its gradient d(r * h) feeds dz_r.
 #pragma once
 
+#include <optional>
+
 #include "rnnext/common.h"
 #include "rnnext/gemm.h"
 #include "rnnext/time_loop.h"
@@ -206,33 +208,76 @@ struct GruBackwardReset {
   void masked_row(Index, Index, Index, W) const {}
 };
 
-// Forward. On entry cache.h[0] holds h0; on exit the cache holds every state, the activated gates and the
-// variant's recurrent term, and y the outputs.
+// A forward pass with its weights packed once, for one call or many (see LstmForward in lstm.h).
+template <typename Scalar, bool ResetAfter>
+class GruForward {
+ public:
+  static constexpr Index G = kGruGates;
+  static constexpr int kStates = 1;  // h
+  using Weights = GruWeights<Scalar>;
+
+  GruForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse)
+      : weights_(weights), d_(d), input_bias_(weights.bias, weights.bias + G * d.H), loop_(d, G, lengths),
+        U_(weights.recurrent_kernel, d, G, loop_) {
+    // Every bias that is simply added joins the input projection: with reset_after the recurrent biases of r
+    // and z, while b_hn stays inside r * (h.U_n + b_hn).
+    const Index GH = G * d.H;
+    if constexpr (ResetAfter)
+      for (Index col = 0; col < 2 * d.H; ++col) input_bias_[size_t(col)] += weights.bias[GH + col];
+    if (reuse) kernel_.emplace(weights.kernel, GH, d.I, GH, d.T * d.N);
+  }
+
+  // On entry cache.h[0] holds h0; on exit the cache holds every state, the activated gates and the variant's
+  // recurrent term, and y the outputs.
+  void run_cached(Scalar* y /* [T, N, H] */, const GruCache<Scalar>& cache, const Scalar* x /* [T, N, I] */) const {
+    const Index N = d_.N, H = d_.H;
+    loop(y, {cache.h, N, H}, cache.gates, {cache.recurrent, N, H}, x);
+  }
+
+  // states0 = (h0,) [N, H] in, states_n = (h_n,) out; nothing is cached.
+  void run(Scalar* y, const Scalar* const* states0, Scalar* const* states_n, const Scalar* x) const {
+    const Index T = d_.T, N = d_.N, H = d_.H;
+    // The recurrent term is kept whole when reset_after: it starts as b_hn for every step before the loop.
+    Workspace<Scalar> h(2 * N * H), gates(T * N * G * H), recurrent((ResetAfter ? T : 2) * N * H);
+    const Sequence<Scalar> h_ring{h.data(), N, H, Sequence<Scalar>::kRingOfTwo};
+    const Sequence<Scalar> recurrent_steps{recurrent.data(), N, H,
+                                           ResetAfter ? ~Index(0) : Sequence<Scalar>::kRingOfTwo};
+    std::copy_n(states0[0], N * H, h_ring.step(0));
+    loop(y, h_ring, gates.data(), recurrent_steps, x);
+    std::copy_n(h_ring.step(T), N * H, states_n[0]);
+  }
+
+ private:
+  void loop(Scalar* y, const Sequence<Scalar>& h, Scalar* gates, const Sequence<Scalar>& recurrent,
+            const Scalar* x) const {
+    const Index T = d_.T, N = d_.N, H = d_.H, GH = G * H;
+    project_inputs(gates, x, weights_.kernel, input_bias_.data(), T * N, d_.I, GH, kernel_ ? &*kernel_ : nullptr);
+    if constexpr (ResetAfter) {  // hn starts as b_hn; the loop adds h[t].U_n
+      for (Index row = 0; row < T * N; ++row) std::copy_n(weights_.bias + GH + 2 * H, H, recurrent.data + row * H);
+    }
+    const GruForwardBase<Scalar> base{U_, {y, N, H}, h, {gates, N, GH}, recurrent};  // U_ also packs r * h[t]
+    GruForwardGates<Scalar, ResetAfter> gate_stage{base};
+    if constexpr (ResetAfter) {
+      loop_.forward(gate_stage);
+    } else {
+      GruForwardCandidate<Scalar> candidate{base};
+      loop_.forward(gate_stage, candidate);
+    }
+  }
+
+  Weights weights_;
+  Dims d_;
+  std::vector<Scalar> input_bias_;  // [3H]
+  TimeLoop loop_;
+  mutable GateColumns<Scalar> U_;  // its packed step operand is scratch of each call
+  std::optional<PackedWeight<Scalar>> kernel_;
+};
+
+// Forward over a whole sequence, cached for gru_backward (see GruForward::run_cached).
 template <typename Scalar, bool ResetAfter>
 void gru_forward(Scalar* y /* [T, N, H] */, const GruCache<Scalar>& cache, const Scalar* x /* [T, N, I] */,
                  const GruWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
-  const Index T = d.T, N = d.N, H = d.H, G = kGruGates, GH = G * H;
-  const Scalar* bias = weights.bias;
-  // Input projection plus every bias that is simply added: with reset_after the recurrent biases of r and z
-  // join the input biases, while b_hn stays inside r * (h.U_n + b_hn).
-  std::vector<Scalar> input_bias(bias, bias + GH);
-  if constexpr (ResetAfter)
-    for (Index col = 0; col < 2 * H; ++col) input_bias[size_t(col)] += bias[GH + col];
-  project_inputs(cache.gates, x, weights.kernel, input_bias.data(), T * N, d.I, GH);
-  if constexpr (ResetAfter) {  // hn starts as b_hn; the loop adds h[t].U_n
-    for (Index row = 0; row < T * N; ++row) std::copy_n(bias + GH + 2 * H, H, cache.recurrent + row * H);
-  }
-
-  const TimeLoop loop(d, G, lengths);
-  GateColumns<Scalar> U(weights.recurrent_kernel, d, G, loop);  // also packs r * h[t] in the second stage
-  const GruForwardBase<Scalar> base{U, {y, N, H}, {cache.h, N, H}, {cache.gates, N, GH}, {cache.recurrent, N, H}};
-  GruForwardGates<Scalar, ResetAfter> gates{base};
-  if constexpr (ResetAfter) {
-    loop.forward(gates);
-  } else {
-    GruForwardCandidate<Scalar> candidate{base};
-    loop.forward(gates, candidate);
-  }
+  GruForward<Scalar, ResetAfter>(weights, d, lengths, false).run_cached(y, cache, x);
 }
 
 // Backward. grads.h0 holds dh_n on entry. dy may be null.

@@ -6,6 +6,8 @@
 // side, with the two options as template parameters.
 #pragma once
 
+#include <optional>
+
 #include "rnnext/common.h"
 #include "rnnext/gemm.h"
 #include "rnnext/time_loop.h"
@@ -167,21 +169,64 @@ struct LstmBackwardStep {
   }
 };
 
-// Forward. On entry cache.h[0], cache.c[0] hold h0, c0; on exit the cache holds every state and the activated
-// gates of every step, and y the outputs.
+// A forward pass with its weights packed once: for one call (lstm_forward), or for many calls of one shape
+// (stepper.h). run_cached keeps every state and activated gate for a backward pass; run keeps only what the
+// next step reads (two slots of states), with the same arithmetic and so the same results, bit for bit.
+template <typename Scalar, bool Peephole, bool Coupled>
+class LstmForward {
+ public:
+  static constexpr Index G = LstmLayout<Coupled>::G;
+  static constexpr int kStates = 2;  // h, c
+  using Weights = LstmWeights<Scalar>;
+
+  // reuse: also pack the input kernel once (otherwise each call packs it for its input projection).
+  LstmForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse)
+      : weights_(weights), d_(d), loop_(d, G, lengths), U_(weights.recurrent_kernel, d, G, loop_) {
+    if (reuse) kernel_.emplace(weights.kernel, G * d.H, d.I, G * d.H, d.T * d.N);
+  }
+
+  // On entry cache.h[0], cache.c[0] hold h0, c0; on exit the cache holds every state and the activated gates
+  // of every step, and y the outputs.
+  void run_cached(Scalar* y /* [T, N, H] */, const LstmCache<Scalar>& cache, const Scalar* x /* [T, N, I] */) const {
+    const Index N = d_.N, H = d_.H;
+    loop(y, {cache.h, N, H}, {cache.c, N, H}, cache.gates, x);
+  }
+
+  // states0 = (h0, c0) [N, H] in, states_n = (h_n, c_n) [N, H] out; nothing is cached.
+  void run(Scalar* y /* [T, N, H] */, const Scalar* const* states0, Scalar* const* states_n,
+           const Scalar* x /* [T, N, I] */) const {
+    const Index T = d_.T, N = d_.N, H = d_.H;
+    Workspace<Scalar> h(2 * N * H), c(2 * N * H), gates(T * N * G * H);
+    const Sequence<Scalar> h_ring{h.data(), N, H, Sequence<Scalar>::kRingOfTwo};
+    const Sequence<Scalar> c_ring{c.data(), N, H, Sequence<Scalar>::kRingOfTwo};
+    std::copy_n(states0[0], N * H, h_ring.step(0));
+    std::copy_n(states0[1], N * H, c_ring.step(0));
+    loop(y, h_ring, c_ring, gates.data(), x);
+    std::copy_n(h_ring.step(T), N * H, states_n[0]);
+    std::copy_n(c_ring.step(T), N * H, states_n[1]);
+  }
+
+ private:
+  void loop(Scalar* y, const Sequence<Scalar>& h, const Sequence<Scalar>& c, Scalar* gates, const Scalar* x) const {
+    const Index N = d_.N, H = d_.H, GH = G * H;
+    // gates doubles as the buffer of input projections until step t activates its slice in place.
+    project_inputs(gates, x, weights_.kernel, weights_.bias, d_.T * N, d_.I, GH, kernel_ ? &*kernel_ : nullptr);
+    LstmForwardStep<Scalar, Peephole, Coupled> step{U_, {y, N, H}, h, c, {gates, N, GH}, weights_.peephole};
+    loop_.forward(step);
+  }
+
+  Weights weights_;
+  Dims d_;
+  TimeLoop loop_;
+  mutable GateColumns<Scalar> U_;  // its packed step operand is scratch of each call
+  std::optional<PackedWeight<Scalar>> kernel_;
+};
+
+// Forward over a whole sequence, cached for lstm_backward (see LstmForward::run_cached).
 template <typename Scalar, bool Peephole, bool Coupled>
 void lstm_forward(Scalar* y /* [T, N, H] */, const LstmCache<Scalar>& cache, const Scalar* x /* [T, N, I] */,
                   const LstmWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
-  constexpr Index G = LstmLayout<Coupled>::G;
-  const Index T = d.T, N = d.N, H = d.H, GH = G * H;
-  // gates doubles as the buffer of input projections until step t activates its slice in place.
-  project_inputs(cache.gates, x, weights.kernel, weights.bias, T * N, d.I, GH);
-
-  const TimeLoop loop(d, G, lengths);
-  GateColumns<Scalar> U(weights.recurrent_kernel, d, G, loop);
-  LstmForwardStep<Scalar, Peephole, Coupled> step{
-      U, {y, N, H}, {cache.h, N, H}, {cache.c, N, H}, {cache.gates, N, GH}, weights.peephole};
-  loop.forward(step);
+  LstmForward<Scalar, Peephole, Coupled>(weights, d, lengths, false).run_cached(y, cache, x);
 }
 
 // Backward. grads.h0 and grads.c0 hold dh_n and dc_n on entry. dy may be null.

@@ -4,6 +4,8 @@
 // backward side by side, with the activation as a template parameter.
 #pragma once
 
+#include <optional>
+
 #include "rnnext/common.h"
 #include "rnnext/gemm.h"
 #include "rnnext/time_loop.h"
@@ -79,18 +81,54 @@ struct RnnBackwardStep {
   }
 };
 
-// Forward. On entry h[0] holds h0; on exit h[1..T] hold the states and y the outputs.
+// A forward pass with its weights packed once, for one call or many (see LstmForward in lstm.h).
+template <typename Scalar, Activation Act>
+class RnnForward {
+ public:
+  static constexpr int kStates = 1;  // h
+  using Weights = RnnWeights<Scalar>;
+
+  RnnForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse)
+      : weights_(weights), d_(d), loop_(d, 1, lengths), U_(weights.recurrent_kernel, d, 1, loop_) {
+    if (reuse) kernel_.emplace(weights.kernel, d.H, d.I, d.H, d.T * d.N);
+  }
+
+  // On entry h[0] holds h0; on exit h[1..T] hold the states and y the outputs.
+  void run_cached(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, const Scalar* x /* [T, N, I] */) const {
+    loop(y, {h, d_.N, d_.H}, x);
+  }
+
+  // states0 = (h0,) [N, H] in, states_n = (h_n,) out; nothing is cached.
+  void run(Scalar* y, const Scalar* const* states0, Scalar* const* states_n, const Scalar* x) const {
+    const Index N = d_.N, H = d_.H;
+    Workspace<Scalar> h(2 * N * H);
+    const Sequence<Scalar> h_ring{h.data(), N, H, Sequence<Scalar>::kRingOfTwo};
+    std::copy_n(states0[0], N * H, h_ring.step(0));
+    loop(y, h_ring, x);
+    std::copy_n(h_ring.step(d_.T), N * H, states_n[0]);
+  }
+
+ private:
+  void loop(Scalar* y, const Sequence<Scalar>& h, const Scalar* x) const {
+    const Index N = d_.N, H = d_.H;
+    // y doubles as the buffer of input projections: y[t] holds x[t].kernel + bias until step t overwrites it.
+    project_inputs(y, x, weights_.kernel, weights_.bias, d_.T * N, d_.I, H, kernel_ ? &*kernel_ : nullptr);
+    RnnForwardStep<Scalar, Act> step{U_, {y, N, H}, h};
+    loop_.forward(step);
+  }
+
+  Weights weights_;
+  Dims d_;
+  TimeLoop loop_;
+  mutable GateColumns<Scalar> U_;  // its packed step operand is scratch of each call
+  std::optional<PackedWeight<Scalar>> kernel_;
+};
+
+// Forward over a whole sequence, cached for rnn_backward (see RnnForward::run_cached).
 template <typename Scalar, Activation Act>
 void rnn_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, const Scalar* x /* [T, N, I] */,
                  const RnnWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
-  const Index T = d.T, N = d.N, H = d.H;
-  // y doubles as the buffer of input projections: y[t] holds x[t].kernel + bias until step t overwrites it.
-  project_inputs(y, x, weights.kernel, weights.bias, T * N, d.I, H);
-
-  const TimeLoop loop(d, 1, lengths);
-  GateColumns<Scalar> U(weights.recurrent_kernel, d, 1, loop);
-  RnnForwardStep<Scalar, Act> step{U, {y, N, H}, {h, N, H}};
-  loop.forward(step);
+  RnnForward<Scalar, Act>(weights, d, lengths, false).run_cached(y, h, x);
 }
 
 // Backward. grads.h0 holds dh_n on entry. dy may be null (no gradient on the outputs).

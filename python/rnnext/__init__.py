@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import _core, data, interop, losses, optim, reference
+from . import _core, data, interop, losses, onnx, optim, reference
 from ._core import (
     build_info,
     get_num_threads,
@@ -25,6 +25,7 @@ from ._core import (
     set_num_threads,
 )
 from .gradcheck import gradcheck
+from .layer_base import inference_mode
 from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding, Layer, SimpleRNN, layer_from_config, seed
 from .models import Checkpoint, Sequential, load, load_checkpoint
 from .parameter import Parameter
@@ -53,6 +54,7 @@ __all__ = [
     "gradcheck",
     "gru_backward",
     "gru_forward",
+    "inference_mode",
     "interop",
     "layer_from_config",
     "load",
@@ -60,6 +62,7 @@ __all__ = [
     "losses",
     "lstm_backward",
     "lstm_forward",
+    "onnx",
     "max_num_threads",
     "optim",
     "reference",

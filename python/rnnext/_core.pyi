@@ -33,7 +33,8 @@ def rnn_forward(
     bias: Float,                    # [H]
     lengths: Optional[ArrayLike] = None,  # [N] integers in [0, T]
     activation: Literal["tanh", "relu", "sigmoid"] = "tanh",
-) -> tuple[Float, Float, dict[str, Float]]: ...
+    keep_cache: bool = True,        # False: an inference pass, cache None, the same outputs bit for bit
+) -> tuple[Float, Float, Optional[dict[str, Float]]]: ...
 def rnn_backward(
     dy: Optional[Float],            # [T, N, H] or None (zero)
     dh_n: Optional[Float],          # [N, H] or None (zero)
@@ -55,7 +56,8 @@ def lstm_forward(
     peephole: Optional[Float] = None,  # [P, H], P = 3 (2 when coupled)
     lengths: Optional[ArrayLike] = None,
     coupled: bool = False,
-) -> tuple[Float, Float, Float, dict[str, Float]]: ...
+    keep_cache: bool = True,
+) -> tuple[Float, Float, Float, Optional[dict[str, Float]]]: ...
 def lstm_backward(
     dy: Optional[Float],
     dh_n: Optional[Float],
@@ -77,7 +79,8 @@ def gru_forward(
     bias: Float,                    # [2, 3H] when reset_after, else [3H]
     lengths: Optional[ArrayLike] = None,
     reset_after: bool = True,
-) -> tuple[Float, Float, dict[str, Float]]: ...
+    keep_cache: bool = True,
+) -> tuple[Float, Float, Optional[dict[str, Float]]]: ...
 def gru_backward(
     dy: Optional[Float],
     dh_n: Optional[Float],
@@ -89,6 +92,30 @@ def gru_backward(
     lengths: Optional[ArrayLike] = None,
     reset_after: bool = True,
 ) -> dict[str, Float]: ...
+
+# Steppers (cpp/rnnext/stepper.h): a stack of single-direction layers stepped one time step at a time, on copies
+# of the weights packed once; layers holds one weight tuple per layer, layer k > 0 reading the H outputs below.
+class Stepper:
+    @property
+    def batch_size(self) -> int: ...
+    # x [N, I], states one tuple of the cell's states [N, H] per layer -> (y [N, H], new states)
+    def step(self, x: Float, states: Sequence[tuple[Float, ...]]) -> tuple[Float, list[tuple[Float, ...]]]: ...
+
+def rnn_stepper(
+    layers: Sequence[tuple[Float, Float, Float]],  # (kernel, recurrent_kernel, bias)
+    batch_size: int,
+    activation: Literal["tanh", "relu", "sigmoid"] = "tanh",
+) -> Stepper: ...
+def lstm_stepper(
+    layers: Sequence[tuple[Float, Float, Float, Optional[Float]]],  # (kernel, recurrent_kernel, bias, peephole)
+    batch_size: int,
+    coupled: bool = False,
+) -> Stepper: ...
+def gru_stepper(
+    layers: Sequence[tuple[Float, Float, Float]],  # (kernel, recurrent_kernel, bias)
+    batch_size: int,
+    reset_after: bool = True,
+) -> Stepper: ...
 
 # Optimizer updates (cpp/rnnext/optim.h): in place on value and the state arrays, all of value's shape and dtype;
 # grad is only read. momentum_buffer is None exactly when momentum is 0.

@@ -30,10 +30,15 @@ class RNN(Recurrent):
     def get_config(self) -> dict:
         return {**super().get_config(), "activation": self.activation}
 
-    def _engine_forward(self, x, state, w, lengths):
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True):
         y, h_n, cache = _core.rnn_forward(x, state[0], w["kernel"].value, w["recurrent_kernel"].value,
-                                          w["bias"].value, lengths=lengths, activation=self.activation)
+                                          w["bias"].value, lengths=lengths, activation=self.activation,
+                                          keep_cache=keep_cache)
         return y, (h_n,), cache
+
+    def _engine_stepper(self, layer_weights, batch_size):
+        return _core.rnn_stepper([(w["kernel"].value, w["recurrent_kernel"].value, w["bias"].value)
+                                  for w in layer_weights], batch_size, activation=self.activation)
 
     def _engine_backward(self, dy, dstate, cache, x, w, lengths):
         grads = _core.rnn_backward(dy, dstate[0], cache, x, w["kernel"].value, w["recurrent_kernel"].value,
@@ -82,12 +87,17 @@ class LSTM(Recurrent):
         return {**super().get_config(), "peephole": self.peephole, "coupled": self.coupled,
                 "forget_bias": self.forget_bias}
 
-    def _engine_forward(self, x, state, w, lengths):
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True):
         peephole = w["peephole"].value if self.peephole else None
         y, h_n, c_n, cache = _core.lstm_forward(x, state[0], state[1], w["kernel"].value,
                                                 w["recurrent_kernel"].value, w["bias"].value, peephole=peephole,
-                                                lengths=lengths, coupled=self.coupled)
+                                                lengths=lengths, coupled=self.coupled, keep_cache=keep_cache)
         return y, (h_n, c_n), cache
+
+    def _engine_stepper(self, layer_weights, batch_size):
+        return _core.lstm_stepper([(w["kernel"].value, w["recurrent_kernel"].value, w["bias"].value,
+                                    w["peephole"].value if self.peephole else None) for w in layer_weights],
+                                  batch_size, coupled=self.coupled)
 
     def _engine_backward(self, dy, dstate, cache, x, w, lengths):
         peephole = w["peephole"].value if self.peephole else None
@@ -115,10 +125,15 @@ class GRU(Recurrent):
     def get_config(self) -> dict:
         return {**super().get_config(), "reset_after": self.reset_after}
 
-    def _engine_forward(self, x, state, w, lengths):
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True):
         y, h_n, cache = _core.gru_forward(x, state[0], w["kernel"].value, w["recurrent_kernel"].value,
-                                          w["bias"].value, lengths=lengths, reset_after=self.reset_after)
+                                          w["bias"].value, lengths=lengths, reset_after=self.reset_after,
+                                          keep_cache=keep_cache)
         return y, (h_n,), cache
+
+    def _engine_stepper(self, layer_weights, batch_size):
+        return _core.gru_stepper([(w["kernel"].value, w["recurrent_kernel"].value, w["bias"].value)
+                                  for w in layer_weights], batch_size, reset_after=self.reset_after)
 
     def _engine_backward(self, dy, dstate, cache, x, w, lengths):
         grads = _core.gru_backward(dy, dstate[0], cache, x, w["kernel"].value, w["recurrent_kernel"].value,

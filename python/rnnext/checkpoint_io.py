@@ -39,8 +39,8 @@ try:
 except ImportError:  # Windows: no flock, so no way to tell a stale temporary file from a live one
     fcntl = None
 
-__all__ = ["CheckpointArchive", "Member", "write_atomically", "remove_stale_temporaries", "json_depth",
-           "implied_weights", "MAX_JSON_DEPTH", "MAX_LAYERS", "MIN_MEMBER_BYTES"]
+__all__ = ["CheckpointArchive", "Member", "write_atomically", "write_file_atomically", "remove_stale_temporaries",
+           "json_depth", "implied_weights", "MAX_JSON_DEPTH", "MAX_LAYERS", "MIN_MEMBER_BYTES"]
 
 # Deeper JSON than this is refused by save and load alike (the headers Sequential.save writes nest about 8 deep,
 # training states about 10). A fixed limit makes the outcome independent of how deep the caller's stack is.
@@ -416,14 +416,19 @@ def remove_stale_temporaries(path: str) -> list:
 
 
 def write_atomically(path: str, arrays: dict) -> None:
-    """np.savez `arrays` to a locked temporary file next to `path`, fsync it and rename it over `path`; on any
+    """np.savez `arrays` to `path` atomically (see write_file_atomically)."""
+    write_file_atomically(path, lambda file: np.savez(file, **arrays))
+
+
+def write_file_atomically(path: str, write) -> None:
+    """Call `write(file)` on a locked temporary file next to `path`, fsync it and rename it over `path`; on any
     failure (KeyboardInterrupt included) the temporary file is removed and `path` is left as it was. First
     removes what earlier killed saves to `path` left behind."""
     remove_stale_temporaries(path)
     temporary, file = _create_locked_temporary(path)
     try:
         with file:
-            np.savez(file, **arrays)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
             os.replace(temporary, path)  # renamed while still locked, so no cleaner ever sees it unlocked

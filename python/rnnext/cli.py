@@ -1,8 +1,9 @@
 """The `rnnext` command line (also `python -m rnnext`): train the reference experiments, generate text from a
-char-lm checkpoint, print build information, run the cell benchmark.
+char-lm checkpoint, export a checkpoint to ONNX, print build information, run the cell benchmark.
 
     rnnext train echo|char-lm|word-lm|sentiment|vanishing|numpy-rnn [options]
     rnnext generate CHECKPOINT --prime "..." --temperature 0.8 --length 500
+    rnnext export CHECKPOINT model.onnx [--lengths] [--states] [--check]
     rnnext info
     rnnext bench [options]
 
@@ -24,6 +25,7 @@ from .experiments import EXPERIMENTS
 
 PROG = "rnnext"
 BENCH_SCRIPT = Path("bench") / "bench_cells.py"
+EXPORT_CHECK_TOLERANCE = 1e-4  # float32 graphs agree to ~1e-7; a wrong gate block is off by ~1e-1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     # generate and bench hand all their arguments, --help included, to the code they run (see main)
     commands.add_parser("generate", add_help=False, help="generate text from a char-lm checkpoint: "
                         "CHECKPOINT [--prime TEXT] [--temperature T] [--length N]; see 'rnnext generate --help'")
+
+    export = commands.add_parser(
+        "export", help="write a checkpoint's model as an ONNX file", description="Write the model of an rnnext "
+        "checkpoint as an ONNX file (rnnext.onnx.export; needs the onnx package: pip install rnnext[onnx]).")
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="an .npz written by Sequential.save or fit")
+    export.add_argument("output", metavar="OUTPUT", help="the .onnx file to write")
+    export.add_argument("--lengths", action="store_true", help="give the graph a 'lengths' input [N]")
+    export.add_argument("--states", action="store_true", help="add each recurrent layer's final states as outputs")
+    export.add_argument("--check", action="store_true", help="run the written file in onnxruntime on a random "
+                        f"batch next to rnnext and print the max difference (fails above {EXPORT_CHECK_TOLERANCE:g})")
 
     commands.add_parser("info", help="print the version, build information and thread count",
                         description="Print rnnext's version, how its engine was built, the thread count and "
@@ -66,6 +78,8 @@ def main(argv=None) -> int:
             return _train(args.experiment, args.options)
         if args.command == "generate":
             return _generate(passed_on)
+        if args.command == "export":
+            return _export(args)
         if args.command == "info":
             return _info()
         return _bench(passed_on)
@@ -105,6 +119,29 @@ def _generate(options: list) -> int:
     return _status(experiments.load("char-lm").generate_main(options))
 
 
+def _export(args) -> int:
+    import rnnext
+    import rnnext.onnx
+
+    model = rnnext.load(args.checkpoint)
+    proto = rnnext.onnx.export(model, args.output, lengths=args.lengths, states=args.states)
+    inputs = ", ".join(i.name for i in proto.graph.input)
+    outputs = ", ".join(o.name for o in proto.graph.output)
+    print(f"wrote {args.output}: {len(proto.graph.node)} nodes, inputs {inputs}, outputs {outputs}")
+    if not args.check:
+        return 0
+    if importlib.util.find_spec("onnxruntime") is None:
+        print("not checked: onnxruntime is not installed (pip install onnxruntime)")
+        return 0
+    differences = rnnext.onnx.check(model, args.output)
+    largest = max(differences.values())
+    details = ", ".join(f"{name} {value:.3g}" for name, value in differences.items())
+    verdict = "ok" if largest <= EXPORT_CHECK_TOLERANCE else f"MISMATCH (above {EXPORT_CHECK_TOLERANCE:g})"
+    print(f"onnxruntime vs rnnext on a random batch: max |difference| / max(1, max |rnnext|) {largest:.3g} "
+          f"({details}): {verdict}")
+    return 0 if largest <= EXPORT_CHECK_TOLERANCE else 1
+
+
 def _status(result) -> int:
     return 0 if result is None else int(result)
 
@@ -121,7 +158,7 @@ def _info() -> int:
     for key, value in build.items():
         print(f"  {key}: {value}")
     optional = [f"{name} {'yes' if importlib.util.find_spec(name) else 'no'}"
-                for name in ("tqdm", "matplotlib", "torch", "mpi4py")]
+                for name in ("tqdm", "matplotlib", "torch", "onnx", "onnxruntime", "keras", "mpi4py")]
     print(f"  optional packages: {', '.join(optional)}")
     print(f"  experiments: {', '.join(EXPERIMENTS)}")
     script = _find_bench_script()

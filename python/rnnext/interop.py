@@ -4,6 +4,7 @@
     torch_lstm.load_state_dict(to_torch_state_dict(layer)); module = to_torch(layer)
     layer = from_keras_weights("gru", keras_gru.get_weights())
     keras_gru.set_weights(to_keras_weights(layer))
+    model = from_keras(keras_sequential); keras_sequential = to_keras(model)    # whole models: interop_models.py
 
 Layouts (rnnext's are in docs/conventions.md):
 - PyTorch, per layer k and direction (suffix "_reverse"): `weight_ih_l{k} [G*H, I_k]` = kernel.T,
@@ -23,9 +24,11 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding, Recurrent
+from .models import Sequential
 from .validation import as_array, check_bool, check_dtype, check_int, shape_text
 
-__all__ = ["from_torch", "to_torch_state_dict", "to_torch", "from_keras_weights", "to_keras_weights"]
+__all__ = ["from_torch", "to_torch_state_dict", "to_torch", "from_keras_weights", "to_keras_weights", "from_keras",
+           "to_keras", "mask_zero_lengths"]
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 _LAYER_CLASSES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -98,7 +101,9 @@ _TORCH_MODES = {"RNN_TANH": ("rnn", "tanh"), "RNN_RELU": ("rnn", "relu"), "LSTM"
 
 
 def from_torch(module, *, dtype=None, return_sequences=True, batch_first=None, **layer_kwargs):
-    """An rnnext RNN, LSTM or GRU layer computing the same function as `module` (torch.nn.RNN, LSTM or GRU).
+    """An rnnext RNN, LSTM or GRU layer computing the same function as `module` (torch.nn.RNN, LSTM or GRU), or
+    for a torch.nn.Sequential (e.g. to_torch's TorchSequential) an rnnext Sequential (interop_torch.py; only
+    `dtype` applies then).
 
     Every layer and direction is converted; a module without biases gives zero biases; the GRU becomes
     `GRU(reset_after=True)`. dtype: float32 or float64, None for the module's own (float64 stays float64, any
@@ -109,6 +114,12 @@ def from_torch(module, *, dtype=None, return_sequences=True, batch_first=None, *
     """
     where = "from_torch"
     torch = _import_torch(where)
+    if isinstance(module, torch.nn.Sequential):
+        if layer_kwargs or return_sequences is not True or batch_first is not None:
+            raise ValueError(f"{where}: module is a torch.nn.Sequential, which takes only dtype; each layer's "
+                             "return_sequences comes from its TorchRecurrent, batch_first from its torch module")
+        from .interop_torch import sequential_from_torch
+        return sequential_from_torch(module, dtype=dtype)
     if not isinstance(module, torch.nn.RNNBase) or getattr(module, "mode", None) not in _TORCH_MODES:
         raise TypeError(f"{where}: module is {type(module).__name__}, expected torch.nn.RNN, torch.nn.LSTM or "
                         "torch.nn.GRU")
@@ -207,9 +218,12 @@ def to_torch_state_dict(layer) -> dict:
 def to_torch(layer):
     """The torch.nn.RNN / LSTM / GRU module equivalent to `layer`, with its weights (copied), batch_first,
     dropout (between stacked layers, as in both libraries) and train/eval mode. Same errors as
-    to_torch_state_dict."""
+    to_torch_state_dict. For an rnnext Sequential: the equivalent interop_torch.TorchSequential."""
     where = "to_torch"
     torch = _import_torch(where)
+    if isinstance(layer, Sequential):
+        from .interop_torch import sequential_to_torch
+        return sequential_to_torch(layer)
     kind = _check_torch_expressible(layer, where)
     # torch warns about dropout with a single layer; there it is a no-op in both libraries anyway
     dropout = layer.dropout if layer.num_layers > 1 else 0.0
@@ -391,3 +405,7 @@ def to_keras_weights(layer) -> list:
             arrays = [_swap_first_two_blocks(a) for a in arrays]
         out.extend(arrays)
     return out
+
+
+# Whole models, built on the layer converters above (so imported last: interop_models imports them from here).
+from .interop_models import from_keras, mask_zero_lengths, to_keras  # noqa: E402

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 
 import numpy as np
 
@@ -46,6 +47,29 @@ def without_initialization():
         yield
     finally:
         _initializing = previous
+
+
+# Inference mode (per thread, like torch.inference_mode): forward passes keep nothing for a backward pass.
+_inference = threading.local()
+
+
+@contextlib.contextmanager
+def inference_mode():
+    """Within this block every forward pass runs without keeping what a backward pass would need: the recurrent
+    layers run the engine's cache-free forward (the same outputs, bit for bit, in less memory and time), and
+    backward afterwards raises until a forward runs outside the block. It does not switch dropout off: that is
+    eval(). `Sequential.predict`, `evaluate`, the experiments' validation and generation run in it."""
+    previous = getattr(_inference, "active", False)
+    _inference.active = True
+    try:
+        yield
+    finally:
+        _inference.active = previous
+
+
+def inference_active() -> bool:
+    """Whether the calling thread is inside `inference_mode()`."""
+    return getattr(_inference, "active", False)
 
 
 def _layer_generator(layer_seed) -> np.random.Generator:
@@ -188,9 +212,19 @@ class Layer:
             return np.zeros(shape, dtype=self.dtype)
         return init(self.rng, shape, self.dtype)
 
+    def _keep_cache(self, cache):
+        """What forward keeps for backward: `cache`, or nothing under inference_mode()."""
+        if inference_active():
+            self._cache, self._forward_was_inference = None, True
+        else:
+            self._cache, self._forward_was_inference = cache, False
+
     def _require_cache(self, method: str = "backward"):
         cache = getattr(self, "_cache", None)
         if cache is None:
+            if getattr(self, "_forward_was_inference", False):
+                raise ValueError(f"{self._where(method)}: the last forward pass ran under inference_mode(), which "
+                                 "keeps nothing to differentiate; run forward outside it first")
             raise ValueError(f"{self._where(method)}: no forward pass to differentiate; call forward first")
         return cache
 

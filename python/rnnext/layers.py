@@ -105,7 +105,7 @@ class Embedding(Layer):
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             bad = ids[(ids < 0) | (ids >= self.vocab_size)].ravel()[0]
             raise ValueError(f"{where}: ids contains {bad}, expected ids in [0, vocab_size={self.vocab_size})")
-        self._cache = ids
+        self._keep_cache(ids)
         return _core.embedding_forward(self.embeddings.value, ids, out=y)
 
     def backward(self, dy):
@@ -184,7 +184,7 @@ class Dense(Layer):
         # The engine takes rows [M, F]: all leading axes at once, as one product.
         y = _core.dense_forward(x.reshape(-1, self.input_size), self.kernel.value, self.bias.value,
                                 self.activation).reshape(x.shape[:-1] + (self.units,))
-        self._cache = (x, y)
+        self._keep_cache((x, y))
         return y
 
     def backward(self, dy):
@@ -230,7 +230,7 @@ class Dropout(Layer):
                 raise ValueError(f"{self._where('forward')}: x has dtype {x.dtype}, expected a floating dtype")
             self.mask = dropout_mask(self.rng, x.shape, self.rate, x.dtype)
             x = x * self.mask
-        self._cache = True
+        self._keep_cache(True)
         return x
 
     def backward(self, dy):

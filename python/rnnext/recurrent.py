@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layer_base import Layer, dropout_mask, glorot_uniform, orthogonal
+from .layer_base import Layer, dropout_mask, glorot_uniform, inference_active, orthogonal
 from .validation import as_array, check_bool, check_int, check_rate, ndim, real_array, shape_text
 
 __all__ = ["Recurrent"]
@@ -34,14 +34,15 @@ def _reverse_time(a, index):
     return a[index, np.arange(a.shape[1])[None, :]]
 
 
-def _forward_layer(cell_forward, layer_input, states, weights, lengths, reverse):
+def _forward_layer(cell_forward, layer_input, states, weights, lengths, reverse, keep_cache):
     """One layer of the stack, each direction over layer_input [T, N, I]: the forward direction as it is, the
     reverse one on the input reversed within each row's length. Returns the outputs side by side [T, N, D*H],
-    the final states per direction and what backward needs per direction, (engine input, engine cache)."""
+    the final states per direction and what backward needs per direction, (engine input, engine cache), the
+    cache None unless keep_cache."""
     outputs, finals, runs = [], [], []
     for d, (state, w) in enumerate(zip(states, weights)):
         x_dir = layer_input if d == 0 else _reverse_time(layer_input, reverse)
-        y, final, cache = cell_forward(x_dir, state, w, lengths)
+        y, final, cache = cell_forward(x_dir, state, w, lengths, keep_cache)
         outputs.append(y if d == 0 else _reverse_time(y, reverse))
         finals.append(final)
         runs.append((x_dir, cache))
@@ -145,8 +146,9 @@ class Recurrent(Layer):
     def _extra_parameters(self) -> dict:
         return {}
 
-    def _engine_forward(self, x, state, w, lengths):
-        """(y [T, N, H], final state tuple, engine cache) for one layer and direction."""
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True):
+        """(y [T, N, H], final state tuple, engine cache) for one layer and direction; without keep_cache the
+        engine keeps no cache (None) and gives the same outputs, bit for bit."""
         raise NotImplementedError
 
     def _engine_backward(self, dy, dstate, cache, x, w, lengths):
@@ -396,13 +398,14 @@ class Recurrent(Layer):
         lengths = self._check_lengths(lengths, T, N, "forward")
         states0 = self._initial_states(initial_state, N, "forward")
         D, L = self.num_directions, self.num_layers
+        keep_cache = not inference_active()
         reverse = _reverse_index(lengths, T) if self.bidirectional else None
 
         runs, masks, final_states = [], [], []  # masks: the dropout on the output of layer k < L-1, or None
         layer_input = x_tm
         for k in range(L):
             out, finals, layer_runs = _forward_layer(self._engine_forward, layer_input, states0[k * D:(k + 1) * D],
-                                                     self._weights[k], lengths, reverse)
+                                                     self._weights[k], lengths, reverse, keep_cache)
             runs += layer_runs
             final_states += finals
             if k < L - 1:
@@ -421,7 +424,7 @@ class Recurrent(Layer):
 
         if self.stateful:  # detached copies: gradients never flow across calls
             self._carried = _copy_states(final_states)
-        self._cache = {"T": T, "N": N, "lengths": lengths, "reverse": reverse, "runs": runs, "masks": masks}
+        self._keep_cache({"T": T, "N": N, "lengths": lengths, "reverse": reverse, "runs": runs, "masks": masks})
         if self.return_state:
             return output, self._states_to_api(final_states)
         return output
@@ -457,9 +460,32 @@ class Recurrent(Layer):
 
     def step(self, x_t, state=None):
         """One time step for generation: x_t [N, I] -> (h_t [N, H], state). `state` has the structure of
-        `states` (None: zeros; a stateful layer's carried states are not used). Same engine call as forward with
-        T=1, in inference mode (no dropout); the cache of the last forward is left alone."""
+        `states` (None: zeros; a stateful layer's carried states are not used). The same arithmetic as forward
+        with T=1, in inference mode (no dropout); the cache of the last forward is left alone. To step many
+        times with unchanged weights, `stepper(N)` packs them once."""
         where = self._where("step")
+        x_t = self._step_input(where, x_t)
+        return self.stepper(x_t.shape[0]).step(x_t, state)
+
+    def stepper(self, batch_size):
+        """A Stepper of `batch_size` rows: `step(x_t, state)` as this layer's `step`, every layer of the stack in
+        one engine call, on its own copy of the weights packed once. It keeps the weights as they are now: make
+        a new one after they change (training, loading)."""
+        where = self._where("stepper")
+        if self.bidirectional:
+            raise ValueError(f"{where}: stepping needs a single direction; this layer is bidirectional")
+        if not self.built:
+            raise ValueError(f"{where}: the layer is not built yet; call build(input_shape), pass input_size, or "
+                             "run forward or step once")
+        batch_size = check_int(where, "batch_size", batch_size, minimum=1)
+        return Stepper(self, self._engine_stepper([w[0] for w in self._weights], batch_size), batch_size)
+
+    def _engine_stepper(self, layer_weights, batch_size):
+        """The engine's stepper over the single-direction weights of every layer."""
+        raise NotImplementedError
+
+    def _step_input(self, where, x_t):
+        """x_t [N, I] checked (building the layer from it if needed), as a contiguous array of the layer dtype."""
         if self.bidirectional:
             raise ValueError(f"{where}: step needs a single direction; this layer is bidirectional")
         x_t = real_array(where, "x_t", x_t, self.dtype)
@@ -472,17 +498,7 @@ class Recurrent(Layer):
             self.build((None, size))
         elif size != self.input_size:
             raise ValueError(f"{where}: x_t has shape {x_t.shape}, expected (N, I={self.input_size})")
-        if state is None:
-            states = self._zero_states(N, self.num_layers)
-        else:
-            states = self._states_from_api(state, N, "step", "state", allow_none_entries=False)
-        layer_input = np.ascontiguousarray(x_t[None])  # [1, N, I]
-        new_states = []
-        for k in range(self.num_layers):
-            y, final, _ = self._engine_forward(layer_input, states[k], self._weights[k][0], None)
-            new_states.append(final)
-            layer_input = y
-        return layer_input[0], self._states_to_api(new_states)
+        return np.ascontiguousarray(x_t)
 
     # -- volatile state: generator and carried states
     def _get_volatile(self):
@@ -492,3 +508,28 @@ class Recurrent(Layer):
         generator_state, carried = saved
         super()._set_volatile(generator_state)
         self._carried = carried
+
+
+class Stepper:
+    """A recurrent layer stepped one time step at a time (see Recurrent.stepper): every layer of its stack in
+    one engine call per step, on weights copied and packed when it was made."""
+
+    def __init__(self, layer, engine, batch_size):
+        self.layer, self.batch_size = layer, batch_size
+        self._engine = engine
+
+    def step(self, x_t, state=None):
+        """x_t [batch_size, I] -> (h_t [batch_size, H], state), as Recurrent.step."""
+        layer = self.layer
+        where = f"{layer._where('step')} (stepper)"
+        x_t = layer._step_input(where, x_t)
+        N = self.batch_size
+        if x_t.shape[0] != N:
+            raise ValueError(f"{where}: x_t has shape {x_t.shape}, expected (N={N}, I={layer.input_size}): the "
+                             f"stepper was made for batch_size={N}")
+        if state is None:
+            states = layer._zero_states(N, layer.num_layers)
+        else:
+            states = layer._states_from_api(state, N, "step", "state", allow_none_entries=False)
+        h_t, new_states = self._engine.step(x_t, states)
+        return h_t, layer._states_to_api(new_states)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .history import History, Progress
+from .layer_base import inference_mode
 from .metrics import Averages, accuracy, resolve_metrics
 from .step import NonFiniteError, WeightGuard, epoch_batches, forward, loss_kwargs, train_step, unpack_batch
 from .tbptt import tbptt_k1_k2, tbptt_tensorflow_style
@@ -62,7 +63,8 @@ def _reset_states(model) -> None:
 
 def evaluate(model, loss_fn, batches, *, metrics=None, epoch: int = 0, reset_states: bool = True,
              loss_lengths=None, distributed=None) -> dict:
-    """Mean loss and metrics of `model` over `batches` in eval mode (no dropout, no weight change).
+    """Mean loss and metrics of `model` over `batches` in eval mode (no dropout, no weight change), under
+    inference_mode() (no backward caches).
 
     Returns `{"loss": ..., "<metric>": ...}`, each a mean weighted as in `fit`. Stateful layers are reset
     before the first batch when `reset_states` is true, so validation starts from zero states.
@@ -78,20 +80,21 @@ def evaluate(model, loss_fn, batches, *, metrics=None, epoch: int = 0, reset_sta
     averages = Averages()
     failure = None
     try:
-        for batch in epoch_batches(batches, epoch, "evaluate"):
-            if distributed is None:
-                x, y, lengths, weight = unpack_batch(batch, "evaluate")
-            else:
-                x, y, lengths, weight = distributed.local_batch(batches, batch, "evaluate")
-                if y.shape[0] == 0:  # fewer rows than ranks: this rank has none of this batch
-                    averages.add(0.0, {})
-                    continue
-            output = forward(model, x, lengths)
-            loss, _ = loss_fn(output, y, **loss_kwargs(loss_fn, output, y, lengths, loss_lengths))
-            values = {"loss": float(loss)}
-            for name, metric in batch_metrics.items():
-                values[name] = metric(output, y, **loss_kwargs(metric, output, y, lengths, loss_lengths))
-            averages.add(weight, values)
+        with inference_mode():
+            for batch in epoch_batches(batches, epoch, "evaluate"):
+                if distributed is None:
+                    x, y, lengths, weight = unpack_batch(batch, "evaluate")
+                else:
+                    x, y, lengths, weight = distributed.local_batch(batches, batch, "evaluate")
+                    if y.shape[0] == 0:  # fewer rows than ranks: this rank has none of this batch
+                        averages.add(0.0, {})
+                        continue
+                output = forward(model, x, lengths)
+                loss, _ = loss_fn(output, y, **loss_kwargs(loss_fn, output, y, lengths, loss_lengths))
+                values = {"loss": float(loss)}
+                for name, metric in batch_metrics.items():
+                    values[name] = metric(output, y, **loss_kwargs(metric, output, y, lengths, loss_lengths))
+                averages.add(weight, values)
     except Exception as error:  # noqa: BLE001 - under MPI every rank raises it (reduce_averages)
         if distributed is None:
             raise

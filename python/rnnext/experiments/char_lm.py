@@ -8,6 +8,7 @@ The training loop here (stateful truncated BPTT over `batchify`-ed streams) is s
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -21,6 +22,7 @@ import rnnext
 
 from .. import data as rdata
 from .. import distributed, layers, optim, train
+from ..layer_base import inference_mode
 from ..losses import softmax_cross_entropy
 from ..models import Sequential
 from ..sampling import check_sampling, sample
@@ -109,20 +111,22 @@ def build_model(vocab_size: int, cell: str = "lstm", num_layers: int = 2, hidden
     """`[Embedding(V, E)] [Dropout] cell(H, num_layers, return_sequences, stateful) [Dropout] Dense(V)`.
 
     `embedding=0` feeds one-hot vectors (as char-rnn does) instead of an Embedding layer; see `model_inputs`.
-    The output layer gives logits (the softmax is in the loss).
+    The output layer gives logits (the softmax is in the loss). `seed` fixes every layer's weights and dropout
+    masks: the recurrent layer draws from `seed`, the others from `seed + 1`, `seed + 2`, ...
     """
     if cell not in CELLS:
         raise ValueError(f"char-lm: cell={cell!r}, expected one of {', '.join(CELLS)}")
+    other_seeds = itertools.count(seed + 1) if seed is not None else itertools.repeat(None)
     stack = []
     if embedding:
-        stack.append(layers.Embedding(vocab_size, embedding))
+        stack.append(layers.Embedding(vocab_size, embedding, seed=next(other_seeds)))
     if dropout and embedding:
-        stack.append(layers.Dropout(dropout))
+        stack.append(layers.Dropout(dropout, seed=next(other_seeds)))
     stack.append(recurrent_class(cell)(hidden, num_layers=num_layers, dropout=dropout, return_sequences=True,
                                        stateful=True, seed=seed))
     if dropout:
-        stack.append(layers.Dropout(dropout))
-    stack.append(layers.Dense(vocab_size))
+        stack.append(layers.Dropout(dropout, seed=next(other_seeds)))
+    stack.append(layers.Dense(vocab_size, seed=next(other_seeds)))
     model = Sequential(stack, name=name)
     model.build((None,) if embedding else (None, vocab_size))
     return model
@@ -185,16 +189,23 @@ def evaluate_lm(model, data: np.ndarray, seq_len: int, vocab_size: int, parallel
     `parallel` (a DataParallel) each rank evaluates its streams and the sums are reduced."""
     model.eval()
     model.reset_states()
-    total, count = 0.0, 0
-    for x, y in rdata.lm_batches(_local_streams(parallel, data, "the evaluation data")[0], seq_len):
-        logits = model.forward(model_inputs(model, x, vocab_size))
-        loss, _ = softmax_cross_entropy(logits, y, reduction="sum")
-        total += loss
-        count += y.size
-    model.reset_states()
-    model.train()
+    total, count, failure = 0.0, 0, None
+    try:
+        with inference_mode():
+            for x, y in rdata.lm_batches(_local_streams(parallel, data, "the evaluation data")[0], seq_len):
+                logits = model.forward(model_inputs(model, x, vocab_size))
+                loss, _ = softmax_cross_entropy(logits, y, reduction="sum")
+                total += loss
+                count += y.size
+    except Exception as error:  # noqa: BLE001 - under MPI every rank raises it (reduce_sums)
+        if parallel is None:
+            raise
+        failure = error
+    finally:
+        model.reset_states()
+        model.train()
     if parallel is not None:
-        total, count = parallel.reduce_sums(np.array([total, count], dtype=np.float64))
+        total, count = parallel.reduce_sums(np.array([total, count], dtype=np.float64), failure)
     return total / max(count, 1)
 
 
@@ -315,16 +326,17 @@ def generate(model, vocab, length: int, prime="", temperature: float = 1.0, seed
     starts = [[vocab.token_to_id(c) for c in (p or default_start)] for p in primes]
 
     stack = model.layers
-    model.eval()
     embedding = None if is_one_hot(model) else stack[0]
     rnn_index = next(i for i, layer in enumerate(stack) if hasattr(layer, "step"))
     rnn, head = stack[rnn_index], stack[rnn_index + 1:]
     eye = np.eye(len(vocab), dtype=np.float32)
+    rows = len(starts)
+    stepper = rnn.stepper(rows)  # the weights packed once for the whole text
 
     def advance(token_ids, state, active):
         """Logits [N, V] after feeding token_ids [N]; rows not `active` keep their state (a shorter prime)."""
         x_t = eye[token_ids] if embedding is None else embedding.forward(token_ids[:, None])[:, 0, :]
-        h_t, new_state = rnn.step(x_t, state)
+        h_t, new_state = stepper.step(x_t, state)
         if state is not None and not active.all():
             new_state = [tuple(np.where(active[:, None], n, o) for n, o in zip(new, old)) if isinstance(new, tuple)
                          else np.where(active[:, None], new, old) for new, old in zip(new_state, state)]
@@ -333,21 +345,25 @@ def generate(model, vocab, length: int, prime="", temperature: float = 1.0, seed
             out = layer.forward(out)
         return out.astype(np.float64), new_state
 
-    rows = len(starts)
     lengths = np.array([len(s) for s in starts])
-    logits, state = np.zeros((rows, len(vocab))), None
-    for t in range(lengths.max()):
-        active = t < lengths
-        ids = np.array([s[min(t, len(s) - 1)] for s in starts], dtype=np.int64)
-        step_logits, state = advance(ids, state, active)
-        logits[active] = step_logits[active]  # each row's logits after its own last prime character
     out = [[] for _ in range(rows)]
-    for _ in range(length):
-        ids = sample(logits, rng, temperature, top_k, top_p)
-        for row, token_id in enumerate(ids):
-            out[row].append(vocab.id_to_token(int(token_id)))
-        logits, state = advance(ids, state, np.ones(rows, dtype=bool))
-    model.train()
+    was_training = model.training
+    model.eval()
+    try:
+        with inference_mode():
+            logits, state = np.zeros((rows, len(vocab))), None
+            for t in range(lengths.max()):
+                active = t < lengths
+                ids = np.array([s[min(t, len(s) - 1)] for s in starts], dtype=np.int64)
+                step_logits, state = advance(ids, state, active)
+                logits[active] = step_logits[active]  # each row's logits after its own last prime character
+            for _ in range(length):
+                ids = sample(logits, rng, temperature, top_k, top_p)
+                for row, token_id in enumerate(ids):
+                    out[row].append(vocab.id_to_token(int(token_id)))
+                logits, state = advance(ids, state, np.ones(rows, dtype=bool))
+    finally:
+        model.train(was_training)
     texts = ["".join(chars) for chars in out]
     return texts[0] if isinstance(prime, str) else texts
 

@@ -23,6 +23,7 @@ import rnnext
 
 from .. import data as rdata
 from .. import distributed, layers, optim, train
+from ..layer_base import inference_mode
 from ..losses import binary_cross_entropy_with_logits
 from ..models import Sequential
 from .char_lm import train_lm
@@ -109,11 +110,12 @@ def evaluate(model, sequences, labels, batch_size: int = 256) -> tuple[float, fl
     """`(loss, accuracy)` of the classifier on `sequences`, `labels`."""
     model.eval()
     total_loss, correct = 0.0, 0
-    for x, lengths, y in _eval_batches(sequences, labels, batch_size):
-        logits = model.forward(x, lengths=_at_least_one_step(lengths))[:, 0]
-        loss, _ = binary_cross_entropy_with_logits(logits, y.astype(logits.dtype), reduction="sum")
-        total_loss += loss
-        correct += int(np.sum((logits > 0) == (y == 1)))
+    with inference_mode():
+        for x, lengths, y in _eval_batches(sequences, labels, batch_size):
+            logits = model.forward(x, lengths=_at_least_one_step(lengths))[:, 0]
+            loss, _ = binary_cross_entropy_with_logits(logits, y.astype(logits.dtype), reduction="sum")
+            total_loss += loss
+            correct += int(np.sum((logits > 0) == (y == 1)))
     model.train()
     return total_loss / max(len(labels), 1), correct / max(len(labels), 1)
 
