@@ -50,9 +50,8 @@ class StepBarrier {
   void start(int threads, Clock::time_point region_start) {
 #pragma omp single
     threads_ = threads;  // the team OpenMP gave (one thread inside another parallel region)
-    const Clock::time_point now = Clock::now();
-    if (thread_id() != 0 && now - region_start > contention::kLate) contention::report();
-    work_start() = now;
+    contention::check_start(region_start);
+    work_start() = Clock::now();
   }
 
   void wait() {

@@ -13,6 +13,7 @@ class BuildInfo(TypedDict):
     eigen_version: str
     openmp: bool
     num_threads: int
+    busy_machine: bool
     simd: str
     gemm_kernel: dict[str, str]
     cuda: bool
