@@ -19,8 +19,10 @@ another test module; fixtures (torch, restore_threads, example_counter) need no 
   THREAD_SHAPES, RTOL, make_problem, make_douts, mixed_lengths, forward_kwargs, backward_kwargs, run_forward,
   run_backward, call_results, valid_kwargs, ...
 - skips: the torch fixture, requires_openmp, shared_data
+- tiny corpora for the experiments: write_tiny_ptb, write_tiny_reviews
 """
 import collections
+import csv
 import os
 import re
 import sys
@@ -447,3 +449,39 @@ def valid_kwargs(fn, dtype=np.float64, case=None, shape=BAD_SHAPE, seed=0, with_
         return kwargs
     _, cache = run_forward(rnnext, case, kwargs)
     return backward_kwargs(case, params, options, lengths, make_douts(case, shape, dtype, seed=seed + 1), cache)
+
+
+# =========================================================================================================
+# tiny corpora for the experiments (tests/test_lm_experiments.py, tests/test_distributed.py)
+
+POSITIVE = ["great", "wonderful", "superb", "loved", "excellent", "brilliant"]
+NEGATIVE = ["awful", "boring", "terrible", "hated", "worst", "dull"]
+FILLER = ["the", "film", "movie", "was", "plot", "actors", "and", "it", "story", "a", "<br />"]
+
+
+def write_tiny_ptb(directory: Path, seed: int = 0) -> Path:
+    """A PTB-format corpus from a small grammar, so there is structure to learn."""
+    rng = np.random.default_rng(seed)
+    subjects, verbs, objects = ["the cat", "a dog", "the man", "N people"], ["sees", "likes", "eats"], \
+        ["the fish", "a ball", "<unk>", "the dog"]
+    for split, lines in (("train", 600), ("valid", 60), ("test", 60)):
+        sentences = [f" {subjects[rng.integers(4)]} {verbs[rng.integers(3)]} {objects[rng.integers(4)]} "
+                     for _ in range(lines)]
+        (directory / f"ptb.{split}.txt").write_text("\n".join(sentences) + "\n")
+    return directory
+
+
+def write_tiny_reviews(path: Path, rows: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
+        writer.writerow(["label", "text"])
+        for i in range(rows):
+            label = i % 2
+            words = list(rng.choice(FILLER, size=rng.integers(5, 30)))
+            cue = POSITIVE if label else NEGATIVE
+            for _ in range(2):
+                words.insert(int(rng.integers(len(words) + 1)), str(rng.choice(cue)))
+            writer.writerow([label, " ".join(words)])
+    return path
+

@@ -4,7 +4,6 @@ must accept their --quick presets."""
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from rnnext.experiments import char_lm, sentiment, word_lm
 from rnnext.models import load_checkpoint
 from rnnext.optim import RMSprop
 
-from conftest import SHARED_DATA, shared_data, weights
+from conftest import SHARED_DATA, shared_data, weights, write_tiny_ptb, write_tiny_reviews
 
 
 def quiet(*args, **kwargs):
@@ -176,18 +175,6 @@ def test_char_lm_nan_guard_reaches_the_experiment(monkeypatch):
 # ---------------------------------------------------------------------------------------------------------
 # word-lm
 
-def write_tiny_ptb(directory: Path, seed: int = 0) -> Path:
-    """A PTB-format corpus from a small grammar, so there is structure to learn."""
-    rng = np.random.default_rng(seed)
-    subjects, verbs, objects = ["the cat", "a dog", "the man", "N people"], ["sees", "likes", "eats"], \
-        ["the fish", "a ball", "<unk>", "the dog"]
-    for split, lines in (("train", 600), ("valid", 60), ("test", 60)):
-        sentences = [f" {subjects[rng.integers(4)]} {verbs[rng.integers(3)]} {objects[rng.integers(4)]} "
-                     for _ in range(lines)]
-        (directory / f"ptb.{split}.txt").write_text("\n".join(sentences) + "\n")
-    return directory
-
-
 def test_word_lm_loss_falls_on_tiny_ptb(tmp_path):
     args = word_lm.parse_args(["--data", str(write_tiny_ptb(tmp_path)), "--quick"])
     args.max_words, args.epochs, args.hidden, args.batch, args.lr = None, 6, 32, 8, 1.0
@@ -216,26 +203,6 @@ def test_word_lm_main_requires_data():
 
 # ---------------------------------------------------------------------------------------------------------
 # sentiment
-
-POSITIVE = ["great", "wonderful", "superb", "loved", "excellent", "brilliant"]
-NEGATIVE = ["awful", "boring", "terrible", "hated", "worst", "dull"]
-FILLER = ["the", "film", "movie", "was", "plot", "actors", "and", "it", "story", "a", "<br />"]
-
-
-def write_tiny_reviews(path: Path, rows: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
-        writer.writerow(["label", "text"])
-        for i in range(rows):
-            label = i % 2
-            words = list(rng.choice(FILLER, size=rng.integers(5, 30)))
-            cue = POSITIVE if label else NEGATIVE
-            for _ in range(2):
-                words.insert(int(rng.integers(len(words) + 1)), str(rng.choice(cue)))
-            writer.writerow([label, " ".join(words)])
-    return path
-
 
 def sentiment_args(train, test, **overrides):
     args = sentiment.parse_args(["--train", str(train), "--test", str(test), "--quick"])

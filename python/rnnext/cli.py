@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import experiments
+from . import distributed, experiments
 from .experiments import EXPERIMENTS
 
 PROG = "rnnext"
@@ -92,12 +92,14 @@ def main(argv=None) -> int:
         message = str(interrupt)
         print(f"{PROG}: interrupted" + (f": {message}" if message else ""), file=sys.stderr)
         return 130
-    except (OSError, ValueError, ImportError) as error:
+    except (OSError, ValueError, ImportError, distributed.RankError) as error:
         # Missing or unreadable files, values the library rejects, missing optional packages: user errors,
-        # whose messages name the problem. Anything else is a bug and keeps its traceback.
+        # whose messages name the problem. Anything else is a bug and keeps its traceback. Under mpirun
+        # every rank raises, and rank 0 alone reports (a RankError names the rank that failed).
         if args.traceback:
             raise
-        print(f"{PROG}: error: {_describe(error)}", file=sys.stderr)
+        if distributed.launched_rank() == 0:
+            print(f"{PROG}: error: {_describe(error)}", file=sys.stderr)
         return 1
 
 
@@ -156,7 +158,7 @@ def _info() -> int:
     for key, value in build.items():
         print(f"  {key}: {value}")
     optional = [f"{name} {'yes' if importlib.util.find_spec(name) else 'no'}"
-                for name in ("tqdm", "matplotlib", "torch", "onnx", "onnxruntime", "keras")]
+                for name in ("tqdm", "matplotlib", "torch", "onnx", "onnxruntime", "keras", "mpi4py")]
     print(f"  optional packages: {', '.join(optional)}")
     print(f"  experiments: {', '.join(EXPERIMENTS)}")
     script = _find_bench_script()

@@ -126,12 +126,41 @@ def _gradient_norm(params) -> float:
     return _core.grad_norm([param.grad for param in params if param.trainable])
 
 
-def _zero_grad(model, optimizer) -> None:
+def zero_grad(model, optimizer) -> None:
     # The model's zero_grad also clears frozen parameters that the optimizer may not hold.
     if hasattr(model, "zero_grad"):
         model.zero_grad()
     else:
         optimizer.zero_grad()
+
+
+def backward_step(model, loss_fn, optimizer, x, y, lengths=None, loss_lengths=None):
+    """Forward, loss, zero_grad and backward: the gradients of one batch in `param.grad`; returns
+    `(loss, output)`. The loss is not checked here (a distributed step checks the combined batch's)."""
+    output = forward(model, x, lengths)
+    loss, doutput = loss_fn(output, y, **loss_kwargs(loss_fn, output, y, lengths, loss_lengths))
+    zero_grad(model, optimizer)
+    model.backward(doutput)
+    return float(loss), output
+
+
+def apply_update(optimizer, clip_norm=None, guard: WeightGuard | None = None) -> None:
+    """Clip and update from the gradients in `param.grad`; NonFiniteError for a non-finite gradient norm
+    before the update, and (with a guard) for non-finite weights after it, which are then put back."""
+    params = optimizer.params
+    norm = clip_grad_norm(params, clip_norm) if clip_norm is not None else _gradient_norm(params)
+    if not math.isfinite(norm):
+        raise NonFiniteError("gradient norm", norm)
+    if guard is None:
+        optimizer.step()
+        return
+    guard.save()
+    guard.updating = True
+    optimizer.step()
+    guard.updating = False
+    if not guard.weights_finite():
+        guard.restore()
+        raise NonFiniteError("updated weights")
 
 
 def train_step(model, loss_fn, optimizer, x, y, lengths=None, *, clip_norm=None, loss_lengths=None,
@@ -142,25 +171,8 @@ def train_step(model, loss_fn, optimizer, x, y, lengths=None, *, clip_norm=None,
     the weights; with a `guard` (fit always passes one) also for non-finite weights after the update, which
     are then put back as they were.
     """
-    output = forward(model, x, lengths)
-    loss, doutput = loss_fn(output, y, **loss_kwargs(loss_fn, output, y, lengths, loss_lengths))
-    loss = float(loss)
+    loss, output = backward_step(model, loss_fn, optimizer, x, y, lengths, loss_lengths)
     if not math.isfinite(loss):
         raise NonFiniteError("loss", loss)
-    _zero_grad(model, optimizer)
-    model.backward(doutput)
-    params = optimizer.params
-    norm = clip_grad_norm(params, clip_norm) if clip_norm is not None else _gradient_norm(params)
-    if not math.isfinite(norm):
-        raise NonFiniteError("gradient norm", norm)
-    if guard is None:
-        optimizer.step()
-        return loss, output
-    guard.save()
-    guard.updating = True
-    optimizer.step()
-    guard.updating = False
-    if not guard.weights_finite():
-        guard.restore()
-        raise NonFiniteError("updated weights")
+    apply_update(optimizer, clip_norm, guard)
     return loss, output

@@ -62,12 +62,14 @@ def _reset_states(model) -> None:
 
 
 def evaluate(model, loss_fn, batches, *, metrics=None, epoch: int = 0, reset_states: bool = True,
-             loss_lengths=None) -> dict:
+             loss_lengths=None, distributed=None) -> dict:
     """Mean loss and metrics of `model` over `batches` in eval mode (no dropout, no weight change), under
     inference_mode() (no backward caches).
 
     Returns `{"loss": ..., "<metric>": ...}`, each a mean weighted as in `fit`. Stateful layers are reset
     before the first batch when `reset_states` is true, so validation starts from zero states.
+    With `distributed` (an rnnext.distributed.DataParallel), each rank evaluates its rows of every batch and
+    the sums are reduced: every rank returns the means over the combined batches.
     """
     batch_metrics, derived = resolve_metrics(metrics)
     was_training = getattr(model, "training", True)
@@ -76,19 +78,32 @@ def evaluate(model, loss_fn, batches, *, metrics=None, epoch: int = 0, reset_sta
     if reset_states:
         _reset_states(model)
     averages = Averages()
+    failure = None
     try:
         with inference_mode():
             for batch in epoch_batches(batches, epoch, "evaluate"):
-                x, y, lengths, weight = unpack_batch(batch, "evaluate")
+                if distributed is None:
+                    x, y, lengths, weight = unpack_batch(batch, "evaluate")
+                else:
+                    x, y, lengths, weight = distributed.local_batch(batches, batch, "evaluate")
+                    if y.shape[0] == 0:  # fewer rows than ranks: this rank has none of this batch
+                        averages.add(0.0, {})
+                        continue
                 output = forward(model, x, lengths)
                 loss, _ = loss_fn(output, y, **loss_kwargs(loss_fn, output, y, lengths, loss_lengths))
                 values = {"loss": float(loss)}
                 for name, metric in batch_metrics.items():
                     values[name] = metric(output, y, **loss_kwargs(metric, output, y, lengths, loss_lengths))
                 averages.add(weight, values)
+    except Exception as error:  # noqa: BLE001 - under MPI every rank raises it (reduce_averages)
+        if distributed is None:
+            raise
+        failure = error
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
+    if distributed is not None:
+        averages = distributed.reduce_averages(averages, ["loss", *batch_metrics], failure)
     if averages.batches == 0:
         raise ValueError("evaluate: the batches yielded no batch")
     result = averages.means()
@@ -152,7 +167,8 @@ class _Run:
         self.epochs = epochs
         self.__dict__.update(options)
         self.batch_metrics, self.derived = resolve_metrics(self.metrics)
-        self.show = Progress(self.progress, epochs, self.log_every)
+        self.dist = self.distributed  # an rnnext.distributed.DataParallel, or None for one process
+        self.show = Progress(self.progress and (self.dist is None or self.dist.is_root), epochs, self.log_every)
         self.history = History()
         self.at = _Position()
         self.averages = Averages()
@@ -193,16 +209,18 @@ class _Run:
     def save_checkpoint(self, finished: bool = False, at_step_start: bool = False) -> None:
         at = self.at
         rng_now, carried = self.step_start if at_step_start else (self.rng.snapshot(), copy_carried_states(self.model))
+        if self.dist is not None:  # one checkpoint of the combined batch, by rank 0: it resumes on any K
+            carried = self.dist.gather_states(carried)
         state = {
             "format": TRAIN_STATE_FORMAT, "epoch": at.epoch, "done_in_epoch": at.done_in_epoch,
             "global_step": at.global_step, "epochs": self.epochs, "finished": finished,
             "averages": self.averages.state(), "history": self.history.to_dict(), "best": self.best,
             "scheduler": self.scheduler.state_dict() if hasattr(self.scheduler, "state_dict") else None,
             "rng": rng_now, "epoch_rng": self.epoch_rng,
-            "carried_states": states_to_json(carried) if at.done_in_epoch else None,
+            "carried_states": states_to_json(carried) if at.done_in_epoch and carried is not None else None,
         }
-        self.model.save(self.checkpoint_path, optimizer=self.optimizer,
-                        metadata={**(self.metadata or {}), "train_state": state})
+        self._on_root(lambda: self.model.save(self.checkpoint_path, optimizer=self.optimizer,
+                                              metadata={**(self.metadata or {}), "train_state": state}))
 
     def _restore_before_replay(self) -> None:
         # The data source starts from its state at the start of the epoch (the checkpoint's current state
@@ -219,13 +237,24 @@ class _Run:
                                  f"batches of epoch {self.at.epoch + 1} were trained on, but it has {done}")
         with malformed_train_state(self.resume_path):
             self.rng.restore(self.resume_state["rng"], parts=("model",))
-            if self.resume_state["carried_states"] is not None:
-                set_carried_states(self.model, self.resume_state["carried_states"])
+            carried = self.resume_state["carried_states"]
+            if carried is not None:
+                set_carried_states(self.model, carried if self.dist is None else self.dist.local_states(carried))
         self.resume_state = None
 
     # -- the loop
     def out_of_time(self) -> bool:
-        return self.time_limit_s is not None and time.perf_counter() - self.started >= self.time_limit_s
+        out = self.time_limit_s is not None and time.perf_counter() - self.started >= self.time_limit_s
+        return out if self.dist is None else self.dist.any(out)  # rank 0's clock and rank 1's may disagree
+
+    def stop_requested(self, interrupt) -> bool:
+        return interrupt.requested if self.dist is None else self.dist.any(interrupt.requested)
+
+    def local_batches(self, iterator):
+        """This process's batches, unpacked: all of them, or under MPI this rank's rows (then None at the end)."""
+        if self.dist is None:
+            return (unpack_batch(batch, "fit") for batch in iterator)
+        return self.dist.local_batches(self.train_batches, iterator)
 
     def train_epoch(self, interrupt) -> float:
         """The steps of the current epoch (from its first untrained batch); returns the epoch's start time.
@@ -237,17 +266,18 @@ class _Run:
             self.averages = Averages()
             if self.stateful_reset in ("epoch", "batch"):
                 _reset_states(self.model)
-        batches = epoch_batches(self.train_batches, self.at.epoch, "fit")
+        batches = self._everywhere(lambda: epoch_batches(self.train_batches, self.at.epoch, "fit"))
         self.epoch_length = _length(batches)
         self.show.start_epoch(self.at.epoch, self.epoch_length, self.at.done_in_epoch)
         started = time.perf_counter()
         iterator = iter(batches)
         if self.resume_state is not None:
-            self._replay(iterator)
+            self._everywhere(lambda: self._replay(iterator))
         self.cut_short = False
-        for batch in iterator:
-            self.train_one(batch)
-            if interrupt.requested:
+        for batch in self.local_batches(iterator):
+            if not self.train_one(batch):
+                break
+            if self.stop_requested(interrupt):
                 raise KeyboardInterrupt
             if self.time_limit_per == "step" and self.out_of_time():
                 self.cut_short = self.epoch_length is None or self.at.done_in_epoch < self.epoch_length
@@ -256,32 +286,46 @@ class _Run:
             raise ValueError(f"fit: train_batches gave no batches in epoch {self.at.epoch + 1}")
         return started
 
-    def train_one(self, batch) -> None:
+    def train_one(self, batch) -> bool:
+        """One step on `batch` (x, y, lengths, weight); False when, under MPI, every rank's batches ran out."""
         at = self.at
-        x, y, lengths, weight = unpack_batch(batch, "fit")
         if self.stateful_reset == "batch":
             _reset_states(self.model)
         if self.checkpoint_path is not None:
             self.step_start = (self.rng.snapshot(), copy_carried_states(self.model))
         self.in_step = True
         try:
-            loss, output = train_step(self.model, self.loss_fn, self.optimizer, x, y, lengths,
-                                      clip_norm=self.clip_norm, loss_lengths=self.loss_lengths, guard=self.guard)
+            stepped = self._step(batch)
         except NonFiniteError as error:
             _reset_states(self.model)
             raise FloatingPointError(f"fit: non-finite {error.what} at {at.where()}; the weights are those from "
                                      "before this step. Try a smaller learning rate, or clip_norm.") from None
-        values = {"loss": loss}
-        for name, metric in self.batch_metrics.items():
-            values[name] = metric(output, y, **loss_kwargs(metric, output, y, lengths, self.loss_lengths))
+        if stepped is None:
+            self.in_step = False
+            return False
+        values, weight = stepped
         self.averages.add(weight, values)
-        self.history.step_losses.append(loss)
+        self.history.step_losses.append(values["loss"])
         at.done_in_epoch += 1
         at.global_step += 1
         self.in_step = False
         self.show.update(at.done_in_epoch, self.averages.means()["loss"])
         if self.checkpoint_every and at.global_step % self.checkpoint_every == 0:
             self.save_checkpoint()
+        return True
+
+    def _step(self, batch):
+        """(values, weight) of one step: the loss and metrics of the batch (of the combined batch under MPI)."""
+        options = dict(clip_norm=self.clip_norm, loss_lengths=self.loss_lengths, guard=self.guard)
+        if self.dist is not None:
+            return self.dist.train_step(batch, self.model, self.loss_fn, self.optimizer, metrics=self.batch_metrics,
+                                        **options)
+        x, y, lengths, weight = batch
+        loss, output = train_step(self.model, self.loss_fn, self.optimizer, x, y, lengths, **options)
+        values = {"loss": loss}
+        for name, metric in self.batch_metrics.items():
+            values[name] = metric(output, y, **loss_kwargs(metric, output, y, lengths, self.loss_lengths))
+        return values, weight
 
     def end_epoch(self, started: float) -> None:
         """The epoch's row (validated), the scheduler, early stopping and the best weights; then the checkpoint."""
@@ -294,13 +338,15 @@ class _Run:
         if self.val_batches is not None:
             carried = copy_carried_states(self.model)  # validation starts from zero states
             validation = evaluate(self.model, self.loss_fn, self.val_batches, metrics=self.metrics, epoch=at.epoch,
-                                  loss_lengths=self.loss_lengths)
+                                  loss_lengths=self.loss_lengths, distributed=self.dist)
             set_carried_states(self.model, carried)
             row.update({f"val_{k}": v for k, v in validation.items()})
         row["lr"] = self.optimizer.lr
         row["seconds"] = round(time.perf_counter() - started, 3)
         self.history.rows.append(row)
         self.show.end_epoch(row)
+        if self.dist is not None:
+            self.dist.check_in_sync(self.model)
         if self.cut_short:  # the epoch goes on at its next batch when this checkpoint is resumed
             self.history.time_limited = True
             self.show.write(f"time limit of {self.time_limit_s:g} s reached in epoch {at.epoch + 1}")
@@ -328,13 +374,21 @@ class _Run:
             if self.restore_best_weights:
                 self.best_weights = {n: p.value.copy() for n, p in self.model.named_parameters()}
                 if self.checkpoint_path is not None:
-                    self.model.save(best_path(self.checkpoint_path), metadata=dict(self.metadata or {}))
+                    self._on_root(lambda: self.model.save(best_path(self.checkpoint_path),
+                                                          metadata=dict(self.metadata or {})))
             return
         best["waited"] += 1
         if self.early_stopping_patience is not None and best["waited"] >= self.early_stopping_patience:
             self.history.stopped_early = True
             self.show.write(f"early stopping: no improvement for {best['waited']} epochs "
                             f"(best: epoch {best['epoch']}, {best['value']:.4f})")
+
+    def _on_root(self, write) -> None:
+        write() if self.dist is None else self.dist.run_on_root(write)
+
+    def _everywhere(self, function):
+        # under MPI an exception of one rank's function is raised on every rank, so none waits for the others
+        return function() if self.dist is None else self.dist.collectively(function)
 
     def run(self) -> History:
         if hasattr(self.model, "train"):
@@ -368,7 +422,8 @@ class _Run:
                        "resume=True)")
         else:
             message = f"interrupted at {where} (no checkpoint_path, nothing saved)"
-        print(message, file=sys.stderr, flush=True)
+        if self.dist is None or self.dist.is_root:
+            print(message, file=sys.stderr, flush=True)
         if self.on_interrupt == "raise":
             raise KeyboardInterrupt(message)
         return self.history
@@ -379,7 +434,7 @@ def fit(model, loss_fn, optimizer, train_batches, epochs: int = 1, *, val_batche
         restore_best_weights: bool = False, checkpoint_path=None, checkpoint_every=None, resume=False,
         metadata: dict | None = None, progress: bool = True, log_every: int | None = None, seed=None,
         metrics=None, stateful_reset: str = "epoch", loss_lengths=None, on_interrupt: str = "raise",
-        time_limit_s=None, time_limit_per: str = "step") -> History:
+        time_limit_s=None, time_limit_per: str = "step", distributed=None) -> History:
     """Train `model` for `epochs` epochs and return a `History`.
 
     model:          docs/api.md protocol; `optimizer` holds `model.parameters()`.
@@ -414,6 +469,10 @@ def fit(model, loss_fn, optimizer, train_batches, epochs: int = 1, *, val_batche
                     (`time_limit_per="step"`: the epoch is cut short there, validated and checkpointed, and
                     its row has `fraction`, the share of its batches trained; resuming continues it) or after
                     every epoch (`"epoch"`). `history.time_limited` says whether it happened.
+    distributed:    an rnnext.distributed.DataParallel to train on K MPI ranks as one process on the combined
+                    batch: each rank takes its rows of every batch (all of a LocalShards source's), rank 0's
+                    weights, optimizer state and generators are broadcast first, only rank 0 prints and
+                    writes checkpoints, and an exception on any rank stops every rank (docs/api.md).
 
     A non-finite loss, gradient or updated weight raises `FloatingPointError` naming the epoch and step; the
     weights are then those from before that step (an update that produced NaN/inf is undone) and stateful
@@ -446,11 +505,20 @@ def fit(model, loss_fn, optimizer, train_batches, epochs: int = 1, *, val_batche
         restore_best_weights=restore_best_weights, checkpoint_path=checkpoint_path,
         checkpoint_every=checkpoint_every, metadata=metadata, progress=progress, log_every=log_every,
         metrics=metrics, stateful_reset=stateful_reset, loss_lengths=loss_lengths, on_interrupt=on_interrupt,
-        time_limit_s=time_limit_s, time_limit_per=time_limit_per))
+        time_limit_s=time_limit_s, time_limit_per=time_limit_per, distributed=distributed))
+    if distributed is None:
+        return _start(run, resume, resume_path)
+    with distributed.guard():
+        return _start(run, resume, resume_path)
+
+
+def _start(run: _Run, resume, resume_path) -> History:
     if resume_path is not None and resume_path.exists():
         run.resume(resume_path)
     elif resume_path is not None:
         if resume is not True:
             raise FileNotFoundError(f"fit: resume is {str(resume_path)!r}, and there is no checkpoint there")
-        run.show.write(f"no checkpoint at {checkpoint_path} yet: starting from the beginning")
+        run.show.write(f"no checkpoint at {run.checkpoint_path} yet: starting from the beginning")
+    if run.dist is not None:
+        run.dist.broadcast_start(run.model, run.optimizer, run.rng)
     return run.run()

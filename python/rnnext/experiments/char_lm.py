@@ -21,7 +21,7 @@ import numpy as np
 import rnnext
 
 from .. import data as rdata
-from .. import layers, optim, train
+from .. import distributed, layers, optim, train
 from ..layer_base import inference_mode
 from ..losses import softmax_cross_entropy
 from ..models import Sequential
@@ -158,7 +158,8 @@ def lm_loss(loss_scale: str):
         n, t = targets.shape
         dlogits /= n
         return total / (n * t), dlogits
-    return loss
+    # under MPI the shards' gradients add up to the combined batch's: divided by its tokens or its rows
+    return distributed.with_count(loss, "targets" if loss_scale == "mean" else "rows")
 
 
 class _Windows:
@@ -183,25 +184,46 @@ def lm_batch_source(model, data: np.ndarray, seq_len: int, vocab_size: int, skip
     return lambda epoch: _Windows(model, data, seq_len, vocab_size, skip_first_epoch if epoch == 0 else 0)
 
 
-def evaluate_lm(model, data: np.ndarray, seq_len: int, vocab_size: int) -> float:
-    """Mean cross-entropy per token (nats) over the stream `data [N, L]`, state carried across windows."""
+def evaluate_lm(model, data: np.ndarray, seq_len: int, vocab_size: int, parallel=None) -> float:
+    """Mean cross-entropy per token (nats) over the stream `data [N, L]`, state carried across windows; with
+    `parallel` (a DataParallel) each rank evaluates its streams and the sums are reduced."""
     model.eval()
     model.reset_states()
-    total, count = 0.0, 0
-    with inference_mode():
-        for x, y in rdata.lm_batches(data, seq_len):
-            logits = model.forward(model_inputs(model, x, vocab_size))
-            loss, _ = softmax_cross_entropy(logits, y, reduction="sum")
-            total += loss
-            count += y.size
-    model.reset_states()
-    model.train()
+    total, count, failure = 0.0, 0, None
+    try:
+        with inference_mode():
+            for x, y in rdata.lm_batches(_local_streams(parallel, data, "the evaluation data")[0], seq_len):
+                logits = model.forward(model_inputs(model, x, vocab_size))
+                loss, _ = softmax_cross_entropy(logits, y, reduction="sum")
+                total += loss
+                count += y.size
+    except Exception as error:  # noqa: BLE001 - under MPI every rank raises it (reduce_sums)
+        if parallel is None:
+            raise
+        failure = error
+    finally:
+        model.reset_states()
+        model.train()
+    if parallel is not None:
+        total, count = parallel.reduce_sums(np.array([total, count], dtype=np.float64), failure)
     return total / max(count, 1)
+
+
+def _local_streams(parallel, data, what: str):
+    """This rank's fixed slice of the streams `data [N, L]` (all of them for one process), so carried states
+    stay local; in a LocalShards source, so fit does not split its windows again."""
+    if parallel is None:
+        return data, lambda source: source
+    if data.shape[0] < parallel.size:
+        raise ValueError(f"{what} has {data.shape[0]} streams, fewer than the {parallel.size} MPI ranks; use a "
+                         "larger --batch or fewer ranks")
+    return data[parallel.rows(data.shape[0])], distributed.LocalShards
 
 
 def train_lm(model, train_data, valid_data, *, vocab_size, seq_len, epochs, optimizer, clip=5.0,
              lr_factor=None, loss_scale="mean", time_limit_s=None, log_every=100, checkpoint_path=None,
-             checkpoint_every=0, resume=None, metadata=None, start_epoch=0, start_batch=0, log=print):
+             checkpoint_every=0, resume=None, metadata=None, start_epoch=0, start_batch=0, log=print,
+             parallel=None):
     """Stateful truncated BPTT over `train_data [N, L]` (one window of `seq_len` after the other, the state
     carried, gradients cut at window boundaries) with rnnext.train.fit: validation at the end of every epoch,
     checkpoints (`checkpoint_path`, every epoch, every `checkpoint_every` steps, on Ctrl-C) that `resume`
@@ -210,6 +232,7 @@ def train_lm(model, train_data, valid_data, *, vocab_size, seq_len, epochs, opti
 
     `lr_factor(e)` (0-based epoch) scales the optimizer's lr in epoch e (rnnext.optim.LambdaLR).
     `start_epoch`, `start_batch`: where a run continued from a checkpoint without fit's training state starts.
+    `parallel`: an rnnext.distributed.DataParallel; each rank then owns a fixed slice of the streams.
     Returns the history, a list of dicts per epoch (epoch, fraction, lr, train_loss, valid_loss, epoch_time_s,
     elapsed_s), the epochs of the checkpoint resumed from included.
     """
@@ -218,13 +241,17 @@ def train_lm(model, train_data, valid_data, *, vocab_size, seq_len, epochs, opti
         scheduler = optim.LambdaLR(optimizer, lambda epoch: lr_factor(epoch + start_epoch))
     loss_fn = lm_loss(loss_scale)
     valid = None
+    train_data, wrap = _local_streams(parallel, train_data, "the training data")
     if valid_data is not None:
-        valid = lm_batch_source(model, valid_data, seq_len, vocab_size)
-    history = train.fit(model, loss_fn, optimizer, lm_batch_source(model, train_data, seq_len, vocab_size, start_batch),
+        valid_data, _ = _local_streams(parallel, valid_data, "the validation data")
+        valid = wrap(lm_batch_source(model, valid_data, seq_len, vocab_size))
+    train_batches = wrap(lm_batch_source(model, train_data, seq_len, vocab_size, start_batch))
+    history = train.fit(model, loss_fn, optimizer, train_batches,
                         epochs - start_epoch, val_batches=valid, clip_norm=clip or None, scheduler=scheduler,
                         checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every or None,
                         resume=resume or False, metadata=metadata, progress=bool(log_every),
-                        log_every=log_every or None, stateful_reset="epoch", time_limit_s=time_limit_s)
+                        log_every=log_every or None, stateful_reset="epoch", time_limit_s=time_limit_s,
+                        distributed=parallel)
     records, elapsed = [], 0.0
     for row in history.rows:
         elapsed += row["seconds"]
@@ -387,6 +414,7 @@ def build_parser(prog: str = "rnnext train char-lm") -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default: %(default)s)")
     p.add_argument("--prime", default="", help="text that starts the sample")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's default)")
+    distributed.add_argument(p)
     p.add_argument("--quick", action="store_true", help="tiny preset for CI and smoke tests: 20,000 characters, "
                    "1 layer of 32 units, seq-len 20, batch 8, 1 epoch")
     return p
@@ -409,6 +437,10 @@ def _make_optimizer(name, params, lr):
 
 def run(args, log=print) -> dict:
     """Train as `args` says (a namespace from `build_parser`); returns a summary dict of the results."""
+    return distributed.run_experiment(_run, args, log)
+
+
+def _run(args, log, parallel) -> dict:
     if args.threads:
         rnnext.set_num_threads(args.threads)
     if args.seed is not None:
@@ -437,7 +469,8 @@ def run(args, log=print) -> dict:
     if not args.resume:
         model = build_model(len(vocab), args.cell, args.layers, args.hidden, args.embedding, args.dropout,
                             seed=args.seed)
-    model.summary()
+    if distributed.is_root(parallel):
+        model.summary()
     optimizer = _make_optimizer(args.optimizer, model.parameters(), args.lr)
     point.restore_optimizer(optimizer)
     metadata = {"experiment": "char-lm", "vocab": vocab.to_dict(),
@@ -448,7 +481,8 @@ def run(args, log=print) -> dict:
                        epochs=args.epochs, optimizer=optimizer, clip=args.clip,
                        lr_factor=lambda epoch: args.lr_decay ** max(0, epoch + 1 - args.decay_after),
                        time_limit_s=args.time_limit, log_every=args.log_every, checkpoint_path=args.checkpoint,
-                       checkpoint_every=args.checkpoint_every, metadata=metadata, log=log, **point.train_lm_options)
+                       checkpoint_every=args.checkpoint_every, metadata=metadata, log=log, parallel=parallel,
+                       **point.train_lm_options)
     wall = time.perf_counter() - start
     result = {"chars": len(ids), "vocab_size": len(vocab), "history": history, "wall_time_s": wall}
     if history:
@@ -456,7 +490,7 @@ def run(args, log=print) -> dict:
         result.update(valid_loss=valid, valid_bpc=valid / math.log(2), train_loss=history[-1]["train_loss"])
         log(f"validation loss {valid:.4f} nats/char = {valid / math.log(2):.4f} bits/char; "
             f"wall time {wall:.1f}s")
-    if args.sample_length:
+    if args.sample_length and distributed.is_root(parallel):
         sample = generate(model, vocab, args.sample_length, args.prime, args.temperature, seed=args.seed)
         result["sample"] = sample
         log(f"--- sample (temperature {args.temperature}) ---\n{args.prime}{sample}\n---")

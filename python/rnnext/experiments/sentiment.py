@@ -22,7 +22,7 @@ import numpy as np
 import rnnext
 
 from .. import data as rdata
-from .. import layers, optim, train
+from .. import distributed, layers, optim, train
 from ..layer_base import inference_mode
 from ..losses import binary_cross_entropy_with_logits
 from ..models import Sequential
@@ -144,7 +144,7 @@ class _TrainingBatches:
 
 
 def fit_classifier(model, train_seqs, train_labels, *, epochs, batch_size, lr, seed, maxlen, bucket,
-                   valid=None, clip=0.0, time_limit_s=None):
+                   valid=None, clip=0.0, time_limit_s=None, parallel=None):
     """RMSprop (Keras' defaults: rho 0.9), binary cross-entropy on the logit, through rnnext.train.fit (the
     time limit is checked after every epoch); returns per-epoch history."""
     optimizer = optim.RMSprop(model.parameters(), lr=lr, alpha=0.9, eps=1e-7)
@@ -154,7 +154,7 @@ def fit_classifier(model, train_seqs, train_labels, *, epochs, batch_size, lr, s
     history = train.fit(model, classifier_loss, optimizer,
                         _TrainingBatches(train_seqs, train_labels, batch_size, maxlen, bucket, seed), epochs,
                         val_batches=val_batches, clip_norm=clip or None, metrics=["accuracy"],
-                        progress=True, time_limit_s=time_limit_s, time_limit_per="epoch")
+                        progress=True, time_limit_s=time_limit_s, time_limit_per="epoch", distributed=parallel)
     records = []
     for row in history.rows:
         record = {"epoch": row["epoch"], "train_loss": row["loss"], "train_acc": row["accuracy"],
@@ -192,7 +192,8 @@ def _split(items, labels, fraction, rng):
 # ---------------------------------------------------------------------------------------------------------
 # pretrained embedding
 
-def pretrain_embedding(sequences, num_words, dim, *, max_words, epochs, seed, time_limit_s, log=print):
+def pretrain_embedding(sequences, num_words, dim, *, max_words, epochs, seed, time_limit_s, log=print,
+                       parallel=None):
     """Train a word LM (Embedding(num_words, dim) + LSTM(dim) + Dense(num_words)) on the concatenated id
     sequences and return its embedding matrix `[num_words, dim]`."""
     stream = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences if len(s)])[:max_words]
@@ -207,7 +208,7 @@ def pretrain_embedding(sequences, num_words, dim, *, max_words, epochs, seed, ti
     log(f"pretraining a word LM on {len(stream):,} words of the training texts")
     history = train_lm(lm, train, valid, vocab_size=num_words, seq_len=20, epochs=epochs,
                        optimizer=optim.Adam(lm.parameters(), lr=3e-3), clip=5.0, time_limit_s=time_limit_s,
-                       log_every=0, log=log)
+                       log_every=0, log=log, parallel=parallel)
     log(f"word LM: valid perplexity {math.exp(history[-1]['valid_loss']):.1f}")
     return np.array(lm.layers[0].parameters()[0].value), history
 
@@ -253,6 +254,7 @@ def build_parser(prog: str = "rnnext train sentiment") -> argparse.ArgumentParse
     g.add_argument("--lm-epochs", type=int, default=1, help="word LM epochs (default: %(default)s)")
     g.add_argument("--lm-time-limit", type=float, default=None, metavar="SECONDS", help="cap the LM's training time")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's default)")
+    distributed.add_argument(p)
     p.add_argument("--quick", action="store_true", help="tiny preset for CI: maxlen 50, 8 units, 2 epochs, "
                    "vocabulary 500, 20,000 LM words")
     return p
@@ -263,6 +265,10 @@ def _sequences(texts, word_index, num_words):
 
 
 def run(args, log=print) -> dict:
+    return distributed.run_experiment(_run, args, log)
+
+
+def _run(args, log, parallel) -> dict:
     if args.train is None:
         raise ValueError("sentiment: --train PATH is required (a label,text CSV or an aclImdb split directory)")
     if args.threads:
@@ -286,14 +292,14 @@ def run(args, log=print) -> dict:
         f"{np.mean([len(s) for s in train_seqs]):.0f} tokens after truncation to {args.maxlen} "
         f"(read in {time.perf_counter() - t0:.1f}s)")
     common = dict(epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed, maxlen=args.maxlen,
-                  bucket=args.bucket, clip=args.clip, time_limit_s=args.time_limit)
+                  bucket=args.bucket, clip=args.clip, time_limit_s=args.time_limit, parallel=parallel)
     result = {"model_name": args.model}
     start = time.perf_counter()
 
     if args.model == "pretrained-embedding":
         weights, lm_history = pretrain_embedding(train_seqs, args.num_words, args.dim, max_words=args.lm_words,
                                                  epochs=args.lm_epochs, seed=args.seed,
-                                                 time_limit_s=args.lm_time_limit, log=log)
+                                                 time_limit_s=args.lm_time_limit, log=log, parallel=parallel)
         result["lm_valid_ppl"] = math.exp(lm_history[-1]["valid_loss"])
         if args.labelled:
             small_texts, small_labels = load_labelled(args.labelled)
@@ -309,7 +315,8 @@ def run(args, log=print) -> dict:
             model = build_model("lstm", args.num_words, args.dim, args.units, seed=args.seed,
                                 embedding_weights=weights if pretrained else None, freeze_embedding=pretrained)
             log(f"--- {name} ---")
-            model.summary()
+            if distributed.is_root(parallel):
+                model.summary()
             history = fit_classifier(model, small[0], small[1], valid=None, **common)
             loss, accuracy = evaluate(model, *test)
             log(f"{name}: test accuracy {accuracy:.4f} (loss {loss:.4f})")
@@ -322,7 +329,8 @@ def run(args, log=print) -> dict:
     if args.validation_split:
         train_part, valid = _split(train_seqs, labels, args.validation_split, rng)
     model = build_model(args.model, args.num_words, args.dim, args.units, seed=args.seed)
-    model.summary()
+    if distributed.is_root(parallel):
+        model.summary()
     history = fit_classifier(model, train_part[0], train_part[1], valid=valid, **common)
     result.update(history=history, train_time_s=time.perf_counter() - start, model=model)
     if test is not None:

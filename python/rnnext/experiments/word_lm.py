@@ -17,7 +17,7 @@ import numpy as np
 import rnnext
 
 from .. import data as rdata
-from .. import layers, optim
+from .. import distributed, layers, optim
 from ..models import Sequential
 from .char_lm import ResumePoint, evaluate_lm, train_lm
 
@@ -74,12 +74,17 @@ def build_parser(prog: str = "rnnext train word-lm") -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="PATH", help="continue from this checkpoint")
     p.add_argument("--log-every", type=int, default=200, help="print the training loss every N steps (0: never)")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's default)")
+    distributed.add_argument(p)
     p.add_argument("--quick", action="store_true", help="tiny preset for CI: 2,000 training words, 32 units, "
                    "vocabulary 200, 2 epochs")
     return p
 
 
 def run(args, log=print) -> dict:
+    return distributed.run_experiment(_run, args, log)
+
+
+def _run(args, log, parallel) -> dict:
     if args.data is None:
         raise ValueError("word-lm: --data DIR is required (a directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt)")
     if args.threads:
@@ -100,7 +105,8 @@ def run(args, log=print) -> dict:
     test = rdata.batchify(vocab.encode(splits["test"]), args.eval_batch)
     log(f"word-lm: PTB {args.data}: train {len(train_words):,} words, valid {len(splits['valid']):,}, "
         f"test {len(splits['test']):,}, vocabulary {len(vocab):,} (read in {time.perf_counter() - t0:.1f}s)")
-    model.summary()
+    if distributed.is_root(parallel):
+        model.summary()
     optimizer = optim.SGD(model.parameters(), lr=args.lr)
     point.restore_optimizer(optimizer)
 
@@ -111,9 +117,9 @@ def run(args, log=print) -> dict:
                        loss_scale="batch", time_limit_s=args.time_limit, log_every=args.log_every,
                        checkpoint_path=args.checkpoint, checkpoint_every=args.checkpoint_every,
                        metadata={"experiment": "word-lm", "vocab": vocab.to_dict(), "args": vars(args)}, log=log,
-                       **point.train_lm_options)
+                       parallel=parallel, **point.train_lm_options)
     train_time = time.perf_counter() - start
-    test_loss = evaluate_lm(model, test, args.seq_len, len(vocab))
+    test_loss = evaluate_lm(model, test, args.seq_len, len(vocab), parallel)
     for record in history:
         record["train_ppl"] = math.exp(record["train_loss"])
         record["valid_ppl"] = math.exp(record["valid_loss"])
