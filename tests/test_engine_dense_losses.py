@@ -396,17 +396,25 @@ def test_out_of_range_targets_are_reported_as_written():
 # ---------------------------------------------------------------------------------------------------------
 # 7. the GIL is released during compute (another_thread_ran_during in conftest.py says how this is seen)
 
-def gil_call(name, rows):
-    """One call of engine function `name` over `rows` rows of 256 (up to 0.5 GFLOP for Dense at 4096 rows)."""
+def gil_call(name, rows, repeats=20):
+    """`repeats` calls of engine function `name` over `rows` rows of 256 (up to 0.5 GFLOP for Dense at 4096
+    rows). Each call releases the GIL once: the waiting thread needs to be scheduled during any one of them, which
+    a busy machine may not do within one short loss call."""
     rng = np.random.default_rng(18)
     x, kernel = rng.standard_normal((rows, 256)), rng.standard_normal((256, 256))
     if name == "dense_forward":
-        return lambda: _core.dense_forward(x, kernel, np.zeros(256))
-    if name == "dense_backward":
-        return lambda: _core.dense_backward(x, x, x, kernel, "tanh")
-    if name == "softmax_cross_entropy":
-        return lambda: _core.softmax_cross_entropy(x, np.zeros(rows, dtype=np.int64))
-    return lambda: getattr(_core, name)(x, np.full_like(x, 0.5))
+        once = lambda: _core.dense_forward(x, kernel, np.zeros(256))  # noqa: E731
+    elif name == "dense_backward":
+        once = lambda: _core.dense_backward(x, x, x, kernel, "tanh")  # noqa: E731
+    elif name == "softmax_cross_entropy":
+        once = lambda: _core.softmax_cross_entropy(x, np.zeros(rows, dtype=np.int64))  # noqa: E731
+    else:
+        once = lambda: getattr(_core, name)(x, np.full_like(x, 0.5))  # noqa: E731
+
+    def calls():
+        for _ in range(repeats):
+            once()
+    return calls
 
 
 @pytest.mark.parametrize("name", ["dense_forward", "dense_backward", "softmax_cross_entropy",
@@ -415,7 +423,7 @@ def test_gil_released(name):
     for rows in (16, 64, 256, 1024, 4096):
         if another_thread_ran_during(gil_call(name, rows)):
             return
-    pytest.fail(f"{name}: no other Python thread ran during calls of up to 4096 x 256 values; is the GIL held?")
+    pytest.fail(f"{name}: no other Python thread ran during 20 calls of up to 4096 x 256 values; is the GIL held?")
 
 
 # ---------------------------------------------------------------------------------------------------------
