@@ -191,3 +191,58 @@ def mean_squared_error(
     targets: Float,                 # predictions' shape and dtype
     reduction: Reduction = "mean",
 ) -> tuple[float, Float]: ...
+
+# The cells whose recurrence is elementwise (cpp/rnnext/indrnn.h, mingru.h, minlstm.h): forward and backward as
+# for the cells above; IndRNN's recurrent weight is a vector, minGRU and minLSTM have no recurrent weight at all.
+def indrnn_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H]
+    kernel: Float,                  # [I, H]
+    recurrent_weight: Float,        # [H]
+    bias: Float,                    # [H]
+    lengths: Optional[ArrayLike] = None,
+    activation: Literal["relu", "tanh"] = "relu",
+) -> tuple[Float, Float, dict[str, Float]]: ...
+def indrnn_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    recurrent_weight: Float,
+    bias: Float,
+    lengths: Optional[ArrayLike] = None,
+    activation: Literal["relu", "tanh"] = "relu",
+) -> dict[str, Float]: ...
+def mingru_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H]
+    kernel: Float,                  # [I, 2H] gate order z, h~
+    bias: Float,                    # [2H]
+    lengths: Optional[ArrayLike] = None,
+) -> tuple[Float, Float, dict[str, Float]]: ...
+def mingru_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    bias: Float,
+    lengths: Optional[ArrayLike] = None,
+) -> dict[str, Float]: ...
+def minlstm_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H]
+    kernel: Float,                  # [I, 3H] gate order f, i, h~
+    bias: Float,                    # [3H]
+    lengths: Optional[ArrayLike] = None,
+) -> tuple[Float, Float, dict[str, Float]]: ...
+def minlstm_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    bias: Float,
+    lengths: Optional[ArrayLike] = None,
+) -> dict[str, Float]: ...
