@@ -1,0 +1,228 @@
+"""The twins of the cells whose recurrence is elementwise (cpp/rnnext/indrnn.h, mingru.h, minlstm.h): a Python loop
+over time steps, the whole batch at each step. Their gates read x only (IndRNN's recurrent weight is a vector), so
+each forward starts with the input projection of every step at once, as the engine does."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import _check, _check_cache, _check_lengths, _check_or_zeros, _check_x, _sigmoid, _valid_rows
+
+_INDRNN_ACTIVATIONS = {
+    # name: (y = act(a), da from the gradient on y and y itself); relu is a select, as in the RNN twin
+    "relu": (lambda a: np.maximum(a, 0), lambda dy, y: np.where(y > 0, dy, 0)),
+    "tanh": (np.tanh, lambda dy, y: dy * (1 - y * y)),
+}
+
+
+def _indrnn_activation(fn, activation):
+    if activation not in _INDRNN_ACTIVATIONS:
+        raise ValueError(f"{fn}: activation is {activation!r}, expected 'relu' or 'tanh'")
+    return _INDRNN_ACTIVATIONS[activation]
+
+
+def _hidden_from_kernel(fn, kernel, I, G):
+    """H from kernel [I, G*H] for the cells without a recurrent kernel."""
+    shape = np.shape(kernel)
+    if len(shape) != 2 or shape[0] != I or shape[1] < G or shape[1] % G:
+        raise ValueError(f"{fn}: kernel has shape {shape}, expected (I={I}, {G}*H) with H >= 1")
+    return shape[1] // G
+
+
+# ---------------------------------------------------------------------------------------------------------
+# IndRNN (Li et al. 2018):  h[t+1] = act(x[t] @ W_xh + u * h[t] + b_h),  u [H] elementwise
+
+def indrnn_forward(x, h0, kernel, recurrent_weight, bias, lengths=None, activation="relu"):
+    """x [T, N, I], h0 [N, H], kernel [I, H], recurrent_weight [H], bias [H] -> (y [T, N, H], h_n [N, H], cache).
+
+    cache = {"h": [T+1, N, H]} with h[0] = h0.
+    """
+    fn = "indrnn_forward"
+    act, _ = _indrnn_activation(fn, activation)
+    x = _check_x(fn, x)
+    T, N, I = x.shape
+    H = np.shape(recurrent_weight)[0] if np.ndim(recurrent_weight) == 1 else -1
+    dtype = x.dtype
+    u = _check(fn, "recurrent_weight", recurrent_weight, [("H", H)], dtype)  # each unit's weight on its own past
+    h0 = _check(fn, "h0", h0, [("N", N), ("H", H)], dtype)
+    W_xh = _check(fn, "kernel", kernel, [("I", I), ("H", H)], dtype)
+    b_h = _check(fn, "bias", bias, [("H", H)], dtype)
+    lengths = _check_lengths(fn, lengths, N, T)
+
+    projected = x @ W_xh + b_h  # [T, N, H] the input side of every step
+    h = np.zeros((T + 1, N, H), dtype=dtype)
+    y = np.zeros((T, N, H), dtype=dtype)
+    h[0] = h0
+    for t in range(T):
+        valid = _valid_rows(lengths, t, N)
+        h_new = act(projected[t] + u * h[t])
+        h[t + 1] = np.where(valid, h_new, h[t])  # rows past their length carry their state
+        y[t] = np.where(valid, h_new, 0)
+    return y, h[T].copy(), {"h": h}
+
+
+def indrnn_backward(dy, dh_n, cache, x, kernel, recurrent_weight, bias, lengths=None, activation="relu"):
+    """Gradients of indrnn_forward given dy [T, N, H] and dh_n [N, H] (either may be None, meaning zero).
+
+    Returns {"x", "h0", "kernel", "recurrent_weight", "bias"}, each with the shape of that argument.
+    """
+    fn = "indrnn_backward"
+    _, act_grad = _indrnn_activation(fn, activation)
+    x = _check_x(fn, x)
+    T, N, I = x.shape
+    H = np.shape(recurrent_weight)[0] if np.ndim(recurrent_weight) == 1 else -1
+    dtype = x.dtype
+    u = _check(fn, "recurrent_weight", recurrent_weight, [("H", H)], dtype)
+    W_xh = _check(fn, "kernel", kernel, [("I", I), ("H", H)], dtype)
+    _check(fn, "bias", bias, [("H", H)], dtype)
+    lengths = _check_lengths(fn, lengths, N, T)
+    dy = _check_or_zeros(fn, "dy", dy, [("T", T), ("N", N), ("H", H)], dtype)
+    dh = _check_or_zeros(fn, "dh_n", dh_n, [("N", N), ("H", H)], dtype)
+    h = _check_cache(fn, cache, "h", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
+
+    da = np.zeros((T, N, H), dtype=dtype)  # gradient on the pre-activations of every step
+    du = np.zeros((H,), dtype=dtype)
+    for t in reversed(range(T)):
+        valid = _valid_rows(lengths, t, N)
+        # backprop into h_new from step t+1 and y[t]; nothing enters the cell at rows past their length
+        dh_new = np.where(valid, dh + dy[t], 0)
+        # backprop through h_new = act(a), a = projected[t] + u * h[t]
+        da[t] = act_grad(dh_new, h[t + 1])
+        du += (da[t] * h[t]).sum(axis=0)
+        dh = np.where(valid, da[t] * u, dh)  # a carried state passes its gradient straight through
+    # backprop through projected = x @ W_xh + b_h, every step at once
+    dx = da @ W_xh.T
+    dW_xh = x.reshape(T * N, I).T @ da.reshape(T * N, H)
+    return {"x": dx, "h0": dh, "kernel": dW_xh, "recurrent_weight": du, "bias": da.sum(axis=(0, 1))}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# minGRU (Feng et al. 2024), gate order z, h~:  z = sigmoid(x @ W_xz + b_z),  h~ = x @ W_xh + b_h,
+# h[t+1] = (1 - z) * h[t] + z * h~
+
+def _min_cell_arguments(fn, x, h0, kernel, bias, lengths, G):
+    x = _check_x(fn, x)
+    T, N, I = x.shape
+    H = _hidden_from_kernel(fn, kernel, I, G)
+    dtype = x.dtype
+    h0 = None if h0 is None else _check(fn, "h0", h0, [("N", N), ("H", H)], dtype)
+    kernel = _check(fn, "kernel", kernel, [("I", I), (f"{G}*H", G * H)], dtype)
+    bias = _check(fn, "bias", bias, [(f"{G}*H", G * H)], dtype)
+    return x, h0, kernel, bias, _check_lengths(fn, lengths, N, T), H
+
+
+def _min_cell_gradients(fn, dy, dh_n, cache, x, kernel, bias, lengths, G):
+    """The checked arguments of a minGRU / minLSTM backward: (x, kernel, lengths, dy, dh, h, gates, H)."""
+    x, _, kernel, _, lengths, H = _min_cell_arguments(fn, x, None, kernel, bias, lengths, G)
+    T, N, _ = x.shape
+    dtype = x.dtype
+    dy = _check_or_zeros(fn, "dy", dy, [("T", T), ("N", N), ("H", H)], dtype)
+    dh = _check_or_zeros(fn, "dh_n", dh_n, [("N", N), ("H", H)], dtype)
+    h = _check_cache(fn, cache, "h", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
+    gates = _check_cache(fn, cache, "gates", [("T", T), ("N", N), (f"{G}*H", G * H)], dtype)
+    return x, kernel, lengths, dy, dh, h, gates, H
+
+
+def _input_side_gradients(dz, x, kernel, dh):
+    """The gradients of z = x @ kernel + bias over every step at once, given dz [T, N, G*H], and dh on h0."""
+    T, N, I = x.shape
+    dx = dz @ kernel.T
+    dkernel = x.reshape(T * N, I).T @ dz.reshape(T * N, -1)
+    return {"x": dx, "h0": dh, "kernel": dkernel, "bias": dz.sum(axis=(0, 1))}
+
+
+def mingru_forward(x, h0, kernel, bias, lengths=None):
+    """x [T, N, I], h0 [N, H], kernel [I, 2H], bias [2H] -> (y [T, N, H], h_n [N, H], cache).
+
+    cache = {"h": [T+1, N, H], "gates": [T, N, 2H]} with the activated gates (z, h~).
+    """
+    fn = "mingru_forward"
+    x, h0, W_xg, b_g, lengths, H = _min_cell_arguments(fn, x, h0, kernel, bias, lengths, 2)
+    T, N, _ = x.shape
+    projected = x @ W_xg + b_g  # [T, N, 2H] gates of every step, from x only
+    z = _sigmoid(projected[..., :H])
+    h_tilde = projected[..., H:]
+    h = np.zeros((T + 1, N, H), dtype=x.dtype)
+    y = np.zeros((T, N, H), dtype=x.dtype)
+    h[0] = h0
+    for t in range(T):
+        valid = _valid_rows(lengths, t, N)
+        h_new = (1 - z[t]) * h[t] + z[t] * h_tilde[t]
+        h[t + 1] = np.where(valid, h_new, h[t])
+        y[t] = np.where(valid, h_new, 0)
+    return y, h[T].copy(), {"h": h, "gates": np.concatenate([z, h_tilde], axis=2)}
+
+
+def mingru_backward(dy, dh_n, cache, x, kernel, bias, lengths=None):
+    """Gradients of mingru_forward given dy [T, N, H] and dh_n [N, H] (either may be None, meaning zero).
+
+    Returns {"x", "h0", "kernel", "bias"}, each with the shape of that argument.
+    """
+    fn = "mingru_backward"
+    x, kernel, lengths, dy, dh, h, gates, H = _min_cell_gradients(fn, dy, dh_n, cache, x, kernel, bias, lengths, 2)
+    T, N, _ = x.shape
+    z, h_tilde = gates[..., :H], gates[..., H:]
+    dz = np.zeros_like(gates)  # gradient on the gate pre-activations
+    for t in reversed(range(T)):
+        valid = _valid_rows(lengths, t, N)
+        dh_new = np.where(valid, dh + dy[t], 0)
+        # backprop h_new = (1 - z) * h[t] + z * h~ into z (through its sigmoid), h~ and h[t]
+        dz[t, :, :H] = dh_new * (h_tilde[t] - h[t]) * z[t] * (1 - z[t])
+        dz[t, :, H:] = dh_new * z[t]
+        dh = np.where(valid, dh_new * (1 - z[t]), dh)
+    return _input_side_gradients(dz, x, kernel, dh)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# minLSTM (Feng et al. 2024), gate order f, i, h~:  f, i = sigmoid(x @ W + b),  h~ = x @ W_xh + b_h,
+# f' = f / (f + i),  i' = i / (f + i),  h[t+1] = f' * h[t] + i' * h~
+
+def minlstm_forward(x, h0, kernel, bias, lengths=None):
+    """x [T, N, I], h0 [N, H], kernel [I, 3H], bias [3H] -> (y [T, N, H], h_n [N, H], cache).
+
+    cache = {"h": [T+1, N, H], "gates": [T, N, 3H]} with the activated gates (f, i, h~), f and i not normalised.
+    """
+    fn = "minlstm_forward"
+    x, h0, W_xg, b_g, lengths, H = _min_cell_arguments(fn, x, h0, kernel, bias, lengths, 3)
+    T, N, _ = x.shape
+    projected = x @ W_xg + b_g  # [T, N, 3H]
+    f = _sigmoid(projected[..., :H])
+    i = _sigmoid(projected[..., H:2 * H])
+    h_tilde = projected[..., 2 * H:]
+    h = np.zeros((T + 1, N, H), dtype=x.dtype)
+    y = np.zeros((T, N, H), dtype=x.dtype)
+    h[0] = h0
+    for t in range(T):
+        valid = _valid_rows(lengths, t, N)
+        f_norm = f[t] / (f[t] + i[t])
+        i_norm = i[t] / (f[t] + i[t])
+        h_new = f_norm * h[t] + i_norm * h_tilde[t]
+        h[t + 1] = np.where(valid, h_new, h[t])
+        y[t] = np.where(valid, h_new, 0)
+    return y, h[T].copy(), {"h": h, "gates": np.concatenate([f, i, h_tilde], axis=2)}
+
+
+def minlstm_backward(dy, dh_n, cache, x, kernel, bias, lengths=None):
+    """Gradients of minlstm_forward given dy [T, N, H] and dh_n [N, H] (either may be None, meaning zero).
+
+    Returns {"x", "h0", "kernel", "bias"}, each with the shape of that argument.
+    """
+    fn = "minlstm_backward"
+    x, kernel, lengths, dy, dh, h, gates, H = _min_cell_gradients(fn, dy, dh_n, cache, x, kernel, bias, lengths, 3)
+    T, N, _ = x.shape
+    f, i, h_tilde = gates[..., :H], gates[..., H:2 * H], gates[..., 2 * H:]
+    dz = np.zeros_like(gates)
+    for t in reversed(range(T)):
+        valid = _valid_rows(lengths, t, N)
+        dh_new = np.where(valid, dh + dy[t], 0)
+        s = f[t] + i[t]
+        # backprop h_new = f' * h[t] + i' * h~ into f', i', h~ and h[t]
+        df_norm = dh_new * h[t]
+        di_norm = dh_new * h_tilde[t]
+        # backprop f' = f / s and i' = i / s (s = f + i) into f and i, then through their sigmoids
+        df = (df_norm * i[t] - di_norm * i[t]) / (s * s)
+        di = (di_norm * f[t] - df_norm * f[t]) / (s * s)
+        dz[t, :, :H] = df * f[t] * (1 - f[t])
+        dz[t, :, H:2 * H] = di * i[t] * (1 - i[t])
+        dz[t, :, 2 * H:] = dh_new * i[t] / s
+        dh = np.where(valid, dh_new * f[t] / s, dh)
+    return _input_side_gradients(dz, x, kernel, dh)
