@@ -17,15 +17,22 @@ from ._core import (
     get_num_threads,
     gru_backward,
     gru_forward,
+    indrnn_backward,
+    indrnn_forward,
     lstm_backward,
     lstm_forward,
     max_num_threads,
+    mingru_backward,
+    mingru_forward,
+    minlstm_backward,
+    minlstm_forward,
     rnn_backward,
     rnn_forward,
     set_num_threads,
 )
 from .gradcheck import gradcheck
-from .layers import GRU, LSTM, RNN, Dense, Dropout, Embedding, Layer, SimpleRNN, layer_from_config, seed
+from .layers import (GRU, LSTM, RNN, Dense, Dropout, Embedding, IndRNN, Layer, MinGRU, MinLSTM, SimpleRNN,
+                     layer_from_config, seed)
 from .models import Checkpoint, Sequential, load, load_checkpoint
 from .parameter import Parameter
 
@@ -40,8 +47,11 @@ __all__ = [
     "Dropout",
     "Embedding",
     "GRU",
+    "IndRNN",
     "LSTM",
     "Layer",
+    "MinGRU",
+    "MinLSTM",
     "Parameter",
     "RNN",
     "Sequential",
@@ -53,6 +63,8 @@ __all__ = [
     "gradcheck",
     "gru_backward",
     "gru_forward",
+    "indrnn_backward",
+    "indrnn_forward",
     "interop",
     "layer_from_config",
     "load",
@@ -61,6 +73,10 @@ __all__ = [
     "lstm_backward",
     "lstm_forward",
     "max_num_threads",
+    "mingru_backward",
+    "mingru_forward",
+    "minlstm_backward",
+    "minlstm_forward",
     "optim",
     "reference",
     "rnn_backward",

@@ -249,7 +249,7 @@ def json_depth(value) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # the weights an architecture implies, from its config alone
 
-_RECURRENT = (_layers.RNN, _layers.LSTM, _layers.GRU)
+_RECURRENT = (_layers.RNN, _layers.LSTM, _layers.GRU, _layers.IndRNN, _layers.MinGRU, _layers.MinLSTM)
 
 
 def _class_of(spec: dict, classes: dict):
@@ -278,7 +278,13 @@ def _recurrent_weights(cls, config: dict, features):
         return 0, 0, None  # the constructor refuses the config before allocating anything
     D = 2 if _flag(config, "bidirectional", False) else 1
     arrays = 3  # kernel, recurrent_kernel, bias
-    if cls is _layers.LSTM:
+    recurrent = None  # the recurrent kernel's size, H * G * H unless the cell has another recurrent weight
+    if cls in (_layers.MinGRU, _layers.MinLSTM):  # kernel and bias only (scan_cells.py)
+        G = 2 if cls is _layers.MinGRU else 3
+        bias, extra, recurrent, arrays = G * H, 0, 0, 2
+    elif cls is _layers.IndRNN:  # kernel, recurrent_weight [H], bias
+        G, bias, extra, recurrent = 1, H, 0, H
+    elif cls is _layers.LSTM:
         coupled = _flag(config, "coupled", False)
         G, bias = (3 if coupled else 4), (3 if coupled else 4) * H
         extra = (2 if coupled else 3) * H if _flag(config, "peephole", False) else 0
@@ -290,7 +296,8 @@ def _recurrent_weights(cls, config: dict, features):
     if inputs is None:
         return 0, 0, None  # not built: the loader refuses the model as not built
     # Per direction: the first layer's kernel reads the input, the others' read D*H; every layer has the rest.
-    per_direction = inputs * G * H + (layers - 1) * D * H * G * H + layers * (H * G * H + bias + extra)
+    recurrent = H * G * H if recurrent is None else recurrent
+    per_direction = inputs * G * H + (layers - 1) * D * H * G * H + layers * (recurrent + bias + extra)
     return D * per_direction, D * layers * arrays, D * H
 
 

@@ -145,6 +145,14 @@ class Recurrent(Layer):
     def _extra_parameters(self) -> dict:
         return {}
 
+    def _cell_parameters(self, layer_input) -> dict:
+        """Initial values of one layer and direction's parameters, by name, in creation order: `kernel`,
+        `recurrent_kernel`, `bias` and the extra parameters; a cell without a recurrent kernel replaces it."""
+        H, G = self.units, self._gates()
+        return {"kernel": self._draw(glorot_uniform, (layer_input, G * H)),
+                "recurrent_kernel": self._draw(orthogonal, (H, G * H)),
+                "bias": self._initial_bias(), **self._extra_parameters()}
+
     def _engine_forward(self, x, state, w, lengths):
         """(y [T, N, H], final state tuple, engine cache) for one layer and direction."""
         raise NotImplementedError
@@ -162,25 +170,17 @@ class Recurrent(Layer):
         size = self._size_to_build(input_shape, "I", "input size")
         if size is None:
             return
-        H, G = self.units, self._gates()
         self.input_size = size
         self._weights = []
         for k in range(self.num_layers):
-            layer_input = size if k == 0 else self.num_directions * H
+            layer_input = size if k == 0 else self.num_directions * self.units
             directions = []
             for d in range(self.num_directions):
                 prefix = ""
                 if self.num_layers > 1 or self.bidirectional:
                     prefix = f"l{k}.{'forward' if d == 0 else 'reverse'}."
-                w = {
-                    "kernel": self._add_parameter(prefix + "kernel",
-                                                  self._draw(glorot_uniform, (layer_input, G * H))),
-                    "recurrent_kernel": self._add_parameter(prefix + "recurrent_kernel",
-                                                            self._draw(orthogonal, (H, G * H))),
-                    "bias": self._add_parameter(prefix + "bias", self._initial_bias()),
-                }
-                for extra_name, value in self._extra_parameters().items():
-                    w[extra_name] = self._add_parameter(prefix + extra_name, value)
+                w = {name: self._add_parameter(prefix + name, value)
+                     for name, value in self._cell_parameters(layer_input).items()}
                 directions.append(w)
             self._weights.append(directions)
         self.built = True

@@ -1,0 +1,115 @@
+"""The recurrent layers whose recurrence is elementwise, over the engine: IndRNN, MinGRU and MinLSTM. Their gates
+read x only (IndRNN's recurrent weight is a vector), so the engine runs the input products for all steps at once and
+then an elementwise scan over time (cpp/rnnext/scan_loop.h). Stacking, directions, lengths, states, step() and
+dropout are Recurrent's (recurrent.py); each cell says its parameters and which engine functions run it."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _core
+from .layer_base import glorot_uniform
+from .recurrent import Recurrent
+from .validation import check_choice, check_int
+
+__all__ = ["IndRNN", "MinGRU", "MinLSTM"]
+
+
+def _linear_uniform(rng, shape, dtype, fan_in):
+    """Uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)]: PyTorch's nn.Linear default, which the minGRU/minLSTM
+    paper's code uses for its gate projections (kernel and bias alike)."""
+    limit = 1.0 / math.sqrt(fan_in)
+    return rng.uniform(-limit, limit, size=shape).astype(dtype)
+
+
+class IndRNN(Recurrent):
+    """IndRNN (Li et al. 2018): h_new = activation(x @ kernel + recurrent_weight * h + bias), with an elementwise
+    `recurrent_weight [H]` per layer and direction in place of a recurrent kernel. activation "relu" (the paper's)
+    or "tanh".
+
+    recurrent_weight starts uniform in [0, 2**(1/time_steps)] when `time_steps` (the sequence length trained on)
+    is given: the paper's bound |u| <= 2**(1/T), under which the gradient of a relu unit grows at most 2x over T
+    steps; else in [0, 1]. kernel is Glorot-uniform, bias zero. The weight is not clipped during training.
+    """
+
+    _ACTIVATIONS = ("relu", "tanh")
+
+    def __init__(self, units, activation="relu", *, time_steps=None, **kwargs):
+        super().__init__(units, **kwargs)
+        self.activation = check_choice("IndRNN", "activation", activation, self._ACTIVATIONS)
+        self.time_steps = None if time_steps is None else check_int("IndRNN", "time_steps", time_steps, minimum=1)
+        self._finish_init()
+
+    def _gates(self) -> int:
+        return 1
+
+    def _cell_parameters(self, layer_input) -> dict:
+        H = self.units
+        limit = 1.0 if self.time_steps is None else 2.0 ** (1.0 / self.time_steps)
+        return {"kernel": self._draw(glorot_uniform, (layer_input, H)),
+                "recurrent_weight": self._draw(lambda rng, shape, dtype: rng.uniform(0, limit, shape).astype(dtype),
+                                               (H,)),
+                "bias": self._initial_bias()}
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "activation": self.activation, "time_steps": self.time_steps}
+
+    def _engine_forward(self, x, state, w, lengths):
+        y, h_n, cache = _core.indrnn_forward(x, state[0], w["kernel"].value, w["recurrent_weight"].value,
+                                             w["bias"].value, lengths=lengths, activation=self.activation)
+        return y, (h_n,), cache
+
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+        grads = _core.indrnn_backward(dy, dstate[0], cache, x, w["kernel"].value, w["recurrent_weight"].value,
+                                      w["bias"].value, lengths=lengths, activation=self.activation)
+        return grads["x"], (grads["h0"],), grads
+
+
+class _GatesFromInput(Recurrent):
+    """A cell whose gates all read x only: `kernel [I, G*H]` and `bias [G*H]`, no recurrent kernel, both
+    initialised as PyTorch's nn.Linear. Subclasses name G and the engine functions."""
+
+    _forward = _backward = None  # the engine functions, set by each subclass
+
+    def _cell_parameters(self, layer_input) -> dict:
+        GH = self._gates() * self.units
+        return {"kernel": self._draw(lambda rng, shape, dtype: _linear_uniform(rng, shape, dtype, layer_input),
+                                     (layer_input, GH)),
+                "bias": self._draw(lambda rng, shape, dtype: _linear_uniform(rng, shape, dtype, layer_input), (GH,))}
+
+    def _engine_forward(self, x, state, w, lengths):
+        y, h_n, cache = self._forward(x, state[0], w["kernel"].value, w["bias"].value, lengths=lengths)
+        return y, (h_n,), cache
+
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+        grads = self._backward(dy, dstate[0], cache, x, w["kernel"].value, w["bias"].value, lengths=lengths)
+        return grads["x"], (grads["h0"],), grads
+
+
+class MinGRU(_GatesFromInput):
+    """minGRU (Feng et al. 2024, "Were RNNs All We Needed?"), gate order z, h~: z = sigmoid(x @ kernel_z + bias_z),
+    h~ = x @ kernel_h + bias_h, h_new = (1 - z) * h + z * h~. kernel [I, 2H], bias [2H]."""
+
+    _forward, _backward = staticmethod(_core.mingru_forward), staticmethod(_core.mingru_backward)
+
+    def __init__(self, units, **kwargs):
+        super().__init__(units, **kwargs)
+        self._finish_init()
+
+    def _gates(self) -> int:
+        return 2
+
+
+class MinLSTM(_GatesFromInput):
+    """minLSTM (Feng et al. 2024), gate order f, i, h~: f, i = sigmoid(x @ kernel + bias) per block,
+    h~ = x @ kernel_h + bias_h, h_new = (f * h + i * h~) / (f + i). kernel [I, 3H], bias [3H]."""
+
+    _forward, _backward = staticmethod(_core.minlstm_forward), staticmethod(_core.minlstm_backward)
+
+    def __init__(self, units, **kwargs):
+        super().__init__(units, **kwargs)
+        self._finish_init()
+
+    def _gates(self) -> int:
+        return 3
