@@ -1,4 +1,4 @@
-"""Proves the engine's elementwise-recurrence cells (rnnext.indrnn_*, mingru_*, minlstm_*) against their NumPy twins
+"""Proves the engine's elementwise-recurrence cells (rnnext.indrnn_*, mingru_*, minlstm_*, sru_*) against their NumPy twins
 in float32 and float64 with and without lengths, the twins against finite differences, and checks what the twins
 cannot: bits across thread counts, argument errors naming the argument, inputs left alone and the GIL."""
 import inspect
@@ -23,15 +23,23 @@ from conftest import (
     relative_error,
 )
 
-# Every cell x option: (engine function prefix, gate blocks G, options).
+# Every cell x option: (engine function prefix, gate blocks G, options). SRU's kernel has 3 blocks when its highway
+# adds x itself (I = H: make_problem then sets I to H) and 4 when the highway is projected.
 CASES = {
     "indrnn-relu": ("indrnn", 1, {"activation": "relu"}),
     "indrnn-tanh": ("indrnn", 1, {"activation": "tanh"}),
     "mingru": ("mingru", 2, {}),
     "minlstm": ("minlstm", 3, {}),
+    "sru": ("sru", 4, {}),
+    "sru-highway-x": ("sru", 3, {}),
 }
-CELLS = {"indrnn": "indrnn-relu", "mingru": "mingru", "minlstm": "minlstm"}  # the case each cell's errors use
+CELLS = {"indrnn": "indrnn-relu", "mingru": "mingru", "minlstm": "minlstm", "sru": "sru"}  # the case errors use
+STATES = {"sru": ("h", "c")}  # the state parts of each cell, ("h",) unless listed
 FUNCTIONS = [f"{cell}_{direction}" for cell in CELLS for direction in ("forward", "backward")]
+
+
+def states_of(case):
+    return STATES.get(CASES[case][0], ("h",))
 
 
 def make_problem(case, shape, dtype=np.float64, seed=0):
@@ -39,32 +47,41 @@ def make_problem(case, shape, dtype=np.float64, seed=0):
     O(1), so no gate sits on a flat tail); IndRNN's recurrent weight in [0, 1.2], around the paper's range."""
     T, N, I, H = shape
     cell, G, _ = CASES[case]
+    if case == "sru-highway-x":
+        I = H
     rng = np.random.default_rng(seed)
-    params = {"x": rng.standard_normal((T, N, I)), "h0": 0.5 * rng.standard_normal((N, H)),
-              "kernel": 0.5 / np.sqrt(I) * rng.standard_normal((I, G * H))}
+    params = {"x": rng.standard_normal((T, N, I))}
+    params.update({f"{part}0": 0.5 * rng.standard_normal((N, H)) for part in states_of(case)})
+    params["kernel"] = 0.5 / np.sqrt(I) * rng.standard_normal((I, G * H))
     if cell == "indrnn":
         params["recurrent_weight"] = rng.uniform(0.0, 1.2, H)
-    params["bias"] = 0.1 * rng.standard_normal(G * H)
+    if cell == "sru":
+        params["recurrent_weight"] = 0.5 * rng.standard_normal((2, H))
+    params["bias"] = 0.1 * rng.standard_normal((2, H) if cell == "sru" else G * H)
     return {name: value.astype(dtype) for name, value in params.items()}
 
 
-def make_douts(shape, dtype, seed=1):
+def make_douts(shape, dtype, seed=1, case=None):
     T, N, _, H = shape
     rng = np.random.default_rng(seed)
-    return {"y": rng.standard_normal((T, N, H)).astype(dtype), "h_n": rng.standard_normal((N, H)).astype(dtype)}
+    douts = {"y": rng.standard_normal((T, N, H)).astype(dtype)}
+    douts.update({f"{part}_n": rng.standard_normal((N, H)).astype(dtype)
+                  for part in (states_of(case) if case else ("h",))})
+    return douts
 
 
 def forward(module, case, params, lengths):
-    """({"y", "h_n"}, cache) of the case's forward in `module` (rnnext or rnnext.reference)."""
+    """({"y", "h_n"[, "c_n"]}, cache) of the case's forward in `module` (rnnext or rnnext.reference)."""
     cell, _, options = CASES[case]
-    y, h_n, cache = getattr(module, f"{cell}_forward")(**params, **options, lengths=lengths)
-    return {"y": y, "h_n": h_n}, cache
+    out = getattr(module, f"{cell}_forward")(**params, **options, lengths=lengths)
+    return dict(zip(["y"] + [f"{part}_n" for part in states_of(case)], out[:-1])), out[-1]
 
 
 def backward(module, case, params, lengths, douts, cache):
     cell, _, options = CASES[case]
-    weights = {name: value for name, value in params.items() if name != "h0"}
-    return getattr(module, f"{cell}_backward")(douts["y"], douts["h_n"], cache, **weights, **options,
+    weights = {name: value for name, value in params.items() if name not in ("h0", "c0")}
+    final = {f"d{part}_n": douts.get(f"{part}_n") for part in states_of(case)}
+    return getattr(module, f"{cell}_backward")(douts["y"], *final.values(), cache, **weights, **options,
                                                lengths=lengths)
 
 
@@ -77,7 +94,7 @@ def backward(module, case, params, lengths, douts, cache):
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 @pytest.mark.parametrize("case", CASES)
 def test_engine_matches_twin(case, dtype, with_lengths, shape):
-    params, douts = make_problem(case, shape, dtype), make_douts(shape, dtype)
+    params, douts = make_problem(case, shape, dtype), make_douts(shape, dtype, case=case)
     lengths = mixed_lengths(shape[0], shape[1]) if with_lengths else None
     before = {name: value.copy() for name, value in {**params, **douts}.items()}
 
@@ -104,11 +121,11 @@ def test_engine_matches_twin(case, dtype, with_lengths, shape):
 def test_absent_gradients(case, absent):
     """dy and dh_n may be None (zero); with both None every gradient is exactly zero."""
     shape = (4, 3, 6, 37)
-    params, douts = make_problem(case, shape), make_douts(shape, np.float64)
+    params, douts = make_problem(case, shape), make_douts(shape, np.float64, case=case)
     if absent in ("all", "dy"):
         douts["y"] = None
     if absent in ("all", "final-state"):
-        douts["h_n"] = None
+        douts = {name: None if name.endswith("_n") else value for name, value in douts.items()}
     lengths = mixed_lengths(shape[0], shape[1])
     _, cache = forward(rnnext, case, params, lengths)
     grads = backward(rnnext, case, params, lengths, douts, cache)
@@ -126,13 +143,13 @@ def test_masked_steps_carry_the_state_and_output_zero():
     shape = (5, 4, 3, 6)
     lengths = np.array([5, 0, 2, 3])
     for case in CASES:
-        params, douts = make_problem(case, shape), make_douts(shape, np.float64)
+        params, douts = make_problem(case, shape), make_douts(shape, np.float64, case=case)
         outputs, cache = forward(rnnext, case, params, lengths)
         grads = backward(rnnext, case, params, lengths, douts, cache)
         for n, length in enumerate(lengths):
             assert not outputs["y"][length:, n].any(), f"{case}: outputs past row {n}'s length are not zero"
-            np.testing.assert_array_equal(cache["h"][length:, n], np.broadcast_to(cache["h"][length, n],
-                                                                                   cache["h"][length:, n].shape))
+            state = cache[states_of(case)[-1]]  # h, or SRU's c
+            np.testing.assert_array_equal(state[length:, n], np.broadcast_to(state[length, n], state[length:, n].shape))
             assert not grads["x"][length:, n].any(), f"{case}: x gradient past row {n}'s length is not zero"
         np.testing.assert_array_equal(outputs["h_n"][1], params["h0"][1])
         np.testing.assert_array_equal(grads["h0"][1], douts["h_n"][1])
@@ -144,12 +161,12 @@ def test_masked_steps_carry_the_state_and_output_zero():
 @pytest.mark.parametrize("case", CASES)
 def test_twin_matches_finite_differences(case):
     shape = (4, 3, 3, 5)
-    params, douts = make_problem(case, shape, seed=2), make_douts(shape, np.float64, seed=3)
+    params, douts = make_problem(case, shape, seed=2), make_douts(shape, np.float64, seed=3, case=case)
     lengths = np.array([4, 1, 3])
 
     def loss():
         outputs, _ = forward(reference, case, params, lengths)
-        return np.sum(douts["y"] * outputs["y"]) + np.sum(douts["h_n"] * outputs["h_n"])
+        return sum(np.sum(douts[name] * outputs[name]) for name in outputs)
 
     _, cache = forward(reference, case, params, lengths)
     grads = backward(reference, case, params, lengths, douts, cache)
@@ -171,7 +188,7 @@ THREAD_SHAPES = [(6, 48, 24, 130), (4, 40, 16, 300), (220, 1, 16, 170)]
 def test_threads_give_identical_bits(case, dtype, shape, restore_threads):
     T, N, _, H = shape
     assert T * N * H >= 2**15, "shape too small for the scan to use 2 threads"
-    params, douts = make_problem(case, shape, dtype), make_douts(shape, dtype)
+    params, douts = make_problem(case, shape, dtype), make_douts(shape, dtype, case=case)
     lengths = mixed_lengths(T, N) if N > 1 else None
     results = []
     for threads in (1, 2, 3):
@@ -199,19 +216,26 @@ def valid_kwargs(fn, dtype=np.float64):
     if direction == "forward":
         return {**params, **options, "lengths": lengths}
     _, cache = forward(rnnext, case, params, lengths)
-    douts = make_douts(BAD_SHAPE, dtype)
-    weights = {name: value for name, value in params.items() if name not in ("x", "h0")}
-    return {"dy": douts["y"], "dh_n": douts["h_n"], "cache": cache, "x": params["x"], **weights, **options,
-            "lengths": lengths}
+    douts = make_douts(BAD_SHAPE, dtype, case=case)
+    weights = {name: value for name, value in params.items() if name not in ("x", "h0", "c0")}
+    final = {f"d{part}_n": douts[f"{part}_n"] for part in states_of(case)}
+    return {"dy": douts["y"], **final, "cache": cache, "x": params["x"], **weights, **options, "lengths": lengths}
 
 
 def expected_shape(fn, name):
     T, N, I, H = BAD_SHAPE
-    G = CASES[CELLS[fn.split("_")[0]]][1]
+    cell = fn.split("_")[0]
+    G = CASES[CELLS[cell]][1]
     gates = "H" if G == 1 else f"{G}*H"
-    return {"h0": f"(N={N}, H={H})", "dh_n": f"(N={N}, H={H})", "dy": f"(T={T}, N={N}, H={H})",
-            "kernel": f"(I={I}, {gates}={G * H})", "bias": f"({gates}={G * H},)",
-            "recurrent_weight": f"(H={H},)", "cache['h']": f"(T+1={T + 1}, N={N}, H={H})",
+    state, sequence = f"(N={N}, H={H})", f"(T+1={T + 1}, N={N}, H={H})"
+    if cell == "sru":
+        vector = f"(2, H={H})"
+        kernel = f"(I={I}, 4*H={4 * H}), or (I, 3*H={3 * H}) when I = H (the highway then adds x itself)"
+    else:
+        vector, kernel = f"(H={H},)", f"(I={I}, {gates}={G * H})"
+    return {"h0": state, "c0": state, "dh_n": state, "dc_n": state, "dy": f"(T={T}, N={N}, H={H})",
+            "kernel": kernel, "bias": vector if cell == "sru" else f"({gates}={G * H},)",
+            "recurrent_weight": vector, "cache['h']": sequence, "cache['c']": sequence,
             "cache['gates']": f"(T={T}, N={N}, {gates}={G * H})"}[name]
 
 
@@ -242,7 +266,7 @@ def sized_arguments():
         kwargs = valid_kwargs(fn)
         names = [k for k, v in kwargs.items() if isinstance(v, np.ndarray) and k not in ("x", "lengths")]
         names += [f"cache[{k!r}]" for k in kwargs.get("cache", {})]
-        source = "recurrent_weight" if fn.startswith("indrnn") else "kernel"
+        source = "recurrent_weight" if fn.startswith(("indrnn", "sru")) else "kernel"
         pairs += [pytest.param(fn, name, id=f"{fn}-{name}") for name in names if name != source]
     return pairs
 
@@ -259,7 +283,7 @@ def test_wrong_shape_dtype_and_type(fn, name):
         raises(TypeError, fn, f"{name} has dtype {np.dtype(bad)}, expected float64 like the other floating arguments",
                with_argument(kwargs, name, a.astype(bad)))
     raises(TypeError, fn, f"{name} must be a NumPy array, got <class 'list'>", with_argument(kwargs, name, a.tolist()))
-    if name not in ("dy", "dh_n"):
+    if name not in ("dy", "dh_n", "dc_n"):
         raises(TypeError, fn, f"{name} is None, expected a NumPy array", with_argument(kwargs, name, None))
 
 
@@ -279,6 +303,14 @@ def test_x_and_hidden_size_errors(fn):
                    with_argument(kwargs, "recurrent_weight", value))
         raises(ValueError, fn, f"kernel has shape ({I}, {H}), expected (I={I + 1}, H={H})",
                with_argument(kwargs, "x", np.zeros((T, N, I + 1))))
+    elif fn.startswith("sru"):
+        v = kwargs["recurrent_weight"]
+        for value in (v[0], v[:1], v[:, :0]):
+            raises(ValueError, fn, f"recurrent_weight has shape {value.shape}, expected (2, H) with H >= 1 (rows v_f, "
+                   "v_r)", with_argument(kwargs, "recurrent_weight", value))
+        # a 3-block kernel (the highway adds x itself) needs I = H
+        raises(ValueError, fn, f"kernel has shape ({I}, {3 * H}), expected {expected_shape(fn, 'kernel')}",
+               with_argument(kwargs, "kernel", kwargs["kernel"][:, :3 * H]))
     else:
         k = kwargs["kernel"]
         G = k.shape[1] // H
@@ -328,8 +360,9 @@ def test_gil_released(fn):
             kwargs = {**params, **CASES[CELLS[cell]][2]}
         else:
             _, cache = forward(rnnext, CELLS[cell], params, None)
-            kwargs = {"dy": None, "dh_n": params["h0"], "cache": cache, "x": params["x"], **CASES[CELLS[cell]][2],
-                      **{k: v for k, v in params.items() if k not in ("x", "h0")}}
+            final = {f"d{part}_n": params[f"{part}0"] for part in states_of(CELLS[cell])}
+            kwargs = {"dy": None, **final, "cache": cache, "x": params["x"], **CASES[CELLS[cell]][2],
+                      **{k: v for k, v in params.items() if k not in ("x", "h0", "c0")}}
         if another_thread_ran_during(lambda: getattr(rnnext, fn)(**kwargs)):
             return
     pytest.fail(f"{fn}: no other Python thread ran during calls of up to T=4096 steps; is the GIL held?")

@@ -15,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
   rnnext::bindings::bind_losses(m);
   rnnext::bindings::bind_indrnn(m);
   rnnext::bindings::bind_min_cells(m);
+  rnnext::bindings::bind_sru(m);
 }

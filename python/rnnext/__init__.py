@@ -29,6 +29,8 @@ from ._core import (
     rnn_backward,
     rnn_forward,
     set_num_threads,
+    sru_backward,
+    sru_forward,
 )
 from .gradcheck import gradcheck
 from .layers import (GRU, LSTM, RNN, Dense, Dropout, Embedding, IndRNN, Layer, MinGRU, MinLSTM, SimpleRNN,
@@ -83,4 +85,6 @@ __all__ = [
     "rnn_forward",
     "seed",
     "set_num_threads",
+    "sru_backward",
+    "sru_forward",
 ]

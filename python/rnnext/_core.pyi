@@ -192,8 +192,8 @@ def mean_squared_error(
     reduction: Reduction = "mean",
 ) -> tuple[float, Float]: ...
 
-# The cells whose recurrence is elementwise (cpp/rnnext/indrnn.h, mingru.h, minlstm.h): forward and backward as
-# for the cells above; IndRNN's recurrent weight is a vector, minGRU and minLSTM have no recurrent weight at all.
+# The cells whose recurrence is elementwise (cpp/rnnext/indrnn.h, mingru.h, minlstm.h, sru.h): forward and
+# backward as for the cells above; IndRNN's and SRU's recurrent weights are vectors, minGRU and minLSTM have none.
 def indrnn_forward(
     x: Float,                       # [T, N, I]
     h0: Float,                      # [N, H]
@@ -243,6 +243,26 @@ def minlstm_backward(
     cache: dict[str, Float],
     x: Float,
     kernel: Float,
+    bias: Float,
+    lengths: Optional[ArrayLike] = None,
+) -> dict[str, Float]: ...
+def sru_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H] h_n of rows of length 0 (the output feeds nothing back)
+    c0: Float,                      # [N, H]
+    kernel: Float,                  # [I, 4H] blocks h~, f, r, skip; or [I, 3H] (skip = x) when I = H
+    recurrent_weight: Float,        # [2, H] rows v_f, v_r
+    bias: Float,                    # [2, H] rows b_f, b_r
+    lengths: Optional[ArrayLike] = None,
+) -> tuple[Float, Float, Float, dict[str, Float]]: ...
+def sru_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    dc_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    recurrent_weight: Float,
     bias: Float,
     lengths: Optional[ArrayLike] = None,
 ) -> dict[str, Float]: ...

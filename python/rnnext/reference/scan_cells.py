@@ -1,6 +1,7 @@
-"""The twins of the cells whose recurrence is elementwise (cpp/rnnext/indrnn.h, mingru.h, minlstm.h): a Python loop
-over time steps, the whole batch at each step. Their gates read x only (IndRNN's recurrent weight is a vector), so
-each forward starts with the input projection of every step at once, as the engine does."""
+"""The twins of the cells whose recurrence is elementwise (cpp/rnnext/indrnn.h, mingru.h, minlstm.h, sru.h): a
+Python loop over time steps, the whole batch at each step. Their products read x only (IndRNN's and SRU's
+recurrent weights are vectors), so each forward starts with the input projection of every step at once, as the
+engine does."""
 from __future__ import annotations
 
 import numpy as np
@@ -226,3 +227,103 @@ def minlstm_backward(dy, dh_n, cache, x, kernel, bias, lengths=None):
         dz[t, :, 2 * H:] = dh_new * i[t] / s
         dh = np.where(valid, dh_new * f[t] / s, dh)
     return _input_side_gradients(dz, x, kernel, dh)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SRU (Lei et al. 2018), gate blocks h~, f, r[, s]:  h~ = x @ W_xc,  f = sigmoid(x @ W_xf + v_f * c[t] + b_f),
+# r = sigmoid(x @ W_xr + v_r * c[t] + b_r),  c[t+1] = f * c[t] + (1 - f) * h~,
+# h = r * c[t+1] + (1 - r) * skip,  skip = x (kernel [I, 3H], I = H) or x @ W_xs (kernel [I, 4H])
+
+def _sru_arguments(fn, x, kernel, recurrent_weight, bias, lengths):
+    x = _check_x(fn, x)
+    T, N, I = x.shape
+    shape = np.shape(recurrent_weight)
+    if len(shape) != 2 or shape[0] != 2 or shape[1] < 1:
+        raise ValueError(f"{fn}: recurrent_weight has shape {shape}, expected (2, H) with H >= 1 (rows v_f, v_r)")
+    H = shape[1]
+    G = 3 if np.shape(kernel) == (I, 3 * H) and I == H else 4
+    W_xg = _check(fn, "kernel", kernel, [("I", I), (f"{G}*H", G * H)], x.dtype,
+                  note=", or (I, 3*H) when I = H (the highway then adds x itself)")
+    v = _check(fn, "recurrent_weight", recurrent_weight, [("", 2), ("H", H)], x.dtype)
+    b = _check(fn, "bias", bias, [("", 2), ("H", H)], x.dtype)
+    return x, W_xg, v, b, _check_lengths(fn, lengths, N, T), H, G
+
+
+def sru_forward(x, h0, c0, kernel, recurrent_weight, bias, lengths=None):
+    """x [T, N, I], h0 and c0 [N, H], kernel [I, G*H] (G = 3 when I = H, else 4), recurrent_weight [2, H] (v_f, v_r),
+    bias [2, H] (b_f, b_r) -> (y [T, N, H], h_n [N, H], c_n [N, H], cache).
+
+    h_n is the output after each row's last valid step (h0 for a row of length 0); c is the recurrent state.
+    cache = {"c": [T+1, N, H], "gates": [T, N, G*H]} with h~, f and r after their sigmoids, and skip.
+    """
+    fn = "sru_forward"
+    x, W_xg, (v_f, v_r), (b_f, b_r), lengths, H = _sru_arguments(fn, x, kernel, recurrent_weight, bias, lengths)[:6]
+    T, N, _ = x.shape
+    h_n = _check(fn, "h0", h0, [("N", N), ("H", H)], x.dtype).copy()
+    c0 = _check(fn, "c0", c0, [("N", N), ("H", H)], x.dtype)
+    projected = x @ W_xg  # [T, N, G*H]
+    h_tilde = projected[..., :H]
+    skip = projected[..., 3 * H:] if W_xg.shape[1] == 4 * H else x
+    c = np.zeros((T + 1, N, H), dtype=x.dtype)
+    y = np.zeros((T, N, H), dtype=x.dtype)
+    f = np.zeros((T, N, H), dtype=x.dtype)
+    r = np.zeros((T, N, H), dtype=x.dtype)
+    c[0] = c0
+    for t in range(T):
+        valid = _valid_rows(lengths, t, N)
+        f[t] = _sigmoid(projected[t, :, H:2 * H] + v_f * c[t] + b_f)
+        r[t] = _sigmoid(projected[t, :, 2 * H:3 * H] + v_r * c[t] + b_r)
+        c_new = f[t] * c[t] + (1 - f[t]) * h_tilde[t]
+        h_new = r[t] * c_new + (1 - r[t]) * skip[t]
+        c[t + 1] = np.where(valid, c_new, c[t])
+        y[t] = np.where(valid, h_new, 0)
+        h_n = np.where(valid, h_new, h_n)
+    gates = [h_tilde, f, r] + ([projected[..., 3 * H:]] if W_xg.shape[1] == 4 * H else [])
+    return y, h_n, c[T].copy(), {"c": c, "gates": np.concatenate(gates, axis=2)}
+
+
+def sru_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_weight, bias, lengths=None):
+    """Gradients of sru_forward given dy [T, N, H], dh_n and dc_n [N, H] (any may be None, meaning zero).
+
+    Returns {"x", "h0", "c0", "kernel", "recurrent_weight", "bias"}, each with the shape of that argument.
+    """
+    fn = "sru_backward"
+    x, W_xg, (v_f, v_r), _, lengths, H, G = _sru_arguments(fn, x, kernel, recurrent_weight, bias, lengths)
+    T, N, _ = x.shape
+    dtype = x.dtype
+    dy = _check_or_zeros(fn, "dy", dy, [("T", T), ("N", N), ("H", H)], dtype)
+    dh_last = _check_or_zeros(fn, "dh_n", dh_n, [("N", N), ("H", H)], dtype)
+    dc = _check_or_zeros(fn, "dc_n", dc_n, [("N", N), ("H", H)], dtype)
+    c = _check_cache(fn, cache, "c", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
+    gates = _check_cache(fn, cache, "gates", [("T", T), ("N", N), (f"{G}*H", G * H)], dtype)
+    h_tilde, f, r = gates[..., :H], gates[..., H:2 * H], gates[..., 2 * H:3 * H]
+    skip = gates[..., 3 * H:] if G == 4 else x
+    steps = np.full(N, T) if lengths is None else lengths
+
+    dz = np.zeros_like(gates)  # gradient on the projections (and, for G = 4, on skip)
+    dskip = np.zeros((T, N, H), dtype=dtype)
+    dv_f, dv_r = np.zeros(H, dtype=dtype), np.zeros(H, dtype=dtype)
+    for t in reversed(range(T)):
+        valid = _valid_rows(lengths, t, N)
+        # backprop into h: from y[t], and from h_n at each row's last valid step
+        dh = np.where(valid, dy[t], 0) + np.where((t == steps - 1)[:, None], dh_last, 0)
+        # backprop h = r * c_new + (1 - r) * skip into r (through its sigmoid), skip and c_new
+        dr = dh * (c[t + 1] - skip[t]) * r[t] * (1 - r[t])
+        dskip[t] = dh * (1 - r[t])
+        dc_new = np.where(valid, dc + dh * r[t], 0)
+        # backprop c_new = f * c[t] + (1 - f) * h~ into f (through its sigmoid), h~ and c[t]; c[t] also feeds
+        # f and r through v_f * c[t] and v_r * c[t]
+        df = dc_new * (c[t] - h_tilde[t]) * f[t] * (1 - f[t])
+        dz[t, :, :H] = dc_new * (1 - f[t])
+        dz[t, :, H:2 * H] = df
+        dz[t, :, 2 * H:3 * H] = dr
+        dv_f += (df * c[t]).sum(axis=0)
+        dv_r += (dr * c[t]).sum(axis=0)
+        dc = np.where(valid, dc_new * f[t] + df * v_f + dr * v_r, dc)  # a carried state passes dc through
+    if G == 4:
+        dz[..., 3 * H:] = dskip
+    dx = dz @ W_xg.T + (dskip if G == 3 else 0)
+    dW_xg = x.reshape(T * N, -1).T @ dz.reshape(T * N, G * H)
+    db = dz[..., H:3 * H].sum(axis=(0, 1)).reshape(2, H)
+    dh0 = np.where((steps == 0)[:, None], dh_last, 0)  # h0 is h_n only in a row of length 0
+    return {"x": dx, "h0": dh0, "c0": dc, "kernel": dW_xg, "recurrent_weight": np.stack([dv_f, dv_r]), "bias": db}
