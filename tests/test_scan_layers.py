@@ -1,4 +1,4 @@
-"""Tests for the layers of the elementwise-recurrence cells (rnnext.IndRNN, MinGRU, MinLSTM): backward against
+"""Tests for the layers of the elementwise-recurrence cells (rnnext.IndRNN, MinGRU, MinLSTM, SRU): backward against
 finite differences in every mode Recurrent offers (stacking, directions, lengths, dropout, time-major, initial and
 final states, stateful calls), step(), per-row lengths, initialisation, summary counts, configs and checkpoints,
 errors, and a short training run whose loss falls."""
@@ -9,7 +9,7 @@ import rnnext
 from rnnext import data, train
 from rnnext.checkpoint_io import implied_weights
 from rnnext.gradcheck import gradcheck
-from rnnext.layers import LAYER_CLASSES, Dense, IndRNN, MinGRU, MinLSTM, layer_from_config
+from rnnext.layers import LAYER_CLASSES, SRU, Dense, IndRNN, MinGRU, MinLSTM, layer_from_config
 from rnnext.losses import mean_squared_error, softmax_cross_entropy
 from rnnext.models import Sequential
 from rnnext.optim import Adam
@@ -25,6 +25,8 @@ CELLS = {
     "indrnn-tanh": lambda **kw: IndRNN(H, activation="tanh", time_steps=T, **kw),
     "mingru": lambda **kw: MinGRU(H, **kw),
     "minlstm": lambda **kw: MinLSTM(H, **kw),
+    "sru": lambda **kw: SRU(H, **kw),  # I != H: the projected highway (kernel [I, 4H])
+    "sru-highway-x": lambda **kw: SRU(I, **kw),  # units = I: the highway adds x itself (kernel [I, 3H])
 }
 
 MODES = {
@@ -72,20 +74,24 @@ def test_initial_and_final_state_gradients(cell):
     layer = make_layer(cell, num_layers=2, bidirectional=True, return_state=True)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((N, T, I))
-    initial = [rng.standard_normal((N, H)) for _ in range(4)]
-    w_out, w_states = rng.standard_normal((N, 2 * H)), [rng.standard_normal((N, H)) for _ in range(4)]
+    units, parts = layer.units, len(layer._state_names)
+
+    def states():
+        drawn = [tuple(rng.standard_normal((N, units)) for _ in range(parts)) for _ in range(4)]
+        return drawn if parts == 2 else [entry[0] for entry in drawn]
+
+    initial, w_out, w_states = states(), rng.standard_normal((N, 2 * units)), states()
 
     def loss():
-        out, states = layer(x, initial_state=initial, lengths=LENGTHS)
-        return np.sum(w_out * out) + sum(np.sum(w * s) for w, s in zip(w_states, states))
+        out, final = layer(x, initial_state=initial, lengths=np.array([5, 0, 3]))
+        return np.sum(w_out * out) + sum(np.sum(w * s) for w, s in zip(state_arrays(w_states), state_arrays(final)))
 
     loss()
     layer.zero_grad()
     layer.backward(w_out, dstates=w_states)
-    analytic = layer.initial_state_grad
-    for index, state in enumerate(initial):
-        error = relative_error(analytic[index], numerical_gradient(loss, state))
-        assert error < 1e-6, f"{cell}: initial_state[{index}] relative error {error:.1e}"
+    for index, (state, grad) in enumerate(zip(state_arrays(initial), state_arrays(layer.initial_state_grad))):
+        error = relative_error(grad, numerical_gradient(loss, state))
+        assert error < 1e-6, f"{cell}: initial state part {index} relative error {error:.1e}"
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
@@ -150,11 +156,13 @@ def test_layer_runs_the_engine_function_of_its_cell():
     """One layer and direction is exactly one engine call with the layer's parameters (time-major inside)."""
     x = np.random.default_rng(0).standard_normal((N, T, I))
     x_tm = np.ascontiguousarray(x.transpose(1, 0, 2))
-    h0 = np.zeros((N, H))
     for cell in CELLS:
         layer = make_layer(cell, return_sequences=True)
         w = {name: param.value for name, param in layer.named_parameters()}
-        if isinstance(layer, IndRNN):
+        h0 = np.zeros((N, layer.units))
+        if isinstance(layer, SRU):
+            y, _, _, _ = rnnext.sru_forward(x_tm, h0, h0, w["kernel"], w["recurrent_weight"], w["bias"])
+        elif isinstance(layer, IndRNN):
             y, _, _ = rnnext.indrnn_forward(x_tm, h0, w["kernel"], w["recurrent_weight"], w["bias"],
                                             activation=layer.activation)
         else:
@@ -181,23 +189,29 @@ def test_initialization():
         for _, param in layer.named_parameters():  # nn.Linear's default: U(-1/sqrt(I), 1/sqrt(I))
             assert param.shape[-1] == G * 64 and np.abs(param.value).max() <= 1 / np.sqrt(32)
             assert np.abs(param.value).max() > 0.9 / np.sqrt(32)
+    for inputs, blocks in ((64, 3), (32, 4)):  # the highway adds x itself only where the input size is H
+        sru = SRU(64, input_size=inputs, seed=0)
+        kernel, v, b = (param.value for _, param in sru.named_parameters())
+        assert kernel.shape == (inputs, blocks * 64) and v.shape == b.shape == (2, 64)
+        assert abs(kernel.var() * inputs - 1) < 0.05 and not v.any() and not b.any()  # the paper's variance 1/I
 
 
 def closed_form_count(cell, units, inputs, layers, directions):
-    G, recurrent = {"indrnn": (1, units), "mingru": (2, 0), "minlstm": (3, 0)}[cell]
     count = 0
     for k in range(layers):
         layer_input = inputs if k == 0 else directions * units
-        count += directions * (layer_input * G * units + recurrent + G * units)
+        G, others = {"indrnn": (1, 2 * units), "mingru": (2, 2 * units), "minlstm": (3, 3 * units),
+                     "sru": (3 if layer_input == units else 4, 4 * units)}[cell]  # others: the vectors
+        count += directions * (layer_input * G * units + others)
     return count
 
 
-@pytest.mark.parametrize("cell", ["indrnn", "mingru", "minlstm"])
+@pytest.mark.parametrize("cell", ["indrnn", "mingru", "minlstm", "sru"])
 def test_summary_counts_and_checkpoint_round_trip(cell, tmp_path):
-    cls = {"indrnn": IndRNN, "mingru": MinGRU, "minlstm": MinLSTM}[cell]
+    cls = {"indrnn": IndRNN, "mingru": MinGRU, "minlstm": MinLSTM, "sru": SRU}[cell]
     model = Sequential([cls(6, num_layers=2, bidirectional=True, return_sequences=True, seed=1),
-                        cls(5, seed=2), Dense(2, seed=3)], input_shape=(7, 3))
-    expected = closed_form_count(cell, 6, 3, 2, 2) + closed_form_count(cell, 5, 12, 1, 1) + 5 * 2 + 2
+                        cls(12, seed=2), Dense(2, seed=3)], input_shape=(7, 3))
+    expected = closed_form_count(cell, 6, 3, 2, 2) + closed_form_count(cell, 12, 12, 1, 1) + 12 * 2 + 2
     assert model.count_params() == expected
     text = model.summary(print_fn=None)
     assert f"({cls.__name__})" in text and f"Total params: {expected:,}" in text
@@ -241,7 +255,7 @@ def test_errors_name_the_argument():
 # ln 2 = 0.69 to 0.64-0.645 (measured; a GRU of the same size reaches 0.57): the loss falls, though no cell has
 # learnt the first echo (0.52) yet.
 
-@pytest.mark.parametrize("cls", [IndRNN, MinGRU, MinLSTM], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [IndRNN, MinGRU, MinLSTM, SRU], ids=lambda c: c.__name__)
 def test_training_loss_falls(cls):
     one_hot = np.eye(2, dtype=np.float32)
     model = Sequential([cls(16, return_sequences=True, stateful=True, input_size=2, seed=0), Dense(2, seed=1)])

@@ -33,7 +33,7 @@ from ._core import (
     sru_forward,
 )
 from .gradcheck import gradcheck
-from .layers import (GRU, LSTM, RNN, Dense, Dropout, Embedding, IndRNN, Layer, MinGRU, MinLSTM, SimpleRNN,
+from .layers import (GRU, LSTM, RNN, SRU, Dense, Dropout, Embedding, IndRNN, Layer, MinGRU, MinLSTM, SimpleRNN,
                      layer_from_config, seed)
 from .models import Checkpoint, Sequential, load, load_checkpoint
 from .parameter import Parameter
@@ -56,6 +56,7 @@ __all__ = [
     "MinLSTM",
     "Parameter",
     "RNN",
+    "SRU",
     "Sequential",
     "SimpleRNN",
     "__version__",

@@ -249,7 +249,7 @@ def json_depth(value) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # the weights an architecture implies, from its config alone
 
-_RECURRENT = (_layers.RNN, _layers.LSTM, _layers.GRU, _layers.IndRNN, _layers.MinGRU, _layers.MinLSTM)
+_RECURRENT = (_layers.RNN, _layers.LSTM, _layers.GRU, _layers.IndRNN, _layers.MinGRU, _layers.MinLSTM, _layers.SRU)
 
 
 def _class_of(spec: dict, classes: dict):
@@ -284,6 +284,8 @@ def _recurrent_weights(cls, config: dict, features):
         bias, extra, recurrent, arrays = G * H, 0, 0, 2
     elif cls is _layers.IndRNN:  # kernel, recurrent_weight [H], bias
         G, bias, extra, recurrent = 1, H, 0, H
+    elif cls is _layers.SRU:  # kernel [I, 3H] (I = H) or [I, 4H], recurrent_weight [2, H], bias [2, H]
+        return _sru_weights(H, inputs, layers, D)
     elif cls is _layers.LSTM:
         coupled = _flag(config, "coupled", False)
         G, bias = (3 if coupled else 4), (3 if coupled else 4) * H
@@ -299,6 +301,18 @@ def _recurrent_weights(cls, config: dict, features):
     recurrent = H * G * H if recurrent is None else recurrent
     per_direction = inputs * G * H + (layers - 1) * D * H * G * H + layers * (recurrent + bias + extra)
     return D * per_direction, D * layers * arrays, D * H
+
+
+def _sru_weights(H, inputs, layers, D):
+    """_recurrent_weights for SRU, whose kernel has 3 blocks where a layer's input size is H and 4 elsewhere."""
+    if inputs is None:
+        return 0, 0, None
+
+    def kernel(size):
+        return size * (3 if size == H else 4) * H
+
+    per_direction = kernel(inputs) + (layers - 1) * kernel(D * H) + layers * 4 * H
+    return D * per_direction, D * layers * 3, D * H
 
 
 def implied_weights(config, classes: dict) -> tuple:

@@ -1,6 +1,6 @@
-"""The recurrent layers whose recurrence is elementwise, over the engine: IndRNN, MinGRU and MinLSTM. Their gates
-read x only (IndRNN's recurrent weight is a vector), so the engine runs the input products for all steps at once and
-then an elementwise scan over time (cpp/rnnext/scan_loop.h). Stacking, directions, lengths, states, step() and
+"""The recurrent layers whose recurrence is elementwise, over the engine: IndRNN, MinGRU, MinLSTM and SRU. Their
+products read x only (IndRNN's and SRU's recurrent weights are vectors), so the engine runs the input products for
+all steps at once and then an elementwise scan over time (cpp/rnnext/scan_loop.h). Stacking, directions, lengths, states, step() and
 dropout are Recurrent's (recurrent.py); each cell says its parameters and which engine functions run it."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .layer_base import glorot_uniform
 from .recurrent import Recurrent
 from .validation import check_choice, check_int
 
-__all__ = ["IndRNN", "MinGRU", "MinLSTM"]
+__all__ = ["IndRNN", "MinGRU", "MinLSTM", "SRU"]
 
 
 def _linear_uniform(rng, shape, dtype, fan_in):
@@ -113,3 +113,42 @@ class MinLSTM(_GatesFromInput):
 
     def _gates(self) -> int:
         return 3
+
+
+class SRU(Recurrent):
+    """SRU (Lei et al. 2018) with its highway: f = sigmoid(x @ kernel_f + v_f * c + b_f), r likewise,
+    c_new = f * c + (1 - f) * (x @ kernel_h), h = r * c_new + (1 - r) * skip. The state is (h, c) as for LSTM;
+    c is the recurrence, h the output (it feeds nothing back).
+
+    kernel [I, 3H] (blocks h~, f, r) with skip = x where the layer's input size equals units (the paper's case),
+    else [I, 4H] with skip = x @ kernel_s; `recurrent_weight [2, H]` (v_f, v_r) and `bias [2, H]` (b_f, b_r).
+    kernel starts uniform with variance 1/I (the paper's initialisation), v and b at zero (no scaling correction).
+    """
+
+    _state_names = ("h", "c")
+
+    def __init__(self, units, **kwargs):
+        super().__init__(units, **kwargs)
+        self._finish_init()
+
+    def _gates(self) -> int:
+        return 3
+
+    def _cell_parameters(self, layer_input) -> dict:
+        H = self.units
+        blocks = 3 if layer_input == H else 4
+        limit = math.sqrt(3.0 / layer_input)  # uniform on [-a, a] has variance a**2 / 3 = 1 / I
+        return {"kernel": self._draw(lambda rng, shape, dtype: rng.uniform(-limit, limit, shape).astype(dtype),
+                                     (layer_input, blocks * H)),
+                "recurrent_weight": np.zeros((2, H), dtype=self.dtype),
+                "bias": np.zeros((2, H), dtype=self.dtype)}
+
+    def _engine_forward(self, x, state, w, lengths):
+        y, h_n, c_n, cache = _core.sru_forward(x, state[0], state[1], w["kernel"].value, w["recurrent_weight"].value,
+                                               w["bias"].value, lengths=lengths)
+        return y, (h_n, c_n), cache
+
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+        grads = _core.sru_backward(dy, dstate[0], dstate[1], cache, x, w["kernel"].value,
+                                   w["recurrent_weight"].value, w["bias"].value, lengths=lengths)
+        return grads["x"], (grads["h0"], grads["c0"]), grads
