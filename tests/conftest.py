@@ -17,7 +17,8 @@ another test module; fixtures (torch, restore_threads, example_counter) need no 
 - finite differences: numerical_gradient
 - engine problems (tests/test_engine*.py, test_properties_engine.py, test_reference.py): CASES, DTYPES, SHAPES,
   THREAD_SHAPES, RTOL, make_problem, make_douts, mixed_lengths, forward_kwargs, backward_kwargs, run_forward,
-  run_backward, call_results, valid_kwargs, ...
+  run_backward, call_results, valid_kwargs, and for bad input get_argument, with_argument, raises ...
+- recurrent layers: check_step_matches_sequence, STEP_TOL
 - skips: the torch fixture, requires_openmp, shared_data
 """
 import collections
@@ -447,3 +448,46 @@ def valid_kwargs(fn, dtype=np.float64, case=None, shape=BAD_SHAPE, seed=0, with_
         return kwargs
     _, cache = run_forward(rnnext, case, kwargs)
     return backward_kwargs(case, params, options, lengths, make_douts(case, shape, dtype, seed=seed + 1), cache)
+
+
+def get_argument(kwargs, name):
+    """Argument `name` of a call's kwargs, cache entries named as "cache['h']"."""
+    match = re.fullmatch(r"cache\['(\w+)'\]", name)
+    return kwargs["cache"][match[1]] if match else kwargs[name]
+
+
+def with_argument(kwargs, name, value):
+    """A copy of kwargs with argument `name` (or a cache entry) replaced by `value`."""
+    kwargs = dict(kwargs)
+    match = re.fullmatch(r"cache\['(\w+)'\]", name)
+    if match:
+        kwargs["cache"] = {**kwargs["cache"], match[1]: value}
+    else:
+        kwargs[name] = value
+    return kwargs
+
+
+def raises(exception, fn, message, kwargs):
+    """Calls rnnext.`fn`(**kwargs) expecting `exception` whose message is exactly "fn: message"."""
+    with pytest.raises(exception, match="^" + re.escape(f"{fn}: {message}") + "$"):
+        getattr(rnnext, fn)(**kwargs)
+
+
+# =========================================================================================================
+# recurrent layers: step() against the sequence forward (tests/test_layers.py, tests/test_scan_layers.py).
+# The engine projects all T*N input rows with one GEMM in forward and N rows in step; Eigen's kernels may round the
+# two differently in the last bit (measured: 0 at these sizes, up to 2 ulp at others), so the check allows a few
+# ulps of the state's magnitude (<= 1).
+STEP_TOL = {np.float32: 1e-6, np.float64: 1e-14}
+
+
+def check_step_matches_sequence(layer, x, dtype):
+    """layer (return_sequences and return_state, eval mode) stepped over x [N, T, I] gives its sequence forward."""
+    sequence, final = layer(x)
+    state = None
+    for t in range(x.shape[1]):
+        h_t, state = layer.step(x[:, t], state)
+        assert h_t.dtype == dtype
+        np.testing.assert_allclose(h_t, sequence[:, t], rtol=0, atol=STEP_TOL[dtype], err_msg=f"step {t}")
+    for got, want in zip(state_arrays(state), state_arrays(final)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=STEP_TOL[dtype])

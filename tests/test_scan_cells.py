@@ -18,9 +18,12 @@ from conftest import (
     as_float64,
     assert_close,
     assert_same_bits,
+    get_argument,
     mixed_lengths,
     numerical_gradient,
+    raises,
     relative_error,
+    with_argument,
 )
 
 # Every cell x option: (engine function prefix, gate blocks G, options). SRU's kernel has 3 blocks when its highway
@@ -237,26 +240,6 @@ def expected_shape(fn, name):
             "kernel": kernel, "bias": vector if cell == "sru" else f"({gates}={G * H},)",
             "recurrent_weight": vector, "cache['h']": sequence, "cache['c']": sequence,
             "cache['gates']": f"(T={T}, N={N}, {gates}={G * H})"}[name]
-
-
-def raises(exception, fn, message, kwargs):
-    with pytest.raises(exception, match="^" + re.escape(f"{fn}: {message}") + "$"):
-        getattr(rnnext, fn)(**kwargs)
-
-
-def with_argument(kwargs, name, value):
-    kwargs = dict(kwargs)
-    match = re.fullmatch(r"cache\['(\w+)'\]", name)
-    if match:
-        kwargs["cache"] = {**kwargs["cache"], match[1]: value}
-    else:
-        kwargs[name] = value
-    return kwargs
-
-
-def get_argument(kwargs, name):
-    match = re.fullmatch(r"cache\['(\w+)'\]", name)
-    return kwargs["cache"][match[1]] if match else kwargs[name]
 
 
 def sized_arguments():

@@ -14,7 +14,7 @@ from rnnext.losses import mean_squared_error, softmax_cross_entropy
 from rnnext.models import Sequential
 from rnnext.optim import Adam
 
-from conftest import GRADCHECK_TOL, numerical_gradient, relative_error, state_arrays
+from conftest import GRADCHECK_TOL, check_step_matches_sequence, numerical_gradient, relative_error, state_arrays
 
 F64 = np.float64
 T, N, I, H = 5, 3, 3, 4
@@ -132,24 +132,12 @@ def test_bidirectional_with_lengths_equals_each_row_alone(cell):
             np.testing.assert_allclose(got[n], want[0], rtol=0, atol=1e-14, err_msg=f"{cell} row {n} states")
 
 
-# As in test_layers.py: step projects N rows, forward T*N rows at once; the two GEMMs may round differently.
-STEP_TOL = {np.float32: 1e-6, np.float64: 1e-14}
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_step_equals_sequence_forward(cell, dtype):
     layer = CELLS[cell](num_layers=2, return_sequences=True, return_state=True, dropout=0.5, dtype=dtype, seed=0)
-    layer.eval()
-    x = np.random.default_rng(0).standard_normal((N, T, I)).astype(dtype)
-    sequence, final = layer(x)
-    state = None
-    for t in range(T):
-        h_t, state = layer.step(x[:, t], state)
-        assert h_t.dtype == dtype
-        np.testing.assert_allclose(h_t, sequence[:, t], rtol=0, atol=STEP_TOL[dtype], err_msg=f"step {t}")
-    for got, want in zip(state_arrays(state), state_arrays(final)):
-        np.testing.assert_allclose(got, want, rtol=0, atol=STEP_TOL[dtype])
+    layer.eval()  # step never applies dropout, so compare with the inference forward
+    check_step_matches_sequence(layer, np.random.default_rng(0).standard_normal((N, T, I)).astype(dtype), dtype)
 
 
 def test_layer_runs_the_engine_function_of_its_cell():

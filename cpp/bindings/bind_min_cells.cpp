@@ -8,38 +8,23 @@
 namespace rnnext::bindings {
 namespace {
 
+// Each cell: its gate count, the label of G*H in messages, and its engine functions.
 struct MinGru {
   static constexpr py::ssize_t gates = kMinGruGates;
   static constexpr const char* gates_label = "2*H";
-  template <typename Scalar>
-  static void forward(Scalar* y, Scalar* h, Scalar* g, const Scalar* x, const Scalar* kernel, const Scalar* bias,
-                      const int64_t* lengths, const Dims& d) {
-    mingru_forward(y, h, g, x, MinGruWeights<Scalar>{kernel, bias}, lengths, d);
-  }
-  template <typename Scalar>
-  static void backward(Scalar* dx, Scalar* dh0, Scalar* dkernel, Scalar* dbias, const Scalar* dy, const Scalar* h,
-                       const Scalar* g, const Scalar* x, const Scalar* kernel, const Scalar* bias,
-                       const int64_t* lengths, const Dims& d) {
-    mingru_backward(MinGruGrads<Scalar>{dx, dh0, dkernel, dbias}, dy, h, g, x, MinGruWeights<Scalar>{kernel, bias},
-                    lengths, d);
-  }
+  template <typename Scalar, typename... Args>
+  static void forward(Args&&... args) { mingru_forward<Scalar>(std::forward<Args>(args)...); }
+  template <typename Scalar, typename... Args>
+  static void backward(Args&&... args) { mingru_backward<Scalar>(std::forward<Args>(args)...); }
 };
 
 struct MinLstm {
   static constexpr py::ssize_t gates = kMinLstmGates;
   static constexpr const char* gates_label = "3*H";
-  template <typename Scalar>
-  static void forward(Scalar* y, Scalar* h, Scalar* g, const Scalar* x, const Scalar* kernel, const Scalar* bias,
-                      const int64_t* lengths, const Dims& d) {
-    minlstm_forward(y, h, g, x, MinLstmWeights<Scalar>{kernel, bias}, lengths, d);
-  }
-  template <typename Scalar>
-  static void backward(Scalar* dx, Scalar* dh0, Scalar* dkernel, Scalar* dbias, const Scalar* dy, const Scalar* h,
-                       const Scalar* g, const Scalar* x, const Scalar* kernel, const Scalar* bias,
-                       const int64_t* lengths, const Dims& d) {
-    minlstm_backward(MinLstmGrads<Scalar>{dx, dh0, dkernel, dbias}, dy, h, g, x,
-                     MinLstmWeights<Scalar>{kernel, bias}, lengths, d);
-  }
+  template <typename Scalar, typename... Args>
+  static void forward(Args&&... args) { minlstm_forward<Scalar>(std::forward<Args>(args)...); }
+  template <typename Scalar, typename... Args>
+  static void backward(Args&&... args) { minlstm_backward<Scalar>(std::forward<Args>(args)...); }
 };
 
 template <typename Cell, typename Scalar>
@@ -57,8 +42,9 @@ py::tuple forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py
   std::copy_n(h0.data(), N * H, h.mutable_data());
   {
     py::gil_scoped_release release;
-    Cell::forward(y.mutable_data(), h.mutable_data(), gates.mutable_data(), x.data(), kernel.data(), bias.data(),
-                  data_or_null(lengths), Dims{T, N, I, H});
+    Cell::template forward<Scalar>(y.mutable_data(), h.mutable_data(), gates.mutable_data(), x.data(),
+                                   InputGateWeights<Scalar>{kernel.data(), bias.data()}, data_or_null(lengths),
+                                   Dims{T, N, I, H});
   }
   py::dict cache;
   cache["h"] = h;
@@ -84,9 +70,11 @@ py::dict backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, c
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
   {
     py::gil_scoped_release release;
-    Cell::backward(dx.mutable_data(), dh0.mutable_data(), dkernel.mutable_data(), dbias.mutable_data(),
-                   data_or_null(dy), h.data(), gates.data(), x.data(), kernel.data(), bias.data(),
-                   data_or_null(lengths), Dims{T, N, I, H});
+    const InputGateGrads<Scalar> grads_out{dx.mutable_data(), dh0.mutable_data(), dkernel.mutable_data(),
+                                           dbias.mutable_data()};
+    Cell::template backward<Scalar>(grads_out, data_or_null(dy), h.data(), gates.data(), x.data(),
+                                    InputGateWeights<Scalar>{kernel.data(), bias.data()}, data_or_null(lengths),
+                                    Dims{T, N, I, H});
   }
   py::dict grads;
   grads["x"] = dx;

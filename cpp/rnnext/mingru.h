@@ -9,32 +9,17 @@
 #pragma once
 
 #include "rnnext/common.h"
-#include "rnnext/gemm.h"
 #include "rnnext/scan_loop.h"
 
 namespace rnnext {
 
 constexpr Index kMinGruGates = 2;
 
-template <typename Scalar>
-struct MinGruWeights {
-  const Scalar* kernel;  // [I, 2H]
-  const Scalar* bias;    // [2H]
-};
-
-template <typename Scalar>
-struct MinGruGrads {
-  Scalar* x;       // [T, N, I]
-  Scalar* h0;      // [N, H] on entry the gradient on h[T] (dh_n), on exit the one on h0
-  Scalar* kernel;  // [I, 2H]
-  Scalar* bias;    // [2H]
-};
-
 // Forward. On entry h[0] holds h0; on exit h[1..T] hold the states, gates the activated gates (z, h~), y the
 // outputs. z is activated at masked steps too (it is cached).
 template <typename Scalar>
 void mingru_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar* gates /* [T, N, 2H] */,
-                    const Scalar* x /* [T, N, I] */, const MinGruWeights<Scalar>& weights,
+                    const Scalar* x /* [T, N, I] */, const InputGateWeights<Scalar>& weights,
                     const int64_t* lengths /* [N] or null */, const Dims& d) {
   const Index T = d.T, N = d.N, H = d.H, GH = kMinGruGates * H;
   project_inputs(gates, x, weights.kernel, weights.bias, T * N, d.I, GH);
@@ -58,9 +43,9 @@ void mingru_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scal
 
 // Backward. grads.h0 holds dh_n on entry. dy may be null.
 template <typename Scalar>
-void mingru_backward(const MinGruGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
+void mingru_backward(const InputGateGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
                      const Scalar* h /* [T+1, N, H] */, const Scalar* gates /* [T, N, 2H] */,
-                     const Scalar* x /* [T, N, I] */, const MinGruWeights<Scalar>& weights,
+                     const Scalar* x /* [T, N, I] */, const InputGateWeights<Scalar>& weights,
                      const int64_t* lengths /* [N] or null */, const Dims& d) {
   const Index T = d.T, N = d.N, H = d.H, I = d.I, GH = kMinGruGates * H, rows = T * N;
   Workspace<Scalar> dz(rows * GH);  // [T, N, 2H] gradient on the gate pre-activations
@@ -87,9 +72,7 @@ void mingru_backward(const MinGruGrads<Scalar>& grads, const Scalar* dy /* [T, N
     }
     dstate = dh;
   });
-  rows_times_weight(grads.x, I, dz.data(), GH, rows, GH, weights.kernel, GH, I, true, nullptr, false);
-  transposed_times(grads.kernel, GH, x, I, I, dz.data(), GH, GH, rows);
-  column_sums(grads.bias, dz.data(), GH, rows, GH);
+  input_gate_gradients(grads, dz.data(), x, weights.kernel, rows, I, GH);
 }
 
 }  // namespace rnnext

@@ -9,32 +9,17 @@
 #pragma once
 
 #include "rnnext/common.h"
-#include "rnnext/gemm.h"
 #include "rnnext/scan_loop.h"
 
 namespace rnnext {
 
 constexpr Index kMinLstmGates = 3;
 
-template <typename Scalar>
-struct MinLstmWeights {
-  const Scalar* kernel;  // [I, 3H]
-  const Scalar* bias;    // [3H]
-};
-
-template <typename Scalar>
-struct MinLstmGrads {
-  Scalar* x;       // [T, N, I]
-  Scalar* h0;      // [N, H] on entry the gradient on h[T] (dh_n), on exit the one on h0
-  Scalar* kernel;  // [I, 3H]
-  Scalar* bias;    // [3H]
-};
-
 // Forward. On entry h[0] holds h0; on exit h[1..T] hold the states, gates the activated gates (f, i, h~; the
 // sigmoids, not yet normalised), y the outputs. f and i are activated at masked steps too (they are cached).
 template <typename Scalar>
 void minlstm_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Scalar* gates /* [T, N, 3H] */,
-                     const Scalar* x /* [T, N, I] */, const MinLstmWeights<Scalar>& weights,
+                     const Scalar* x /* [T, N, I] */, const InputGateWeights<Scalar>& weights,
                      const int64_t* lengths /* [N] or null */, const Dims& d) {
   const Index T = d.T, N = d.N, H = d.H, GH = kMinLstmGates * H;
   project_inputs(gates, x, weights.kernel, weights.bias, T * N, d.I, GH);
@@ -62,9 +47,9 @@ void minlstm_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, Sca
 
 // Backward. grads.h0 holds dh_n on entry. dy may be null.
 template <typename Scalar>
-void minlstm_backward(const MinLstmGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
+void minlstm_backward(const InputGateGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
                       const Scalar* h /* [T+1, N, H] */, const Scalar* gates /* [T, N, 3H] */,
-                      const Scalar* x /* [T, N, I] */, const MinLstmWeights<Scalar>& weights,
+                      const Scalar* x /* [T, N, I] */, const InputGateWeights<Scalar>& weights,
                       const int64_t* lengths /* [N] or null */, const Dims& d) {
   const Index T = d.T, N = d.N, H = d.H, I = d.I, GH = kMinLstmGates * H, rows = T * N;
   Workspace<Scalar> dz(rows * GH);  // [T, N, 3H] gradient on the gate pre-activations
@@ -98,9 +83,7 @@ void minlstm_backward(const MinLstmGrads<Scalar>& grads, const Scalar* dy /* [T,
     }
     dstate = dh;
   });
-  rows_times_weight(grads.x, I, dz.data(), GH, rows, GH, weights.kernel, GH, I, true, nullptr, false);
-  transposed_times(grads.kernel, GH, x, I, I, dz.data(), GH, GH, rows);
-  column_sums(grads.bias, dz.data(), GH, rows, GH);
+  input_gate_gradients(grads, dz.data(), x, weights.kernel, rows, I, GH);
 }
 
 }  // namespace rnnext

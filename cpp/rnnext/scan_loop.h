@@ -3,10 +3,12 @@
 // columns of a call are cut into fixed work items (one batch row, kBatchUnitBlock units) and each thread runs its
 // items through all T steps, keeping the state of the item in registers. Items never depend on the thread count
 // and every column is computed alone, so results are bitwise the same for any number of threads.
-// Each cell's input-side products (all T*N rows at once) come before the scan, its weight gradients after it.
+// Each cell's input-side products (all T*N rows at once) come before the scan, its weight gradients after it; the
+// cells whose gates all read x only (minGRU, minLSTM) share their weight structs and input-side gradients here.
 #pragma once
 
 #include "rnnext/common.h"
+#include "rnnext/gemm.h"
 
 namespace rnnext {
 
@@ -37,6 +39,32 @@ class ScanLoop {
   const int64_t* lengths_;
   Index blocks_;
 };
+
+// The weights and gradients of a cell whose gates all read x only (minGRU, minLSTM): G gate blocks.
+template <typename Scalar>
+struct InputGateWeights {
+  const Scalar* kernel;  // [I, G*H]
+  const Scalar* bias;    // [G*H]
+};
+
+template <typename Scalar>
+struct InputGateGrads {
+  Scalar* x;       // [T, N, I]
+  Scalar* h0;      // [N, H] on entry the gradient on h[T] (dh_n), on exit the one on h0
+  Scalar* kernel;  // [I, G*H]
+  Scalar* bias;    // [G*H]
+};
+
+// The input side of the backward pass of such a cell, given the gate gradients dz [T*N, G*H]:
+// dx = dz . kernel^T, dkernel = x^T . dz, dbias = column sums of dz (gemm.h, common.h).
+template <typename Scalar>
+void input_gate_gradients(const InputGateGrads<Scalar>& grads, const Scalar* dz /* [rows, G*H] */,
+                          const Scalar* x /* [rows, I] */, const Scalar* kernel /* [I, G*H] */, Index rows, Index I,
+                          Index GH) {
+  rows_times_weight(grads.x, I, dz, GH, rows, GH, kernel, GH, I, true, nullptr, false);
+  transposed_times(grads.kernel, GH, x, I, I, dz, GH, GH, rows);
+  column_sums(grads.bias, dz, GH, rows, GH);
+}
 
 // A time-major buffer [T (or T+1), N, width] read or written one item at a time: columns [j, j + w) of row n.
 template <typename Scalar>

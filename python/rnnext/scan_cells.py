@@ -70,7 +70,15 @@ class _GatesFromInput(Recurrent):
     """A cell whose gates all read x only: `kernel [I, G*H]` and `bias [G*H]`, no recurrent kernel, both
     initialised as PyTorch's nn.Linear. Subclasses name G and the engine functions."""
 
+    _gate_blocks = None  # G, set by each subclass
     _forward = _backward = None  # the engine functions, set by each subclass
+
+    def __init__(self, units, **kwargs):
+        super().__init__(units, **kwargs)
+        self._finish_init()
+
+    def _gates(self) -> int:
+        return self._gate_blocks
 
     def _cell_parameters(self, layer_input) -> dict:
         GH = self._gates() * self.units
@@ -91,28 +99,16 @@ class MinGRU(_GatesFromInput):
     """minGRU (Feng et al. 2024, "Were RNNs All We Needed?"), gate order z, h~: z = sigmoid(x @ kernel_z + bias_z),
     h~ = x @ kernel_h + bias_h, h_new = (1 - z) * h + z * h~. kernel [I, 2H], bias [2H]."""
 
+    _gate_blocks = 2
     _forward, _backward = staticmethod(_core.mingru_forward), staticmethod(_core.mingru_backward)
-
-    def __init__(self, units, **kwargs):
-        super().__init__(units, **kwargs)
-        self._finish_init()
-
-    def _gates(self) -> int:
-        return 2
 
 
 class MinLSTM(_GatesFromInput):
     """minLSTM (Feng et al. 2024), gate order f, i, h~: f, i = sigmoid(x @ kernel + bias) per block,
     h~ = x @ kernel_h + bias_h, h_new = (f * h + i * h~) / (f + i). kernel [I, 3H], bias [3H]."""
 
+    _gate_blocks = 3
     _forward, _backward = staticmethod(_core.minlstm_forward), staticmethod(_core.minlstm_backward)
-
-    def __init__(self, units, **kwargs):
-        super().__init__(units, **kwargs)
-        self._finish_init()
-
-    def _gates(self) -> int:
-        return 3
 
 
 class SRU(Recurrent):
@@ -132,7 +128,7 @@ class SRU(Recurrent):
         self._finish_init()
 
     def _gates(self) -> int:
-        return 3
+        return 3  # h~, f, r: the fourth (skip) block depends on the input size, see _cell_parameters
 
     def _cell_parameters(self, layer_input) -> dict:
         H = self.units

@@ -32,6 +32,20 @@ def _hidden_from_kernel(fn, kernel, I, G):
 # ---------------------------------------------------------------------------------------------------------
 # IndRNN (Li et al. 2018):  h[t+1] = act(x[t] @ W_xh + u * h[t] + b_h),  u [H] elementwise
 
+def _indrnn_arguments(fn, x, kernel, recurrent_weight, bias, lengths):
+    """The checked (x, kernel, recurrent_weight, bias, lengths, H); H is read from recurrent_weight [H]."""
+    x = _check_x(fn, x)
+    T, N, I = x.shape
+    shape = np.shape(recurrent_weight)
+    if len(shape) != 1 or shape[0] < 1:
+        raise ValueError(f"{fn}: recurrent_weight has shape {shape}, expected (H,) with H >= 1")
+    H = shape[0]
+    u = _check(fn, "recurrent_weight", recurrent_weight, [("H", H)], x.dtype)  # each unit's weight on its own past
+    W_xh = _check(fn, "kernel", kernel, [("I", I), ("H", H)], x.dtype)
+    b_h = _check(fn, "bias", bias, [("H", H)], x.dtype)
+    return x, W_xh, u, b_h, _check_lengths(fn, lengths, N, T), H
+
+
 def indrnn_forward(x, h0, kernel, recurrent_weight, bias, lengths=None, activation="relu"):
     """x [T, N, I], h0 [N, H], kernel [I, H], recurrent_weight [H], bias [H] -> (y [T, N, H], h_n [N, H], cache).
 
@@ -39,15 +53,10 @@ def indrnn_forward(x, h0, kernel, recurrent_weight, bias, lengths=None, activati
     """
     fn = "indrnn_forward"
     act, _ = _indrnn_activation(fn, activation)
-    x = _check_x(fn, x)
-    T, N, I = x.shape
-    H = np.shape(recurrent_weight)[0] if np.ndim(recurrent_weight) == 1 else -1
+    x, W_xh, u, b_h, lengths, H = _indrnn_arguments(fn, x, kernel, recurrent_weight, bias, lengths)
+    T, N, _ = x.shape
     dtype = x.dtype
-    u = _check(fn, "recurrent_weight", recurrent_weight, [("H", H)], dtype)  # each unit's weight on its own past
     h0 = _check(fn, "h0", h0, [("N", N), ("H", H)], dtype)
-    W_xh = _check(fn, "kernel", kernel, [("I", I), ("H", H)], dtype)
-    b_h = _check(fn, "bias", bias, [("H", H)], dtype)
-    lengths = _check_lengths(fn, lengths, N, T)
 
     projected = x @ W_xh + b_h  # [T, N, H] the input side of every step
     h = np.zeros((T + 1, N, H), dtype=dtype)
@@ -68,14 +77,9 @@ def indrnn_backward(dy, dh_n, cache, x, kernel, recurrent_weight, bias, lengths=
     """
     fn = "indrnn_backward"
     _, act_grad = _indrnn_activation(fn, activation)
-    x = _check_x(fn, x)
+    x, W_xh, u, _, lengths, H = _indrnn_arguments(fn, x, kernel, recurrent_weight, bias, lengths)
     T, N, I = x.shape
-    H = np.shape(recurrent_weight)[0] if np.ndim(recurrent_weight) == 1 else -1
     dtype = x.dtype
-    u = _check(fn, "recurrent_weight", recurrent_weight, [("H", H)], dtype)
-    W_xh = _check(fn, "kernel", kernel, [("I", I), ("H", H)], dtype)
-    _check(fn, "bias", bias, [("H", H)], dtype)
-    lengths = _check_lengths(fn, lengths, N, T)
     dy = _check_or_zeros(fn, "dy", dy, [("T", T), ("N", N), ("H", H)], dtype)
     dh = _check_or_zeros(fn, "dh_n", dh_n, [("N", N), ("H", H)], dtype)
     h = _check_cache(fn, cache, "h", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
