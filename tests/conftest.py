@@ -18,7 +18,7 @@ another test module; fixtures (torch, restore_threads, example_counter) need no 
 - engine problems (tests/test_engine*.py, test_properties_engine.py, test_reference.py): CASES, DTYPES, SHAPES,
   THREAD_SHAPES, RTOL, make_problem, make_douts, mixed_lengths, forward_kwargs, backward_kwargs, run_forward,
   run_backward, call_results, valid_kwargs, and for bad input get_argument, with_argument, raises ...
-- recurrent layers: check_step_matches_sequence, STEP_TOL
+- recurrent layers: check_step_matches_sequence, STEP_TOL, check_rows_alone
 - skips: the torch fixture, requires_openmp, shared_data
 """
 import collections
@@ -491,3 +491,19 @@ def check_step_matches_sequence(layer, x, dtype):
         np.testing.assert_allclose(h_t, sequence[:, t], rtol=0, atol=STEP_TOL[dtype], err_msg=f"step {t}")
     for got, want in zip(state_arrays(state), state_arrays(final)):
         np.testing.assert_allclose(got, want, rtol=0, atol=STEP_TOL[dtype])
+
+
+def check_rows_alone(layer, x, lengths, label):
+    """Each row of x [N, T, I], run alone on its own prefix through `layer` (return_sequences and return_state, from
+    zero states), gives the same outputs and final states as in the batch with `lengths`; outputs past a row's
+    length are zero (a bidirectional layer's reverse direction starts from each row's last valid step)."""
+    output, states = layer(x, lengths=lengths)
+    for n, length in enumerate(lengths):
+        assert np.all(output[n, length:] == 0)
+        if length == 0:
+            assert all(np.all(a[n] == 0) for a in state_arrays(states))
+            continue
+        alone, alone_states = layer(x[n:n + 1, :length])
+        np.testing.assert_allclose(output[n, :length], alone[0], rtol=0, atol=1e-14, err_msg=f"{label} row {n}")
+        for got, want in zip(state_arrays(states), state_arrays(alone_states)):
+            np.testing.assert_allclose(got[n], want[0], rtol=0, atol=1e-14, err_msg=f"{label} row {n} states")

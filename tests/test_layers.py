@@ -18,7 +18,8 @@ from rnnext.layers import (
 )
 from rnnext.losses import mean_squared_error, softmax_cross_entropy
 
-from conftest import GRADCHECK_TOL, check_step_matches_sequence, numerical_gradient, relative_error, state_arrays
+from conftest import (GRADCHECK_TOL, check_rows_alone, check_step_matches_sequence, numerical_gradient,
+                      relative_error, state_arrays)
 
 F64 = np.float64
 T, N, I, H = 5, 3, 3, 2
@@ -324,18 +325,7 @@ def test_bidirectional_with_lengths_equals_each_row_alone():
     length are zero (the reverse direction starts from each row's last valid step)."""
     for cell in ("lstm", "gru", "rnn-tanh"):
         layer = make_layer(cell, num_layers=2, bidirectional=True, return_sequences=True, return_state=True)
-        x = draw(np.random.default_rng(2), N, T, I)
-        lengths = np.array([5, 2, 0])
-        output, states = layer(x, lengths=lengths)
-        for n, length in enumerate(lengths):
-            assert np.all(output[n, length:] == 0)
-            if length == 0:
-                assert all(np.all(a[n] == 0) for a in state_arrays(states))
-                continue
-            alone, alone_states = layer(x[n:n + 1, :length])
-            np.testing.assert_allclose(output[n, :length], alone[0], rtol=0, atol=1e-14, err_msg=f"{cell} row {n}")
-            for got, want in zip(state_arrays(states), state_arrays(alone_states)):
-                np.testing.assert_allclose(got[n], want[0], rtol=0, atol=1e-14, err_msg=f"{cell} row {n} states")
+        check_rows_alone(layer, draw(np.random.default_rng(2), N, T, I), np.array([5, 2, 0]), cell)
 
 
 def test_final_output_is_top_layer_states():

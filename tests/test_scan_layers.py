@@ -14,7 +14,8 @@ from rnnext.losses import mean_squared_error, softmax_cross_entropy
 from rnnext.models import Sequential
 from rnnext.optim import Adam
 
-from conftest import GRADCHECK_TOL, check_step_matches_sequence, numerical_gradient, relative_error, state_arrays
+from conftest import (GRADCHECK_TOL, check_rows_alone, check_step_matches_sequence, numerical_gradient,
+                      relative_error, state_arrays)
 
 F64 = np.float64
 T, N, I, H = 5, 3, 3, 4
@@ -118,18 +119,7 @@ def test_stateful_second_call_gradients_and_continuation(cell):
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_bidirectional_with_lengths_equals_each_row_alone(cell):
     layer = make_layer(cell, num_layers=2, bidirectional=True, return_sequences=True, return_state=True)
-    x = np.random.default_rng(2).standard_normal((N, T, I))
-    lengths = np.array([5, 2, 0])
-    output, states = layer(x, lengths=lengths)
-    for n, length in enumerate(lengths):
-        assert np.all(output[n, length:] == 0)
-        if length == 0:
-            assert all(np.all(a[n] == 0) for a in state_arrays(states))
-            continue
-        alone, alone_states = layer(x[n:n + 1, :length])
-        np.testing.assert_allclose(output[n, :length], alone[0], rtol=0, atol=1e-14, err_msg=f"{cell} row {n}")
-        for got, want in zip(state_arrays(states), state_arrays(alone_states)):
-            np.testing.assert_allclose(got[n], want[0], rtol=0, atol=1e-14, err_msg=f"{cell} row {n} states")
+    check_rows_alone(layer, np.random.default_rng(2).standard_normal((N, T, I)), np.array([5, 2, 0]), cell)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
