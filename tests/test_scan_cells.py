@@ -1,4 +1,5 @@
-"""Proves the engine's elementwise-recurrence cells (rnnext.indrnn_*, mingru_*, minlstm_*, sru_*) against their NumPy twins
+"""Proves the engine's elementwise-recurrence cells (rnnext.indrnn_*, mingru_*, minlstm_*, sru_*,
+qrnn_*) against their NumPy twins
 in float32 and float64 with and without lengths, the twins against finite differences, and checks what the twins
 cannot: bits across thread counts, argument errors naming the argument, inputs left alone and the GIL."""
 import inspect
@@ -35,9 +36,13 @@ CASES = {
     "minlstm": ("minlstm", 3, {}),
     "sru": ("sru", 4, {}),
     "sru-highway-x": ("sru", 3, {}),
+    "qrnn": ("qrnn", 3, {}),
+    "qrnn-width-1": ("qrnn", 3, {}),
+    "qrnn-width-3": ("qrnn", 3, {}),
 }
-CELLS = {"indrnn": "indrnn-relu", "mingru": "mingru", "minlstm": "minlstm", "sru": "sru"}  # the case errors use
-STATES = {"sru": ("h", "c")}  # the state parts of each cell, ("h",) unless listed
+QRNN_WIDTH = {"qrnn": 2, "qrnn-width-1": 1, "qrnn-width-3": 3}  # K, the width of QRNN's convolution
+CELLS = {"indrnn": "indrnn-relu", "mingru": "mingru", "minlstm": "minlstm", "sru": "sru", "qrnn": "qrnn"}
+STATES = {"sru": ("h", "c"), "qrnn": ("h", "c", "x")}  # the state parts of each cell, ("h",) unless listed
 FUNCTIONS = [f"{cell}_{direction}" for cell in CELLS for direction in ("forward", "backward")]
 
 
@@ -53,9 +58,12 @@ def make_problem(case, shape, dtype=np.float64, seed=0):
     if case == "sru-highway-x":
         I = H
     rng = np.random.default_rng(seed)
+    K = QRNN_WIDTH.get(case, 1)
     params = {"x": rng.standard_normal((T, N, I))}
-    params.update({f"{part}0": 0.5 * rng.standard_normal((N, H)) for part in states_of(case)})
-    params["kernel"] = 0.5 / np.sqrt(I) * rng.standard_normal((I, G * H))
+    params.update({f"{part}0": 0.5 * rng.standard_normal((N, (K - 1) * I if part == "x" else H))
+                   for part in states_of(case)})
+    kernel_shape = (K, I, G * H) if cell == "qrnn" else (I, G * H)
+    params["kernel"] = 0.5 / np.sqrt(K * I) * rng.standard_normal(kernel_shape)
     if cell == "indrnn":
         params["recurrent_weight"] = rng.uniform(0.0, 1.2, H)
     if cell == "sru":
@@ -65,10 +73,11 @@ def make_problem(case, shape, dtype=np.float64, seed=0):
 
 
 def make_douts(shape, dtype, seed=1, case=None):
-    T, N, _, H = shape
+    T, N, I, H = shape
     rng = np.random.default_rng(seed)
+    K = QRNN_WIDTH.get(case, 1)
     douts = {"y": rng.standard_normal((T, N, H)).astype(dtype)}
-    douts.update({f"{part}_n": rng.standard_normal((N, H)).astype(dtype)
+    douts.update({f"{part}_n": rng.standard_normal((N, (K - 1) * I if part == "x" else H)).astype(dtype)
                   for part in (states_of(case) if case else ("h",))})
     return douts
 
@@ -151,7 +160,7 @@ def test_masked_steps_carry_the_state_and_output_zero():
         grads = backward(rnnext, case, params, lengths, douts, cache)
         for n, length in enumerate(lengths):
             assert not outputs["y"][length:, n].any(), f"{case}: outputs past row {n}'s length are not zero"
-            state = cache[states_of(case)[-1]]  # h, or SRU's c
+            state = cache["c" if "c" in states_of(case) else "h"]  # h, or the c of SRU and QRNN
             np.testing.assert_array_equal(state[length:, n], np.broadcast_to(state[length, n], state[length:, n].shape))
             assert not grads["x"][length:, n].any(), f"{case}: x gradient past row {n}'s length is not zero"
         np.testing.assert_array_equal(outputs["h_n"][1], params["h0"][1])
@@ -173,7 +182,8 @@ def test_twin_matches_finite_differences(case):
 
     _, cache = forward(reference, case, params, lengths)
     grads = backward(reference, case, params, lengths, douts, cache)
-    errors = {name: relative_error(grads[name], numerical_gradient(loss, value)) for name, value in params.items()}
+    errors = {name: relative_error(grads[name], numerical_gradient(loss, value)) for name, value in params.items()
+              if value.size}  # QRNN of width 1 has an empty history x0
     assert all(error < 1e-6 for error in errors.values()), f"{case}: {errors}"
 
 
@@ -236,8 +246,12 @@ def expected_shape(fn, name):
         kernel = f"(I={I}, 4*H={4 * H}), or (I, 3*H={3 * H}) when I = H (the highway then adds x itself)"
     else:
         vector, kernel = f"(H={H},)", f"(I={I}, {gates}={G * H})"
-    return {"h0": state, "c0": state, "dh_n": state, "dc_n": state, "dy": f"(T={T}, N={N}, H={H})",
-            "kernel": kernel, "bias": vector if cell == "sru" else f"({gates}={G * H},)",
+    if cell == "qrnn":
+        vector, kernel = f"(3*H={3 * H},)", f"(K=2, I={I}, 3*H={3 * H})"
+    history = f"(N={N}, (K-1)*I={I})"  # QRNN's case has K = 2
+    return {"h0": state, "c0": state, "dh_n": state, "dc_n": state, "x0": history, "dx_n": history,
+            "dy": f"(T={T}, N={N}, H={H})",
+            "kernel": kernel, "bias": vector if cell in ("sru", "qrnn") else f"({gates}={G * H},)",
             "recurrent_weight": vector, "cache['h']": sequence, "cache['c']": sequence,
             "cache['gates']": f"(T={T}, N={N}, {gates}={G * H})"}[name]
 
@@ -249,7 +263,7 @@ def sized_arguments():
         kwargs = valid_kwargs(fn)
         names = [k for k, v in kwargs.items() if isinstance(v, np.ndarray) and k not in ("x", "lengths")]
         names += [f"cache[{k!r}]" for k in kwargs.get("cache", {})]
-        source = "recurrent_weight" if fn.startswith(("indrnn", "sru")) else "kernel"
+        source = "recurrent_weight" if fn.startswith(("indrnn", "sru")) else "kernel"  # where H is read
         pairs += [pytest.param(fn, name, id=f"{fn}-{name}") for name in names if name != source]
     return pairs
 
@@ -266,7 +280,7 @@ def test_wrong_shape_dtype_and_type(fn, name):
         raises(TypeError, fn, f"{name} has dtype {np.dtype(bad)}, expected float64 like the other floating arguments",
                with_argument(kwargs, name, a.astype(bad)))
     raises(TypeError, fn, f"{name} must be a NumPy array, got <class 'list'>", with_argument(kwargs, name, a.tolist()))
-    if name not in ("dy", "dh_n", "dc_n"):
+    if name not in ("dy", "dh_n", "dc_n", "dx_n"):
         raises(TypeError, fn, f"{name} is None, expected a NumPy array", with_argument(kwargs, name, None))
 
 
@@ -294,6 +308,11 @@ def test_x_and_hidden_size_errors(fn):
         # a 3-block kernel (the highway adds x itself) needs I = H
         raises(ValueError, fn, f"kernel has shape ({I}, {3 * H}), expected {expected_shape(fn, 'kernel')}",
                with_argument(kwargs, "kernel", kwargs["kernel"][:, :3 * H]))
+    elif fn.startswith("qrnn"):
+        k = kwargs["kernel"]
+        for value in (k[0], k[:0], k[:, :-1], k[..., :-1], k[..., :0]):
+            raises(ValueError, fn, f"kernel has shape {value.shape}, expected (K, I={I}, 3*H) with the width K >= 1 "
+                   "and H >= 1", with_argument(kwargs, "kernel", value))
     else:
         k = kwargs["kernel"]
         G = k.shape[1] // H

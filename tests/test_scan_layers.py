@@ -1,4 +1,5 @@
-"""Tests for the layers of the elementwise-recurrence cells (rnnext.IndRNN, MinGRU, MinLSTM, SRU): backward against
+"""Tests for the layers of the elementwise-recurrence cells (rnnext.IndRNN, MinGRU, MinLSTM, SRU,
+QRNN): backward against
 finite differences in every mode Recurrent offers (stacking, directions, lengths, dropout, time-major, initial and
 final states, stateful calls), step(), per-row lengths, initialisation, summary counts, configs and checkpoints,
 errors, and a short training run whose loss falls."""
@@ -9,7 +10,7 @@ import rnnext
 from rnnext import data, train
 from rnnext.checkpoint_io import implied_weights
 from rnnext.gradcheck import gradcheck
-from rnnext.layers import LAYER_CLASSES, SRU, Dense, IndRNN, MinGRU, MinLSTM, layer_from_config
+from rnnext.layers import LAYER_CLASSES, QRNN, SRU, Dense, IndRNN, MinGRU, MinLSTM, layer_from_config
 from rnnext.losses import mean_squared_error, softmax_cross_entropy
 from rnnext.models import Sequential
 from rnnext.optim import Adam
@@ -28,6 +29,8 @@ CELLS = {
     "minlstm": lambda **kw: MinLSTM(H, **kw),
     "sru": lambda **kw: SRU(H, **kw),  # I != H: the projected highway (kernel [I, 4H])
     "sru-highway-x": lambda **kw: SRU(I, **kw),  # units = I: the highway adds x itself (kernel [I, 3H])
+    "qrnn": lambda **kw: QRNN(H, **kw),  # the paper's width 2
+    "qrnn-width-3": lambda **kw: QRNN(H, window=3, **kw),
 }
 
 MODES = {
@@ -75,13 +78,13 @@ def test_initial_and_final_state_gradients(cell):
     layer = make_layer(cell, num_layers=2, bidirectional=True, return_state=True)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((N, T, I))
-    units, parts = layer.units, len(layer._state_names)
+    _, shapes = layer(x)  # the structure of the states: arrays, or tuples of them
 
     def states():
-        drawn = [tuple(rng.standard_normal((N, units)) for _ in range(parts)) for _ in range(4)]
-        return drawn if parts == 2 else [entry[0] for entry in drawn]
+        return [tuple(rng.standard_normal(a.shape) for a in entry) if isinstance(entry, tuple)
+                else rng.standard_normal(entry.shape) for entry in shapes]
 
-    initial, w_out, w_states = states(), rng.standard_normal((N, 2 * units)), states()
+    initial, w_out, w_states = states(), rng.standard_normal((N, 2 * layer.units)), states()
 
     def loss():
         out, final = layer(x, initial_state=initial, lengths=np.array([5, 0, 3]))
@@ -138,7 +141,10 @@ def test_layer_runs_the_engine_function_of_its_cell():
         layer = make_layer(cell, return_sequences=True)
         w = {name: param.value for name, param in layer.named_parameters()}
         h0 = np.zeros((N, layer.units))
-        if isinstance(layer, SRU):
+        if isinstance(layer, QRNN):
+            history = np.zeros((N, (layer.window - 1) * I))
+            y = rnnext.qrnn_forward(x_tm, h0, h0, history, w["kernel"], w["bias"])[0]
+        elif isinstance(layer, SRU):
             y, _, _, _ = rnnext.sru_forward(x_tm, h0, h0, w["kernel"], w["recurrent_weight"], w["bias"])
         elif isinstance(layer, IndRNN):
             y, _, _ = rnnext.indrnn_forward(x_tm, h0, w["kernel"], w["recurrent_weight"], w["bias"],
@@ -172,6 +178,9 @@ def test_initialization():
         kernel, v, b = (param.value for _, param in sru.named_parameters())
         assert kernel.shape == (inputs, blocks * 64) and v.shape == b.shape == (2, 64)
         assert abs(kernel.var() * inputs - 1) < 0.05 and not v.any() and not b.any()  # the paper's variance 1/I
+    kernel, bias = (param.value for _, param in QRNN(64, window=3, input_size=32, seed=0).named_parameters())
+    assert kernel.shape == (3, 32, 192) and bias.shape == (192,) and not bias.any()
+    assert np.abs(kernel).max() <= np.sqrt(6 / (3 * 32 + 192))  # Glorot over the whole convolution
 
 
 def closed_form_count(cell, units, inputs, layers, directions):
@@ -179,14 +188,15 @@ def closed_form_count(cell, units, inputs, layers, directions):
     for k in range(layers):
         layer_input = inputs if k == 0 else directions * units
         G, others = {"indrnn": (1, 2 * units), "mingru": (2, 2 * units), "minlstm": (3, 3 * units),
-                     "sru": (3 if layer_input == units else 4, 4 * units)}[cell]  # others: the vectors
+                     "sru": (3 if layer_input == units else 4, 4 * units),
+                     "qrnn": (2 * 3, 3 * units)}[cell]  # others: the vectors; QRNN's kernel has 2 taps
         count += directions * (layer_input * G * units + others)
     return count
 
 
-@pytest.mark.parametrize("cell", ["indrnn", "mingru", "minlstm", "sru"])
+@pytest.mark.parametrize("cell", ["indrnn", "mingru", "minlstm", "sru", "qrnn"])
 def test_summary_counts_and_checkpoint_round_trip(cell, tmp_path):
-    cls = {"indrnn": IndRNN, "mingru": MinGRU, "minlstm": MinLSTM, "sru": SRU}[cell]
+    cls = {"indrnn": IndRNN, "mingru": MinGRU, "minlstm": MinLSTM, "sru": SRU, "qrnn": QRNN}[cell]
     model = Sequential([cls(6, num_layers=2, bidirectional=True, return_sequences=True, seed=1),
                         cls(12, seed=2), Dense(2, seed=3)], input_shape=(7, 3))
     expected = closed_form_count(cell, 6, 3, 2, 2) + closed_form_count(cell, 12, 12, 1, 1) + 12 * 2 + 2
@@ -219,6 +229,14 @@ def test_errors_name_the_argument():
         IndRNN(4, activation="sigmoid")
     with pytest.raises(ValueError, match="^IndRNN: time_steps is 0"):
         IndRNN(4, time_steps=0)
+    with pytest.raises(ValueError, match="^QRNN: window is 0"):
+        QRNN(4, window=0)
+    qrnn = QRNN(4, window=2, input_size=3)
+    with pytest.raises(ValueError, match=r"^QRNN.forward: initial_state\[0\]\[2\] \(x\) has shape \(2, 4\), expected "
+                                         r"\(N=2, \(K-1\)\*I=3\)"):
+        qrnn(np.zeros((2, 5, 3), dtype=np.float32), initial_state=[(np.zeros((2, 4)),) * 3])
+    with pytest.raises(ValueError, match=r"^QRNN.forward: initial_state\[0\] is tuple, expected a tuple of 3 \(h, c, x\)"):
+        qrnn(np.zeros((2, 5, 3), dtype=np.float32), initial_state=[(np.zeros((2, 4)),) * 2])
     with pytest.raises(ValueError, match="^MinGRU: units is 0"):
         MinGRU(0)
     layer = MinLSTM(4, input_size=3)
@@ -230,10 +248,10 @@ def test_errors_name_the_argument():
 
 # ---------------------------------------------------------------------------------------------------------
 # a short training run on the echo task (data.echo_data). In two epochs one layer of each cell gets from about
-# ln 2 = 0.69 to 0.64-0.645 (measured; a GRU of the same size reaches 0.57): the loss falls, though no cell has
-# learnt the first echo (0.52) yet.
+# ln 2 = 0.69 (0.68-0.72 over the first steps) to 0.63-0.645 (measured; a GRU of the same size reaches 0.57): the
+# loss falls, though no cell has learnt the first echo (0.52) yet.
 
-@pytest.mark.parametrize("cls", [IndRNN, MinGRU, MinLSTM, SRU], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [IndRNN, MinGRU, MinLSTM, SRU, QRNN], ids=lambda c: c.__name__)
 def test_training_loss_falls(cls):
     one_hot = np.eye(2, dtype=np.float32)
     model = Sequential([cls(16, return_sequences=True, stateful=True, input_size=2, seed=0), Dense(2, seed=1)])
@@ -246,4 +264,4 @@ def test_training_loss_falls(cls):
 
     history = train.fit(model, softmax_cross_entropy, optimizer, source, epochs=2, progress=False)
     first, last = np.mean(history.step_losses[:10]), np.mean(history.step_losses[-20:])
-    assert first > 0.69 and last < 0.66, (first, last)
+    assert first > 0.67 and last < 0.66 and last < first - 0.03, (first, last)

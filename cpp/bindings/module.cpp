@@ -16,4 +16,5 @@ PYBIND11_MODULE(_core, m) {
   rnnext::bindings::bind_indrnn(m);
   rnnext::bindings::bind_min_cells(m);
   rnnext::bindings::bind_sru(m);
+  rnnext::bindings::bind_qrnn(m);
 }

@@ -1,6 +1,6 @@
-// What the bindings of the elementwise-recurrence cells (bind_indrnn.cpp, bind_min_cells.cpp, bind_sru.cpp) share
-// on top of checks.h: their bind_* declarations, the argument that fixes H when a cell has no recurrent_kernel,
-// and h_n.
+// What the bindings of the elementwise-recurrence cells (bind_indrnn.cpp, bind_min_cells.cpp, bind_sru.cpp,
+// bind_qrnn.cpp) share on top of checks.h: their bind_* declarations, the argument that fixes H when a cell has
+// no recurrent kernel, and h_n.
 #pragma once
 
 #include "bindings/checks.h"
@@ -10,6 +10,7 @@ namespace rnnext::bindings {
 void bind_indrnn(py::module_& m);
 void bind_min_cells(py::module_& m);
 void bind_sru(py::module_& m);
+void bind_qrnn(py::module_& m);
 
 // H from kernel [I, G*H] (cells whose gates all read x only): I must be x's, G*H a positive multiple of G.
 inline py::ssize_t hidden_from_kernel(const Args& args, const py::handle& kernel, py::ssize_t I, py::ssize_t G,

@@ -26,6 +26,8 @@ from ._core import (
     mingru_forward,
     minlstm_backward,
     minlstm_forward,
+    qrnn_backward,
+    qrnn_forward,
     rnn_backward,
     rnn_forward,
     set_num_threads,
@@ -33,7 +35,7 @@ from ._core import (
     sru_forward,
 )
 from .gradcheck import gradcheck
-from .layers import (GRU, LSTM, RNN, SRU, Dense, Dropout, Embedding, IndRNN, Layer, MinGRU, MinLSTM, SimpleRNN,
+from .layers import (GRU, LSTM, QRNN, RNN, SRU, Dense, Dropout, Embedding, IndRNN, Layer, MinGRU, MinLSTM, SimpleRNN,
                      layer_from_config, seed)
 from .models import Checkpoint, Sequential, load, load_checkpoint
 from .parameter import Parameter
@@ -55,6 +57,7 @@ __all__ = [
     "MinGRU",
     "MinLSTM",
     "Parameter",
+    "QRNN",
     "RNN",
     "SRU",
     "Sequential",
@@ -81,6 +84,8 @@ __all__ = [
     "minlstm_backward",
     "minlstm_forward",
     "optim",
+    "qrnn_backward",
+    "qrnn_forward",
     "reference",
     "rnn_backward",
     "rnn_forward",

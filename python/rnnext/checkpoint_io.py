@@ -249,7 +249,8 @@ def json_depth(value) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # the weights an architecture implies, from its config alone
 
-_RECURRENT = (_layers.RNN, _layers.LSTM, _layers.GRU, _layers.IndRNN, _layers.MinGRU, _layers.MinLSTM, _layers.SRU)
+_RECURRENT = (_layers.RNN, _layers.LSTM, _layers.GRU, _layers.IndRNN, _layers.MinGRU, _layers.MinLSTM, _layers.SRU,
+              _layers.QRNN)
 
 
 def _class_of(spec: dict, classes: dict):
@@ -286,6 +287,12 @@ def _recurrent_weights(cls, config: dict, features):
         G, bias, extra, recurrent = 1, H, 0, H
     elif cls is _layers.SRU:  # kernel [I, 3H] (I = H) or [I, 4H], recurrent_weight [2, H], bias [2, H]
         return _sru_weights(H, inputs, layers, D)
+    elif cls is _layers.QRNN:  # kernel [K, I, 3H], bias [3H]
+        K = _positive_int(config, "window") if "window" in config else 2
+        if inputs is None or K is None:
+            return 0, 0, None
+        per_direction = K * 3 * H * (inputs + (layers - 1) * D * H) + layers * 3 * H
+        return D * per_direction, D * layers * 2, D * H
     elif cls is _layers.LSTM:
         coupled = _flag(config, "coupled", False)
         G, bias = (3 if coupled else 4), (3 if coupled else 4) * H

@@ -1,5 +1,5 @@
-"""The recurrent layers whose recurrence is elementwise, over the engine: IndRNN, MinGRU, MinLSTM and SRU. Their
-products read x only (IndRNN's and SRU's recurrent weights are vectors), so the engine runs the input products for
+"""The recurrent layers whose recurrence is elementwise, over the engine: IndRNN, MinGRU, MinLSTM, SRU and QRNN.
+Their products read x only (IndRNN's and SRU's recurrent weights are vectors), so the engine runs the input products for
 all steps at once and then an elementwise scan over time (cpp/rnnext/scan_loop.h). Stacking, directions, lengths, states, step() and
 dropout are Recurrent's (recurrent.py); each cell says its parameters and which engine functions run it."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .layer_base import glorot_uniform
 from .recurrent import Recurrent
 from .validation import check_choice, check_int
 
-__all__ = ["IndRNN", "MinGRU", "MinLSTM", "SRU"]
+__all__ = ["IndRNN", "MinGRU", "MinLSTM", "SRU", "QRNN"]
 
 
 def _linear_uniform(rng, shape, dtype, fan_in):
@@ -148,3 +148,52 @@ class SRU(Recurrent):
         grads = _core.sru_backward(dy, dstate[0], dstate[1], cache, x, w["kernel"].value,
                                    w["recurrent_weight"].value, w["bias"].value, lengths=lengths)
         return grads["x"], (grads["h0"], grads["c0"]), grads
+
+
+class QRNN(Recurrent):
+    """QRNN (Bradbury et al. 2017) with fo-pooling: a causal convolution of width `window` (K) over the input,
+    z = tanh(conv_z(x) + b_z), f = sigmoid(conv_f(x) + b_f), o = sigmoid(conv_o(x) + b_o), then
+    c_new = f * c + (1 - f) * z and h = o * c_new. `kernel [K, I, 3H]` (tap j multiplies x[t-j]), `bias [3H]`.
+
+    The state is (h, c, x): c recurs, h is the output (it feeds nothing back), and x [N, (K-1)*I] holds the last
+    K-1 inputs (block j-1 is x[t-j]), which the next call's first steps read; so stateful calls and step() see the
+    same convolution as one long sequence. The paper's width 2 is the default. kernel is Glorot-uniform over the
+    whole convolution (fan-in K*I, fan-out 3H), bias zero.
+    """
+
+    _state_names = ("h", "c", "x")
+
+    def __init__(self, units, *, window=2, **kwargs):
+        super().__init__(units, **kwargs)
+        self.window = check_int("QRNN", "window", window, minimum=1)
+        self._finish_init()
+
+    def _gates(self) -> int:
+        return 3
+
+    def _state_width(self, index, part):
+        if part != "x":
+            return super()._state_width(index, part)
+        layer = index // self.num_directions
+        layer_input = self.input_size if layer == 0 else self.num_directions * self.units
+        return "(K-1)*I", (self.window - 1) * layer_input
+
+    def _cell_parameters(self, layer_input) -> dict:
+        K, GH = self.window, 3 * self.units
+        limit = math.sqrt(6.0 / (K * layer_input + GH))
+        return {"kernel": self._draw(lambda rng, shape, dtype: rng.uniform(-limit, limit, shape).astype(dtype),
+                                     (K, layer_input, GH)),
+                "bias": np.zeros(GH, dtype=self.dtype)}
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "window": self.window}
+
+    def _engine_forward(self, x, state, w, lengths):
+        y, h_n, c_n, x_n, cache = _core.qrnn_forward(x, *state, w["kernel"].value, w["bias"].value, lengths=lengths)
+        return y, (h_n, c_n, x_n), (cache, state[2])  # backward reads the history this call started from
+
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+        engine_cache, x0 = cache
+        grads = _core.qrnn_backward(dy, *dstate, engine_cache, x, x0, w["kernel"].value, w["bias"].value,
+                                    lengths=lengths)
+        return grads["x"], (grads["h0"], grads["c0"], grads["x0"]), grads

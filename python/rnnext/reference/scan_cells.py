@@ -1,5 +1,5 @@
-"""The twins of the cells whose recurrence is elementwise (cpp/rnnext/indrnn.h, mingru.h, minlstm.h, sru.h): a
-Python loop over time steps, the whole batch at each step. Their products read x only (IndRNN's and SRU's
+"""The twins of the cells whose recurrence is elementwise (cpp/rnnext/indrnn.h, mingru.h, minlstm.h, sru.h,
+qrnn.h): a Python loop over time steps, the whole batch at each step. Their products read x only (IndRNN's and SRU's
 recurrent weights are vectors), so each forward starts with the input projection of every step at once, as the
 engine does."""
 from __future__ import annotations
@@ -331,3 +331,99 @@ def sru_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_weight, bias, lengt
     db = dz[..., H:3 * H].sum(axis=(0, 1)).reshape(2, H)
     dh0 = np.where((steps == 0)[:, None], dh_last, 0)  # h0 is h_n only in a row of length 0
     return {"x": dx, "h0": dh0, "c0": dc, "kernel": dW_xg, "recurrent_weight": np.stack([dv_f, dv_r]), "bias": db}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# QRNN (Bradbury et al. 2017) with fo-pooling, a causal convolution of width K, gate blocks z, f, o:
+# z = tanh(sum_j x[t-j] @ W[j]_z + b_z),  f, o = sigmoid(sum_j x[t-j] @ W[j] + b),
+# c[t+1] = f * c[t] + (1 - f) * z,  h = o * c[t+1];  x[-j] comes from the history x0 (block j-1)
+
+def _qrnn_arguments(fn, x, x0, kernel, bias, lengths):
+    x = _check_x(fn, x)
+    T, N, I = x.shape
+    shape = np.shape(kernel)
+    if len(shape) != 3 or shape[0] < 1 or shape[1] != I or shape[2] < 3 or shape[2] % 3:
+        raise ValueError(f"{fn}: kernel has shape {shape}, expected (K, I={I}, 3*H) with the width K >= 1 and H >= 1")
+    K, H = shape[0], shape[2] // 3
+    W = _check(fn, "kernel", kernel, [("K", K), ("I", I), ("3*H", 3 * H)], x.dtype)
+    b = _check(fn, "bias", bias, [("3*H", 3 * H)], x.dtype)
+    x0 = _check(fn, "x0", x0, [("N", N), ("(K-1)*I", (K - 1) * I)], x.dtype)
+    # the input with its history in front: step t of x is row t + K - 1, x[-j] is row K - 1 - j
+    history = [x0[:, (j - 1) * I:j * I] for j in range(K - 1, 0, -1)]
+    extended = np.concatenate([np.stack(history), x]) if K > 1 else x
+    return x, extended, W, b, _check_lengths(fn, lengths, N, T), K, H
+
+
+def qrnn_forward(x, h0, c0, x0, kernel, bias, lengths=None):
+    """x [T, N, I], h0 and c0 [N, H], x0 [N, (K-1)*I] (block j-1 holds x[-j]), kernel [K, I, 3H], bias [3H]
+    -> (y [T, N, H], h_n [N, H], c_n [N, H], x_n [N, (K-1)*I], cache).
+
+    h_n is the output after each row's last valid step (h0 for a row of length 0); x_n the history after it.
+    cache = {"c": [T+1, N, H], "gates": [T, N, 3H]} with z, f, o after their activations.
+    """
+    fn = "qrnn_forward"
+    x, extended, W, b, lengths, K, H = _qrnn_arguments(fn, x, x0, kernel, bias, lengths)
+    T, N, I = x.shape
+    h_n = _check(fn, "h0", h0, [("N", N), ("H", H)], x.dtype).copy()
+    c0 = _check(fn, "c0", c0, [("N", N), ("H", H)], x.dtype)
+    # the convolution: tap j multiplies the input j steps back
+    projected = sum(extended[K - 1 - j:K - 1 - j + T] @ W[j] for j in range(K)) + b
+    z, f, o = np.tanh(projected[..., :H]), _sigmoid(projected[..., H:2 * H]), _sigmoid(projected[..., 2 * H:])
+    c = np.zeros((T + 1, N, H), dtype=x.dtype)
+    y = np.zeros((T, N, H), dtype=x.dtype)
+    c[0] = c0
+    for t in range(T):
+        valid = _valid_rows(lengths, t, N)
+        c_new = f[t] * c[t] + (1 - f[t]) * z[t]
+        h_new = o[t] * c_new
+        c[t + 1] = np.where(valid, c_new, c[t])
+        y[t] = np.where(valid, h_new, 0)
+        h_n = np.where(valid, h_new, h_n)
+    steps = np.full(N, T) if lengths is None else lengths
+    rows = np.arange(N)
+    x_n = np.concatenate([extended[K - 1 + steps - j, rows] for j in range(1, K)], axis=1) if K > 1 \
+        else np.zeros((N, 0), dtype=x.dtype)
+    return y, h_n, c[T].copy(), x_n, {"c": c, "gates": np.concatenate([z, f, o], axis=2)}
+
+
+def qrnn_backward(dy, dh_n, dc_n, dx_n, cache, x, x0, kernel, bias, lengths=None):
+    """Gradients of qrnn_forward given dy [T, N, H], dh_n and dc_n [N, H], dx_n [N, (K-1)*I] (any may be None,
+    meaning zero). Returns {"x", "h0", "c0", "x0", "kernel", "bias"}, each with the shape of that argument.
+    """
+    fn = "qrnn_backward"
+    x, extended, W, _, lengths, K, H = _qrnn_arguments(fn, x, x0, kernel, bias, lengths)
+    T, N, I = x.shape
+    dtype = x.dtype
+    dy = _check_or_zeros(fn, "dy", dy, [("T", T), ("N", N), ("H", H)], dtype)
+    dh_last = _check_or_zeros(fn, "dh_n", dh_n, [("N", N), ("H", H)], dtype)
+    dc = _check_or_zeros(fn, "dc_n", dc_n, [("N", N), ("H", H)], dtype)
+    dx_n = _check_or_zeros(fn, "dx_n", dx_n, [("N", N), ("(K-1)*I", (K - 1) * I)], dtype)
+    c = _check_cache(fn, cache, "c", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
+    gates = _check_cache(fn, cache, "gates", [("T", T), ("N", N), ("3*H", 3 * H)], dtype)
+    z, f, o = gates[..., :H], gates[..., H:2 * H], gates[..., 2 * H:]
+    steps = np.full(N, T) if lengths is None else lengths
+
+    dz = np.zeros_like(gates)  # gradient on the convolution's outputs
+    for t in reversed(range(T)):
+        valid = _valid_rows(lengths, t, N)
+        # backprop into h: from y[t], and from h_n at each row's last valid step
+        dh = np.where(valid, dy[t], 0) + np.where((t == steps - 1)[:, None], dh_last, 0)
+        # backprop h = o * c_new into o (through its sigmoid) and c_new
+        dz[t, :, 2 * H:] = dh * c[t + 1] * o[t] * (1 - o[t])
+        dc_new = np.where(valid, dc + dh * o[t], 0)
+        # backprop c_new = f * c[t] + (1 - f) * z into z (through its tanh), f (through its sigmoid) and c[t]
+        dz[t, :, :H] = dc_new * (1 - f[t]) * (1 - z[t] * z[t])
+        dz[t, :, H:2 * H] = dc_new * (c[t] - z[t]) * f[t] * (1 - f[t])
+        dc = np.where(valid, dc_new * f[t], dc)
+    # backprop the convolution into the extended input and each tap's weights
+    dextended = np.zeros_like(extended)
+    dW = np.zeros_like(W)
+    for j in range(K):
+        dextended[K - 1 - j:K - 1 - j + T] += dz @ W[j].T
+        dW[j] = extended[K - 1 - j:K - 1 - j + T].reshape(T * N, I).T @ dz.reshape(T * N, 3 * H)
+    rows = np.arange(N)
+    for j in range(1, K):  # x_n is a copy of extended rows
+        dextended[K - 1 + steps - j, rows] += dx_n[:, (j - 1) * I:j * I]
+    dx0 = np.concatenate([dextended[K - 1 - j] for j in range(1, K)], axis=1) if K > 1 else np.zeros((N, 0), dtype)
+    dh0 = np.where((steps == 0)[:, None], dh_last, 0)
+    return {"x": dextended[K - 1:], "h0": dh0, "c0": dc, "x0": dx0, "kernel": dW, "bias": dz.sum(axis=(0, 1))}
