@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time the elementwise-recurrence cells (IndRNN, MinGRU, MinLSTM, SRU) against rnnext's own LSTM and GRU of the
+"""Time the elementwise-recurrence cells (IndRNN, MinGRU, MinLSTM, SRU, QRNN of width 2) against rnnext's own LSTM and GRU of the
 same hidden size and against torch.nn.LSTM / GRU, in one process and one run, at bench_cells.py's grid.
 
 Each new cell is validated against its NumPy twin (rnnext.reference) at every size before it is timed. The table
@@ -23,8 +23,9 @@ MULTIPLY_ADDS = {
     "mingru": lambda I, H: 2 * I * H,
     "minlstm": lambda I, H: 3 * I * H,
     "sru": lambda I, H: 3 * I * H,  # I = H: the highway adds x itself, kernel [I, 3H]
+    "qrnn": lambda I, H: 2 * 3 * I * H,  # width 2: two taps of [I, 3H]
 }
-NEW_CELLS = ("indrnn", "mingru", "minlstm", "sru")
+NEW_CELLS = ("indrnn", "mingru", "minlstm", "sru", "qrnn")
 TARGET = 1.25  # the issue's bound on time / (GRU time x flop ratio)
 TOLERANCE = 1e-4  # float32 engine vs twin, as bench_cells.TOLERANCES (max |diff| relative to max(1, max |twin|))
 
@@ -39,11 +40,13 @@ def scan_problem(cell, T, N, I, H, seed):
 
     rng = np.random.default_rng(seed)
     k = 1 / H ** 0.5
-    blocks = {"indrnn": 1, "mingru": 2, "minlstm": 3, "sru": 3}[cell]
+    blocks = {"indrnn": 1, "mingru": 2, "minlstm": 3, "sru": 3, "qrnn": 3}[cell]
     p = {"x": rng.uniform(-1, 1, (T, N, I)), "h0": rng.uniform(-0.5, 0.5, (N, H))}
-    if cell == "sru":
+    if cell in ("sru", "qrnn"):
         p["c0"] = rng.uniform(-0.5, 0.5, (N, H))
-    p["kernel"] = rng.uniform(-k, k, (I, blocks * H))
+    if cell == "qrnn":
+        p["x0"] = rng.uniform(-1, 1, (N, I))  # the previous input, for the second tap
+    p["kernel"] = rng.uniform(-k, k, (2, I, 3 * H) if cell == "qrnn" else (I, blocks * H))
     if cell == "indrnn":
         p["recurrent_weight"] = rng.uniform(0, 1, H)
     if cell == "sru":
@@ -56,8 +59,8 @@ def scan_problem(cell, T, N, I, H, seed):
 def scan_call(mod, cell, p, dy):
     """Forward, then backward with dy and no gradient on the final state; returns (outputs, grads)."""
     out = getattr(mod, f"{cell}_forward")(**p)
-    weights = {name: a for name, a in p.items() if name not in ("h0", "c0")}
-    finals = [None] * (len(out) - 2)  # dh_n (and SRU's dc_n)
+    weights = {name: a for name, a in p.items() if name not in ("h0", "c0")}  # x (and QRNN's x0) and weights
+    finals = [None] * (len(out) - 2)  # dh_n (and dc_n, and QRNN's dx_n)
     grads = getattr(mod, f"{cell}_backward")(dy, *finals, out[-1], **weights)
     return {"y": out[0], "h_n": out[1]}, grads
 

@@ -18,6 +18,7 @@ def test_bench_scan_cells_prints_its_table():
     rows = [line for line in process.stdout.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| N | H | model | median ms | GFLOP/s | time / our GRU | flops / our GRU |")
     models = [row.split(" | ")[2] for row in rows[1:]]
-    assert models == ["rnnext lstm", "rnnext gru", "rnnext indrnn", "rnnext mingru", "rnnext minlstm", "rnnext sru"]
-    flop_ratios = [row.split(" | ")[6] for row in rows[1:]]  # exact: 4H(I+H), 3H(I+H), IH, 2IH, 3IH, 3IH at I = H
-    assert flop_ratios == ["1.333", "1.000", "0.167", "0.333", "0.500", "0.500"]
+    assert models == ["rnnext lstm", "rnnext gru", "rnnext indrnn", "rnnext mingru", "rnnext minlstm", "rnnext sru",
+                      "rnnext qrnn"]
+    flop_ratios = [row.split(" | ")[6] for row in rows[1:]]  # 4H(I+H), 3H(I+H), IH, 2IH, 3IH, 3IH, 6IH at I = H
+    assert flop_ratios == ["1.333", "1.000", "0.167", "0.333", "0.500", "0.500", "1.000"]

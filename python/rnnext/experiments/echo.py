@@ -1,5 +1,5 @@
 """r2rt's binary echo task ("Recurrent Neural Networks in Tensorflow I", 2016) with RNN, LSTM and GRU, and the
-elementwise-recurrence cells IndRNN, MinGRU, MinLSTM and SRU (rnnext.scan_cells).
+elementwise-recurrence cells IndRNN, MinGRU, MinLSTM, SRU and QRNN (rnnext.scan_cells).
 
 X_t is a fair coin; P(Y_t = 1) = 0.5, +0.5 if X_{t-3} = 1, -0.25 if X_{t-8} = 1. One long stream is cut into
 `batch_size` rows and windows of `num_steps` (rnnext.data.echo_batches); the model (one-hot input, a stateful
@@ -30,14 +30,14 @@ import numpy as np
 
 from .. import _core, data, train
 from ..history import pyplot
-from ..layers import GRU, LSTM, RNN, SRU, Dense, IndRNN, MinGRU, MinLSTM
+from ..layers import GRU, LSTM, QRNN, RNN, SRU, Dense, IndRNN, MinGRU, MinLSTM
 from ..losses import softmax_cross_entropy
 from ..models import Sequential
 from ..optim import SGD, Adagrad, Adam
 from . import positive_int
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "indrnn": IndRNN, "mingru": MinGRU, "minlstm": MinLSTM,
-         "sru": SRU}
+         "sru": SRU, "qrnn": QRNN}
 REFERENCE_NAMES = {"none": "neither", "t-3": "first (t-3)", "t-3 and t-8": "both (t-3, t-8)"}
 TOLERANCE = 0.02  # the issue's "within +-0.02 of the reference figures"
 _ONE_HOT = np.eye(2, dtype=np.float32)
