@@ -81,7 +81,7 @@ def validate(cell, N, I, H, seed):
     return worst
 
 
-def timed_calls(cell, T, N, I, H, seed, with_torch):
+def timed_calls(T, N, I, H, seed, with_torch):
     """{framework/cell: fwd+bwd call} for one size."""
     import rnnext
 
@@ -100,6 +100,40 @@ def timed_calls(cell, T, N, I, H, seed, with_torch):
     return calls
 
 
+def sequential_medians(calls, seconds):
+    """({name: median seconds}, {name: other load}): each call timed on its own by bench_cells.time_it."""
+    times, loads = {}, {}
+    for name, call in calls.items():
+        meter = bench_cells.OtherLoad().start()
+        times[name] = bench_cells.time_it(call, seconds)["median"]
+        loads[name] = meter.stop()
+    return times, loads
+
+
+def interleaved_medians(calls, rounds):
+    """As sequential_medians, but in `rounds` rounds that call every model once each, so that on a shared machine
+    every model meets the same other load and the ratios stay fair; other load is over all rounds."""
+    import gc
+    import statistics
+    import time
+
+    for call in calls.values():  # warm-up: allocations and first-call costs
+        call()
+    samples = {name: [] for name in calls}
+    meter = bench_cells.OtherLoad().start()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - start)
+    finally:
+        gc.enable()
+    load = meter.stop()
+    return {name: statistics.median(s) for name, s in samples.items()}, {name: load for name in calls}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", nargs="+", type=int, default=[1, 32, 128], help="N values")
@@ -107,6 +141,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=100, help="T")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats-seconds", type=float, default=1.0, help="target seconds per measurement")
+    ap.add_argument("--rounds", type=int, default=0, help="time the models interleaved, one call each per round, "
+                    "for this many rounds (for a shared machine: every model sees the same load); 0: one after "
+                    "another with bench_cells.time_it")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -120,8 +157,9 @@ def main(argv=None):
         bench_cells.set_threads(framework, args.threads)
 
     T = args.steps
+    mode = f"interleaved, {args.rounds} rounds" if args.rounds else "one model after another"
     print(f"# Elementwise-recurrence cells, forward+backward, T={T}, I=H, float32, {args.threads} threads, "
-          f"one process\n")
+          f"one process, {mode}\n")
     print(f"CPU: {bench_cells.cpu_model()}; load average before: {os.getloadavg()[0]:.2f}\n")
     print("| N | H | model | median ms | GFLOP/s | time / our GRU | flops / our GRU | time / (GRU time x flop "
           "ratio) | other load |")
@@ -132,12 +170,11 @@ def main(argv=None):
             I = H
             checks = {cell: validate(cell, N, I, H, args.seed) for cell in NEW_CELLS}
             sys.stderr.write(f"validated N={N} H={H}: " + ", ".join(f"{c} {e:.1e}" for c, e in checks.items()) + "\n")
-            times, loads = {}, {}
-            for name, call in timed_calls("", T, N, I, H, args.seed, with_torch).items():
-                meter = bench_cells.OtherLoad().start()
-                times[name] = bench_cells.time_it(call, args.repeats_seconds)["median"]
-                loads[name] = meter.stop()
-                sys.stderr.write(f"  N={N} H={H} {name}: {times[name] * 1e3:.1f} ms\n")
+            calls = timed_calls(T, N, I, H, args.seed, with_torch)
+            times, loads = interleaved_medians(calls, args.rounds) if args.rounds else sequential_medians(
+                calls, args.repeats_seconds)
+            for name, seconds in times.items():
+                sys.stderr.write(f"  N={N} H={H} {name}: {seconds * 1e3:.1f} ms\n")
             gru_time, gru_flops = times["rnnext gru"], fwd_bwd_flops("gru", T, N, I, H)
             for name, seconds in times.items():
                 cell = name.split()[1]
