@@ -143,7 +143,7 @@ def _run(args, log) -> dict:
                          "final_loss": final, "learned": learned,
                          "first_loss": float(np.mean(history.step_losses[:args.average_last])),
                          "seconds": seconds, "step_losses": history.step_losses})
-            log(f"{cell.upper():<7} num_steps={num_steps:<3} final loss {final:.4f} (learned: {learned}), "
+            log(f"{cell.upper():<5} num_steps={num_steps:<3} final loss {final:.4f} (learned: {learned}), "
                 f"{seconds:.1f} s")
     total = time.perf_counter() - started
 
