@@ -17,7 +17,8 @@ another test module; fixtures (torch, restore_threads, example_counter) need no 
 - finite differences: numerical_gradient
 - engine problems (tests/test_engine*.py, test_properties_engine.py, test_reference.py): CASES, DTYPES, SHAPES,
   THREAD_SHAPES, RTOL, make_problem, make_douts, mixed_lengths, forward_kwargs, backward_kwargs, run_forward,
-  run_backward, call_results, valid_kwargs, ...
+  run_backward, call_results, valid_kwargs, and for bad input get_argument, with_argument, raises ...
+- recurrent layers: check_step_matches_sequence, STEP_TOL, check_rows_alone
 - skips: the torch fixture, requires_openmp, shared_data
 - tiny corpora for the experiments: write_tiny_ptb, write_tiny_reviews
 """
@@ -485,3 +486,64 @@ def write_tiny_reviews(path: Path, rows: int, seed: int) -> Path:
             writer.writerow([label, " ".join(words)])
     return path
 
+
+def get_argument(kwargs, name):
+    """Argument `name` of a call's kwargs, cache entries named as "cache['h']"."""
+    match = re.fullmatch(r"cache\['(\w+)'\]", name)
+    return kwargs["cache"][match[1]] if match else kwargs[name]
+
+
+def with_argument(kwargs, name, value):
+    """A copy of kwargs with argument `name` (or a cache entry) replaced by `value`."""
+    kwargs = dict(kwargs)
+    match = re.fullmatch(r"cache\['(\w+)'\]", name)
+    if match:
+        kwargs["cache"] = {**kwargs["cache"], match[1]: value}
+    else:
+        kwargs[name] = value
+    return kwargs
+
+
+def raises(exception, fn, message, kwargs):
+    """Calls rnnext.`fn`(**kwargs) expecting `exception` whose message is exactly "fn: message"."""
+    with pytest.raises(exception, match="^" + re.escape(f"{fn}: {message}") + "$"):
+        getattr(rnnext, fn)(**kwargs)
+
+
+# =========================================================================================================
+# recurrent layers: step() against the sequence forward (tests/test_layers.py, tests/test_scan_layers.py).
+# The engine projects all T*N input rows with one GEMM in forward and N rows in step; Eigen's kernels may round the
+# two differently in the last bit (measured: 0 at these sizes, up to 2 ulp at others), so the check allows a few
+# ulps of the state's magnitude (<= 1).
+STEP_TOL = {np.float32: 1e-6, np.float64: 1e-14}
+
+
+def check_step_matches_sequence(layer, x, dtype):
+    """layer (return_sequences and return_state, eval mode) stepped over x [N, T, I] gives its sequence forward."""
+    sequence, final = layer(x)
+    state = None
+    for t in range(x.shape[1]):
+        h_t, state = layer.step(x[:, t], state)
+        assert h_t.dtype == dtype
+        np.testing.assert_allclose(h_t, sequence[:, t], rtol=0, atol=STEP_TOL[dtype], err_msg=f"step {t}")
+    for got, want in zip(state_arrays(state), state_arrays(final)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=STEP_TOL[dtype])
+
+
+def check_rows_alone(layer, x, lengths, label):
+    """Each row of x [N, T, I], run alone on its own prefix through `layer` (return_sequences and return_state, from
+    zero states), gives the same outputs and final states as in the batch with `lengths`; outputs past a row's
+    length are zero (a bidirectional layer's reverse direction starts from each row's last valid step)."""
+    output, states = layer(x, lengths=lengths)
+    for n, length in enumerate(lengths):
+        assert np.all(output[n, length:] == 0)
+        if length == 0:
+            assert all(np.all(a[n] == 0) for a in state_arrays(states))
+            continue
+        alone, alone_states = layer(x[n:n + 1, :length])
+        np.testing.assert_allclose(output[n, :length], alone[0], rtol=0, atol=1e-14, err_msg=f"{label} row {n}")
+        for got, want in zip(state_arrays(states), state_arrays(alone_states)):
+            np.testing.assert_allclose(got[n], want[0], rtol=0, atol=1e-14, err_msg=f"{label} row {n} states")
+
+
+# ==================================================================================================

@@ -28,13 +28,16 @@ from conftest import (
     forward_kwargs,
     forward_results,
     gates_of,
+    get_argument,
     make_douts,
     make_problem,
     mixed_lengths,
+    raises,
     requires_openmp,
     run_backward,
     run_forward,
     valid_kwargs,
+    with_argument,
 )
 
 # Shapes, tolerances and the problem builders are in conftest.py (shared with test_engine_reference_outputs.py,
@@ -112,20 +115,6 @@ def array_arguments(fn):
     return names
 
 
-def get_argument(kwargs, name):
-    match = re.fullmatch(r"cache\['(\w+)'\]", name)
-    return kwargs["cache"][match[1]] if match else kwargs[name]
-
-
-def with_argument(kwargs, name, value):
-    """A copy of kwargs with argument `name` (or a cache entry) replaced by `value`."""
-    kwargs = dict(kwargs)
-    match = re.fullmatch(r"cache\['(\w+)'\]", name)
-    if match:
-        kwargs["cache"] = {**kwargs["cache"], match[1]: value}
-    else:
-        kwargs[name] = value
-    return kwargs
 
 
 def expected_shape(fn, name):
@@ -144,12 +133,6 @@ def expected_shape(fn, name):
         "cache['h']": f"(T+1={T + 1}, N={N}, H={H})", "cache['c']": f"(T+1={T + 1}, N={N}, H={H})",
         "cache['gates']": f"(T={T}, N={N}, {gates}={G * H})", "cache['hn']": f"(T={T}, N={N}, H={H})",
     }[name]
-
-
-def raises(exception, fn, message, kwargs):
-    """Calls rnnext.`fn`(**kwargs) expecting `exception` whose message is exactly "fn: message"."""
-    with pytest.raises(exception, match="^" + re.escape(f"{fn}: {message}") + "$"):
-        getattr(rnnext, fn)(**kwargs)
 
 
 def fn_argument_ids(exclude=()):

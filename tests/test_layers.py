@@ -18,7 +18,8 @@ from rnnext.layers import (
 )
 from rnnext.losses import mean_squared_error, softmax_cross_entropy
 
-from conftest import GRADCHECK_TOL, numerical_gradient, relative_error, state_arrays
+from conftest import (GRADCHECK_TOL, check_rows_alone, check_step_matches_sequence, numerical_gradient,
+                      relative_error, state_arrays)
 
 F64 = np.float64
 T, N, I, H = 5, 3, 3, 2
@@ -324,18 +325,7 @@ def test_bidirectional_with_lengths_equals_each_row_alone():
     length are zero (the reverse direction starts from each row's last valid step)."""
     for cell in ("lstm", "gru", "rnn-tanh"):
         layer = make_layer(cell, num_layers=2, bidirectional=True, return_sequences=True, return_state=True)
-        x = draw(np.random.default_rng(2), N, T, I)
-        lengths = np.array([5, 2, 0])
-        output, states = layer(x, lengths=lengths)
-        for n, length in enumerate(lengths):
-            assert np.all(output[n, length:] == 0)
-            if length == 0:
-                assert all(np.all(a[n] == 0) for a in state_arrays(states))
-                continue
-            alone, alone_states = layer(x[n:n + 1, :length])
-            np.testing.assert_allclose(output[n, :length], alone[0], rtol=0, atol=1e-14, err_msg=f"{cell} row {n}")
-            for got, want in zip(state_arrays(states), state_arrays(alone_states)):
-                np.testing.assert_allclose(got[n], want[0], rtol=0, atol=1e-14, err_msg=f"{cell} row {n} states")
+        check_rows_alone(layer, draw(np.random.default_rng(2), N, T, I), np.array([5, 2, 0]), cell)
 
 
 def test_final_output_is_top_layer_states():
@@ -385,26 +375,12 @@ def test_stateful_carries_and_resets():
     np.testing.assert_array_equal(layer(x[:, :T]), first)
 
 
-# step() against the sequence forward. The engine projects all T*N input rows with one GEMM in forward and N rows
-# in step; Eigen's kernels may round the two differently in the last bit (measured: 0 at these sizes, up to 2 ulp
-# at others), so the check allows a few ulps of the state's magnitude (<= 1).
-STEP_TOL = {np.float32: 1e-6, np.float64: 1e-14}
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_step_equals_sequence_forward(cell, dtype):
     layer = CELLS[cell](num_layers=2, return_sequences=True, return_state=True, dropout=0.5, dtype=dtype, seed=0)
     layer.eval()  # step never applies dropout, so compare with the inference forward
-    x = np.random.default_rng(0).standard_normal((N, T, I)).astype(dtype)
-    sequence, final = layer(x)
-    state = None
-    for t in range(T):
-        h_t, state = layer.step(x[:, t], state)
-        assert h_t.dtype == dtype
-        np.testing.assert_allclose(h_t, sequence[:, t], rtol=0, atol=STEP_TOL[dtype], err_msg=f"step {t}")
-    for got, want in zip(state_arrays(state), state_arrays(final)):
-        np.testing.assert_allclose(got, want, rtol=0, atol=STEP_TOL[dtype])
+    check_step_matches_sequence(layer, np.random.default_rng(0).standard_normal((N, T, I)).astype(dtype), dtype)
 
 
 def test_step_does_not_disturb_backward_cache():

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from rnnext.layers import GRU, LSTM, RNN, Dense
+from rnnext.layers import GRU, LSTM, QRNN, RNN, SRU, Dense, MinGRU
 from rnnext.models import Sequential
 
 from conftest import state_arrays as arrays
 
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "sru": SRU, "qrnn": QRNN}  # QRNN: (h, c, x)
 N, T, I, H = 4, 5, 3, 6
 
 

@@ -1,5 +1,6 @@
 // rnnext._core: the engine's Python module, one bind_* function per concept.
 #include "bindings/checks.h"
+#include "bindings/scan_checks.h"
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "rnnext engine: Eigen recurrent cells (RNN, LSTM, GRU) with forward and BPTT, the dense layer and the "
@@ -13,4 +14,8 @@ PYBIND11_MODULE(_core, m) {
   rnnext::bindings::bind_embedding(m);
   rnnext::bindings::bind_dense(m);
   rnnext::bindings::bind_losses(m);
+  rnnext::bindings::bind_indrnn(m);
+  rnnext::bindings::bind_min_cells(m);
+  rnnext::bindings::bind_sru(m);
+  rnnext::bindings::bind_qrnn(m);
 }

@@ -219,3 +219,99 @@ def mean_squared_error(
     targets: Float,                 # predictions' shape and dtype
     reduction: Reduction = "mean",
 ) -> tuple[float, Float]: ...
+
+# The cells whose recurrence is elementwise (cpp/rnnext/indrnn.h, mingru.h, minlstm.h, sru.h, qrnn.h): forward and
+# backward as for the cells above; IndRNN's and SRU's recurrent weights are vectors, minGRU and minLSTM have none.
+def indrnn_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H]
+    kernel: Float,                  # [I, H]
+    recurrent_weight: Float,        # [H]
+    bias: Float,                    # [H]
+    lengths: Optional[ArrayLike] = None,
+    activation: Literal["relu", "tanh"] = "relu",
+) -> tuple[Float, Float, dict[str, Float]]: ...
+def indrnn_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    recurrent_weight: Float,
+    bias: Float,
+    lengths: Optional[ArrayLike] = None,
+    activation: Literal["relu", "tanh"] = "relu",
+) -> dict[str, Float]: ...
+def mingru_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H]
+    kernel: Float,                  # [I, 2H] gate order z, h~
+    bias: Float,                    # [2H]
+    lengths: Optional[ArrayLike] = None,
+) -> tuple[Float, Float, dict[str, Float]]: ...
+def mingru_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    bias: Float,
+    lengths: Optional[ArrayLike] = None,
+) -> dict[str, Float]: ...
+def minlstm_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H]
+    kernel: Float,                  # [I, 3H] gate order f, i, h~
+    bias: Float,                    # [3H]
+    lengths: Optional[ArrayLike] = None,
+) -> tuple[Float, Float, dict[str, Float]]: ...
+def minlstm_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    bias: Float,
+    lengths: Optional[ArrayLike] = None,
+) -> dict[str, Float]: ...
+def sru_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H] h_n of rows of length 0 (the output feeds nothing back)
+    c0: Float,                      # [N, H]
+    kernel: Float,                  # [I, 4H] blocks h~, f, r, skip; or [I, 3H] (skip = x) when I = H
+    recurrent_weight: Float,        # [2, H] rows v_f, v_r
+    bias: Float,                    # [2, H] rows b_f, b_r
+    lengths: Optional[ArrayLike] = None,
+) -> tuple[Float, Float, Float, dict[str, Float]]: ...
+def sru_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    dc_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    recurrent_weight: Float,
+    bias: Float,
+    lengths: Optional[ArrayLike] = None,
+) -> dict[str, Float]: ...
+def qrnn_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H] h_n of rows of length 0 (the output feeds nothing back)
+    c0: Float,                      # [N, H]
+    x0: Float,                      # [N, (K-1)*I] the inputs before x[0], block j-1 = x[-j]
+    kernel: Float,                  # [K, I, 3H] blocks z, f, o; tap j multiplies x[t-j]
+    bias: Float,                    # [3H]
+    lengths: Optional[ArrayLike] = None,
+) -> tuple[Float, Float, Float, Float, dict[str, Float]]: ...
+def qrnn_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    dc_n: Optional[Float],
+    dx_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    x0: Float,
+    kernel: Float,
+    bias: Float,
+    lengths: Optional[ArrayLike] = None,
+) -> dict[str, Float]: ...

@@ -249,7 +249,8 @@ def json_depth(value) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # the weights an architecture implies, from its config alone
 
-_RECURRENT = (_layers.RNN, _layers.LSTM, _layers.GRU)
+_RECURRENT = (_layers.RNN, _layers.LSTM, _layers.GRU, _layers.IndRNN, _layers.MinGRU, _layers.MinLSTM, _layers.SRU,
+              _layers.QRNN)
 
 
 def _class_of(spec: dict, classes: dict):
@@ -278,7 +279,21 @@ def _recurrent_weights(cls, config: dict, features):
         return 0, 0, None  # the constructor refuses the config before allocating anything
     D = 2 if _flag(config, "bidirectional", False) else 1
     arrays = 3  # kernel, recurrent_kernel, bias
-    if cls is _layers.LSTM:
+    recurrent = None  # the recurrent kernel's size, H * G * H unless the cell has another recurrent weight
+    if cls in (_layers.MinGRU, _layers.MinLSTM):  # kernel and bias only (scan_cells.py)
+        G = 2 if cls is _layers.MinGRU else 3
+        bias, extra, recurrent, arrays = G * H, 0, 0, 2
+    elif cls is _layers.IndRNN:  # kernel, recurrent_weight [H], bias
+        G, bias, extra, recurrent = 1, H, 0, H
+    elif cls is _layers.SRU:  # kernel [I, 3H] (I = H) or [I, 4H], recurrent_weight [2, H], bias [2, H]
+        return _sru_weights(H, inputs, layers, D)
+    elif cls is _layers.QRNN:  # kernel [K, I, 3H], bias [3H]
+        K = _positive_int(config, "window") if "window" in config else 2
+        if inputs is None or K is None:
+            return 0, 0, None
+        per_direction = K * 3 * H * (inputs + (layers - 1) * D * H) + layers * 3 * H
+        return D * per_direction, D * layers * 2, D * H
+    elif cls is _layers.LSTM:
         coupled = _flag(config, "coupled", False)
         G, bias = (3 if coupled else 4), (3 if coupled else 4) * H
         extra = (2 if coupled else 3) * H if _flag(config, "peephole", False) else 0
@@ -290,8 +305,21 @@ def _recurrent_weights(cls, config: dict, features):
     if inputs is None:
         return 0, 0, None  # not built: the loader refuses the model as not built
     # Per direction: the first layer's kernel reads the input, the others' read D*H; every layer has the rest.
-    per_direction = inputs * G * H + (layers - 1) * D * H * G * H + layers * (H * G * H + bias + extra)
+    recurrent = H * G * H if recurrent is None else recurrent
+    per_direction = inputs * G * H + (layers - 1) * D * H * G * H + layers * (recurrent + bias + extra)
     return D * per_direction, D * layers * arrays, D * H
+
+
+def _sru_weights(H, inputs, layers, D):
+    """_recurrent_weights for SRU, whose kernel has 3 blocks where a layer's input size is H and 4 elsewhere."""
+    if inputs is None:
+        return 0, 0, None
+
+    def kernel(size):
+        return size * (3 if size == H else 4) * H
+
+    per_direction = kernel(inputs) + (layers - 1) * kernel(D * H) + layers * 4 * H
+    return D * per_direction, D * layers * 3, D * H
 
 
 def implied_weights(config, classes: dict) -> tuple:

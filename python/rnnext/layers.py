@@ -1,5 +1,5 @@
 """Layers with explicit forward/backward over NumPy arrays: RNN, LSTM, GRU (the engine does the recurrent math,
-see recurrent.py and cells.py), Embedding, Dense (the engine's dense_forward / dense_backward) and Dropout. The
+see recurrent.py and cells.py), IndRNN, MinGRU, MinLSTM, SRU, QRNN (scan_cells.py), Embedding, Dense (the engine's dense_forward / dense_backward) and Dropout. The
 contract is docs/api.md; the engine's is docs/conventions.md.
 
 Each layer caches what its backward needs in forward; backward ACCUMULATES parameter gradients (`+=`) and
@@ -13,6 +13,7 @@ from . import _core
 from .layer_base import Layer, dropout_mask, glorot_uniform, seed
 from .cells import GRU, LSTM, RNN, SimpleRNN
 from .recurrent import Recurrent
+from .scan_cells import QRNN, SRU, IndRNN, MinGRU, MinLSTM
 from .validation import as_array, check_bool, check_int, check_rate, real_array, shape_text
 
 __all__ = [
@@ -23,6 +24,11 @@ __all__ = [
     "SimpleRNN",
     "LSTM",
     "GRU",
+    "IndRNN",
+    "MinGRU",
+    "MinLSTM",
+    "SRU",
+    "QRNN",
     "Embedding",
     "Dense",
     "Dropout",
@@ -247,7 +253,8 @@ class Dropout(Layer):
 # configs
 
 LAYER_CLASSES = {"RNN": RNN, "SimpleRNN": RNN, "LSTM": LSTM, "GRU": GRU, "Embedding": Embedding, "Dense": Dense,
-                 "Dropout": Dropout}
+                 "Dropout": Dropout, "IndRNN": IndRNN, "MinGRU": MinGRU, "MinLSTM": MinLSTM,
+                 "SRU": SRU, "QRNN": QRNN}
 
 
 def check_custom_objects(where: str, custom_objects) -> dict:

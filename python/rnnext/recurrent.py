@@ -1,9 +1,10 @@
 """The recurrent layer over the engine, stacked and optionally bidirectional; the cells are in cells.py.
 
-Inside this module a state is always a tuple per layer and direction, `(h,)` for RNN and GRU and `(h, c)` for
-LSTM, in a list of L*D entries (layer-major, forward before reverse). The public form (a bare h per entry for
-RNN and GRU, an (h, c) pair for LSTM, a lone entry accepted for one layer and direction as Keras takes it) is
-read and written only at the edge: `_states_from_api` and `_states_to_api`.
+Inside this module a state is always a tuple per layer and direction, `(h,)` for RNN and GRU, `(h, c)` for
+LSTM and SRU, `(h, c, x)` for QRNN (x: its input history), in a list of L*D entries (layer-major, forward before
+reverse). The public form (a bare h per entry for RNN and GRU, a tuple for the others, a lone entry accepted for
+one layer and direction as Keras takes it) is read and written only at the edge: `_states_from_api` and
+`_states_to_api`.
 """
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ class Recurrent(Layer):
     """
 
     takes_lengths = True
-    _state_names = ("h",)  # the parts of one layer's state: ("h",) or ("h", "c")
+    _state_names = ("h",)  # the parts of one layer's state: ("h",), ("h", "c") or QRNN's ("h", "c", "x")
 
     def __init__(self, units, *, input_size=None, num_layers=1, bidirectional=False, dropout=0.0,
                  return_sequences=False, return_state=False, batch_first=True, stateful=False,
@@ -147,6 +148,14 @@ class Recurrent(Layer):
     def _extra_parameters(self) -> dict:
         return {}
 
+    def _cell_parameters(self, layer_input) -> dict:
+        """Initial values of one layer and direction's parameters, by name, in creation order: `kernel`,
+        `recurrent_kernel`, `bias` and the extra parameters; a cell without a recurrent kernel replaces it."""
+        H, G = self.units, self._gates()
+        return {"kernel": self._draw(glorot_uniform, (layer_input, G * H)),
+                "recurrent_kernel": self._draw(orthogonal, (H, G * H)),
+                "bias": self._initial_bias(), **self._extra_parameters()}
+
     def _engine_forward(self, x, state, w, lengths, keep_cache=True):
         """(y [T, N, H], final state tuple, engine cache) for one layer and direction; without keep_cache the
         engine keeps no cache (None) and gives the same outputs, bit for bit."""
@@ -165,25 +174,17 @@ class Recurrent(Layer):
         size = self._size_to_build(input_shape, "I", "input size")
         if size is None:
             return
-        H, G = self.units, self._gates()
         self.input_size = size
         self._weights = []
         for k in range(self.num_layers):
-            layer_input = size if k == 0 else self.num_directions * H
+            layer_input = size if k == 0 else self.num_directions * self.units
             directions = []
             for d in range(self.num_directions):
                 prefix = ""
                 if self.num_layers > 1 or self.bidirectional:
                     prefix = f"l{k}.{'forward' if d == 0 else 'reverse'}."
-                w = {
-                    "kernel": self._add_parameter(prefix + "kernel",
-                                                  self._draw(glorot_uniform, (layer_input, G * H))),
-                    "recurrent_kernel": self._add_parameter(prefix + "recurrent_kernel",
-                                                            self._draw(orthogonal, (H, G * H))),
-                    "bias": self._add_parameter(prefix + "bias", self._initial_bias()),
-                }
-                for extra_name, value in self._extra_parameters().items():
-                    w[extra_name] = self._add_parameter(prefix + extra_name, value)
+                w = {name: self._add_parameter(prefix + name, value)
+                     for name, value in self._cell_parameters(layer_input).items()}
                 directions.append(w)
             self._weights.append(directions)
         self.built = True
@@ -220,18 +221,25 @@ class Recurrent(Layer):
             return [s[0] for s in states]
         return [tuple(s) for s in states]
 
+    def _state_width(self, index, part):
+        """(label, size) of the second axis of state `part` of entry `index` (layer-major, forward before reverse):
+        ("H", units) for h and c; a cell whose state holds something else says so."""
+        return "H", self.units
+
     def _states_from_api(self, states, N, method, name, allow_none_entries):
-        """`states` in the public form -> the internal list of L*D tuples of [N, H] arrays of the layer dtype.
+        """`states` in the public form -> the internal list of L*D tuples of [N, width] arrays of the layer dtype
+        (width H unless _state_width says otherwise).
 
         With allow_none_entries (gradients), entries and their parts may be None, meaning zero; N=None takes
         N from the first array (for the `states` setter)."""
         where = self._where(method)
         count = self.num_layers * self.num_directions
-        parts = len(self._state_names)
-        structure = "(h, c) pairs" if parts == 2 else "h arrays"
+        names = self._state_names
+        parts = len(names)
+        structure = {1: "h arrays", 2: "(h, c) pairs"}.get(parts, f"({', '.join(names)}) tuples")
         if count == 1:  # a lone entry, as Keras takes it
-            if parts == 2:
-                if isinstance(states, (list, tuple)) and len(states) == 2 and all(
+            if parts > 1:
+                if isinstance(states, (list, tuple)) and len(states) == parts and all(
                         s is None or ndim(s) == 2 for s in states):
                     states = [tuple(states)]
             elif states is None or ndim(states) == 2:
@@ -241,37 +249,40 @@ class Recurrent(Layer):
                 else type(states).__name__
             raise ValueError(f"{where}: {name} is {got}, expected a list of {count} {structure} (one per layer and "
                              f"direction, layer-major, forward before reverse)")
-        H = self.units
 
-        def one(array, label):
+        def one(array, label, index, part):
             nonlocal N
+            letter, width = self._state_width(index, part)
             if array is None:
                 if allow_none_entries:
                     return None
-                raise ValueError(f"{where}: {label} is None, expected an array of shape (N={N}, H={H})")
+                raise ValueError(f"{where}: {label} is None, expected an array of shape (N={N}, {letter}={width})")
             array = real_array(where, label, array, self.dtype)
             if N is None and array.ndim == 2:
                 N = array.shape[0]
-            if array.shape != (N, H):
-                raise ValueError(f"{where}: {label} has shape {array.shape}, expected (N={N}, H={H})")
+            if array.shape != (N, width):
+                raise ValueError(f"{where}: {label} has shape {array.shape}, expected (N={N}, {letter}={width})")
             return np.ascontiguousarray(array)
 
         out = []
         for index, entry in enumerate(states):
             if parts == 1:
-                out.append((one(entry, f"{name}[{index}]"),))
+                out.append((one(entry, f"{name}[{index}]", index, names[0]),))
                 continue
             if entry is None and allow_none_entries:
-                out.append((None, None))
+                out.append((None,) * parts)
                 continue
-            if not isinstance(entry, (list, tuple)) or len(entry) != 2:
-                raise ValueError(f"{where}: {name}[{index}] is {type(entry).__name__}, expected a pair (h, c) "
-                                 f"of arrays (N={N}, H={H})")
-            out.append((one(entry[0], f"{name}[{index}][0] (h)"), one(entry[1], f"{name}[{index}][1] (c)")))
+            if not isinstance(entry, (list, tuple)) or len(entry) != parts:
+                kind = "a pair" if parts == 2 else f"a tuple of {parts}"
+                raise ValueError(f"{where}: {name}[{index}] is {type(entry).__name__}, expected {kind} "
+                                 f"({', '.join(names)}) of arrays (N={N}, H={self.units})")
+            out.append(tuple(one(entry[p], f"{name}[{index}][{p}] ({names[p]})", index, names[p])
+                             for p in range(parts)))
         return out
 
     def _zero_states(self, N, count):
-        return [tuple(np.zeros((N, self.units), dtype=self.dtype) for _ in self._state_names) for _ in range(count)]
+        return [tuple(np.zeros((N, self._state_width(index, part)[1]), dtype=self.dtype) for part in self._state_names)
+                for index in range(count)]
 
     # -- carried states of a stateful layer
     @property

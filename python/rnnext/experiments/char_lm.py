@@ -1,4 +1,5 @@
-"""Character-level language model (char-rnn): RNN/LSTM/GRU on any text file, or on the Python stdlib's source.
+"""Character-level language model (char-rnn): RNN/LSTM/GRU (or IndRNN, MinGRU, MinLSTM, SRU, QRNN) on any text
+file, or on the Python stdlib's source.
 
 Reports validation loss in nats and bits per character, samples with a temperature and a priming string,
 saves checkpoints (model + vocabulary in the metadata) and resumes from them. `generate_main` is the
@@ -31,7 +32,7 @@ from ..models import load_checkpoint as _load_checkpoint
 __all__ = ["main", "generate_main", "build_parser", "parse_args", "build_generate_parser", "builtin_corpus",
            "encode_corpus", "build_model", "run", "generate", "train_lm", "evaluate_lm"]
 
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru", "indrnn", "mingru", "minlstm", "sru", "qrnn")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -103,7 +104,8 @@ def encode_corpus(path=None, encoding: str = "utf-8", max_chars: int | None = No
 # model
 
 def recurrent_class(cell: str):
-    return {"rnn": layers.RNN, "lstm": layers.LSTM, "gru": layers.GRU}[cell]
+    return {"rnn": layers.RNN, "lstm": layers.LSTM, "gru": layers.GRU, "indrnn": layers.IndRNN, "mingru": layers.MinGRU,
+            "minlstm": layers.MinLSTM, "sru": layers.SRU, "qrnn": layers.QRNN}[cell]
 
 
 def build_model(vocab_size: int, cell: str = "lstm", num_layers: int = 2, hidden: int = 128,

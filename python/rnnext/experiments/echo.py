@@ -1,4 +1,5 @@
-"""r2rt's binary echo task ("Recurrent Neural Networks in Tensorflow I", 2016) with RNN, LSTM and GRU.
+"""r2rt's binary echo task ("Recurrent Neural Networks in Tensorflow I", 2016) with RNN, LSTM and GRU, and the
+elementwise-recurrence cells IndRNN, MinGRU, MinLSTM, SRU and QRNN (rnnext.scan_cells).
 
 X_t is a fair coin; P(Y_t = 1) = 0.5, +0.5 if X_{t-3} = 1, -0.25 if X_{t-8} = 1. One long stream is cut into
 `batch_size` rows and windows of `num_steps` (rnnext.data.echo_batches); the model (one-hot input, a stateful
@@ -29,13 +30,14 @@ import numpy as np
 
 from .. import _core, data, train
 from ..history import pyplot
-from ..layers import GRU, LSTM, RNN, Dense
+from ..layers import GRU, LSTM, QRNN, RNN, SRU, Dense, IndRNN, MinGRU, MinLSTM
 from ..losses import softmax_cross_entropy
 from ..models import Sequential
 from ..optim import SGD, Adagrad, Adam
 from . import positive_int
 
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "indrnn": IndRNN, "mingru": MinGRU, "minlstm": MinLSTM,
+         "sru": SRU, "qrnn": QRNN}
 REFERENCE_NAMES = {"none": "neither", "t-3": "first (t-3)", "t-3 and t-8": "both (t-3, t-8)"}
 TOLERANCE = 0.02  # the issue's "within +-0.02 of the reference figures"
 _ONE_HOT = np.eye(2, dtype=np.float32)
@@ -168,11 +170,11 @@ def _run(args, log) -> dict:
 
 
 def _table(runs, reference) -> str:
-    header = f"{'cell':<5} {'num_steps':>9} {'units':>5} {'epochs':>6} {'final loss':>10} {'neither':>8} " \
+    header = f"{'cell':<7} {'num_steps':>9} {'units':>5} {'epochs':>6} {'final loss':>10} {'neither':>8} " \
              f"{'first':>8} {'both':>8}  {'learned':<21} {'seconds':>7}"
     lines = [header, "-" * len(header)]
     for r in runs:
-        lines.append(f"{r['cell'].upper():<5} {r['num_steps']:>9} {r['state_size']:>5} {r['epochs']:>6} "
+        lines.append(f"{r['cell'].upper():<7} {r['num_steps']:>9} {r['state_size']:>5} {r['epochs']:>6} "
                      f"{r['final_loss']:>10.4f} "
                      f"{reference['none']:>8.4f} {reference['t-3']:>8.4f} {reference['t-3 and t-8']:>8.4f}  "
                      f"{r['learned']:<21} {r['seconds']:>7.1f}")
@@ -256,7 +258,7 @@ def build_parser(prog: str = "rnnext train echo") -> argparse.ArgumentParser:
                                 "1), 16 units for 10 epochs at num_steps=10.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--cells", type=_cell_list, default="rnn,lstm,gru", metavar="LIST",
-                   help="comma-separated cells to train: rnn, lstm, gru")
+                   help="comma-separated cells to train: " + ", ".join(CELLS))
     p.add_argument("--num-steps", type=_positive_int_list, default="5,10", metavar="LIST",
                    help="comma-separated truncated-BPTT window lengths")
     # None (r2rt's per window) comes from set_defaults; SUPPRESS keeps "(default: None)" out of the help
