@@ -1,0 +1,107 @@
+// rnnext's own single-precision GEMM micro-kernel for AVX2 + FMA, used by gemm.h in place of Eigen's GEBP when the
+// build targets AVX2 and FMA but not AVX-512 (the default -march=native on such a CPU). Its register tile is
+// 16 rows (2 x __m256) by 6 columns: 12 accumulators, the 2 A packets and one broadcast B value fill the 16 ymm
+// registers (BLIS's Haswell 6x16 shape, transposed for column-major C), enough independent FMAs to cover the FMA
+// latency on both pipes. The 16-row panel also divides the time loop's 32-unit blocks (common.h) exactly.
+// Packed layouts and the panel loop: kernel_panels.h (kMr = 16, kNr = 6).
+#pragma once
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#define RNNEXT_AVX2_KERNEL 1
+#include <immintrin.h>
+
+#include "rnnext/kernel_panels.h"
+
+namespace rnnext::avx2 {
+
+struct FloatKernel {
+  using Scalar = float;
+  static constexpr const char* name = "rnnext AVX2 16x6";
+  static constexpr int kPackets = 2;  // __m256 per tile column
+  static constexpr Index kMr = 8 * kPackets;
+  static constexpr Index kNr = 6;
+  // Longest depth chunk: a 6-column panel of B is then 6 KiB (in L1) and a row block of A 128 KiB (in L2).
+  static constexpr Index kMaxDepth = 256;
+  static constexpr Index kRowBlock = 128;
+
+  // Lanes of a packet that hold one of the `rows` valid rows starting at lane 8 * packet (sign bit set).
+  static __m256i row_mask(Index rows, int packet) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(rows) - 8 * packet), lane);
+  }
+
+  static void pack_a_rows(float* out, Index rows, Index kc, const float* a, Index stride) {
+    panels::pack_a_rows<kMr>(out, rows, kc, a, stride);
+  }
+
+  // The same when A's columns are contiguous: element (i, k) = a[i + k * stride]. Whole vector copies; the
+  // masked loads of a last, partial panel read nothing past its valid rows.
+  static void pack_a_columns(float* out, Index rows, Index kc, const float* a, Index stride) {
+    for (Index p = 0; p < rows; p += kMr) {
+      const Index valid = std::min(kMr, rows - p);
+      for (Index k = 0; k < kc; ++k, out += kMr) {
+        const float* column = a + p + k * stride;
+        for (int packet = 0; packet < kPackets; ++packet)
+          _mm256_storeu_ps(out + 8 * packet, valid == kMr
+                                                 ? _mm256_loadu_ps(column + 8 * packet)
+                                                 : _mm256_maskload_ps(column + 8 * packet, row_mask(valid, packet)));
+      }
+    }
+  }
+
+  template <typename Element>
+  static void pack_b(float* out, Index first, Index last, Index kc, Element element) {
+    panels::pack_b<kNr>(out, first, last, kc, element);
+  }
+
+  // C [rows <= 16, Cols] += A panel . B panel over kc, or, when `overwrite`, C = A panel . B panel + row_init
+  // (one value per row of the panel; zeros when null), so a first depth chunk need not read C. Rows below 16
+  // are read and written with masks.
+  template <int Cols>
+  static void tile(Index kc, const float* __restrict a, const float* __restrict b, float* c, Index ldc, Index rows,
+                   bool overwrite, const float* row_init) {
+    __m256 acc[kPackets][Cols];
+    for (int j = 0; j < Cols; ++j)
+      for (int packet = 0; packet < kPackets; ++packet) acc[packet][j] = _mm256_setzero_ps();
+    for (Index k = 0; k < kc; ++k, a += kMr, b += kNr) {
+      __m256 a_k[kPackets];
+      for (int packet = 0; packet < kPackets; ++packet) a_k[packet] = _mm256_loadu_ps(a + 8 * packet);
+#pragma GCC unroll 12
+      for (int j = 0; j < Cols; ++j) {
+        const __m256 b_j = _mm256_broadcast_ss(b + j);
+        for (int packet = 0; packet < kPackets; ++packet)
+          acc[packet][j] = _mm256_fmadd_ps(a_k[packet], b_j, acc[packet][j]);
+      }
+    }
+    // C's own values (or row_init) plus the tile's sums, one add per element whatever the alignment of C.
+    if (rows == kMr) {
+      for (int j = 0; j < Cols; ++j) {
+        float* column = c + j * ldc;
+        for (int packet = 0; packet < kPackets; ++packet) {
+          const __m256 start = !overwrite ? _mm256_loadu_ps(column + 8 * packet)
+                               : row_init ? _mm256_loadu_ps(row_init + 8 * packet) : _mm256_setzero_ps();
+          _mm256_storeu_ps(column + 8 * packet, _mm256_add_ps(start, acc[packet][j]));
+        }
+      }
+      return;
+    }
+    for (int packet = 0; packet < kPackets; ++packet) {
+      const __m256i mask = row_mask(rows, packet);
+      for (int j = 0; j < Cols; ++j) {
+        float* column = c + j * ldc;
+        const __m256 start = !overwrite ? _mm256_maskload_ps(column + 8 * packet, mask)
+                             : row_init ? _mm256_maskload_ps(row_init + 8 * packet, mask) : _mm256_setzero_ps();
+        _mm256_maskstore_ps(column + 8 * packet, mask, _mm256_add_ps(start, acc[packet][j]));
+      }
+    }
+  }
+
+  // C [rows, cols] += A . B for one depth chunk of packed operands, or C = A . B + row_init when `overwrite`.
+  static void multiply_add(float* c, Index ldc, const float* a, const float* b, Index rows, Index cols, Index kc,
+                           bool overwrite = false, const float* row_init = nullptr) {
+    panels::multiply_panels<FloatKernel>(c, ldc, a, b, rows, cols, kc, overwrite, row_init);
+  }
+};
+
+}  // namespace rnnext::avx2
+#endif
