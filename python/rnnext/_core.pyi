@@ -14,6 +14,7 @@ class BuildInfo(TypedDict):
     openmp: bool
     num_threads: int
     simd: str
+    target_isa: list[str]           # of "avx2", "fma", "avx512f": the sets that choose the GEMM micro-kernel
     gemm_kernel: dict[str, str]
     cuda: bool
     compiler: str
