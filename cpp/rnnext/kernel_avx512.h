@@ -15,6 +15,8 @@
 
 namespace rnnext::avx512 {
 
+using Index = panels::Index;
+
 struct FloatKernel {
   using Scalar = float;
   static constexpr const char* name = "rnnext AVX-512 32x12";
