@@ -47,20 +47,21 @@ Timing time_calls(int repeats, Fn fn) {
   return {times[times.size() / 2], times.front()};
 }
 
-// GB/s of reading `floats` floats (a multiple of 32) from `data` `passes` times on `threads` threads, each thread
-// a contiguous share, best of 5. Eigen packets of 8 floats in four independent sums, so that neither the add
-// latency nor the instruction count limits the read.
+// GB/s of reading `floats` floats (a multiple of 64) from `data` `passes` times on `threads` threads, each thread
+// a contiguous share, best of 5. The build's widest Eigen packets in four independent sums, so that neither the
+// add latency nor the instruction count limits the read.
 double streaming_read(const float* data, Eigen::Index floats, int threads, int passes) {
-  using Packet = Eigen::internal::Packet8f;
   namespace ei = Eigen::internal;
+  using Packet = ei::packet_traits<float>::type;
+  constexpr int size = ei::packet_traits<float>::size;
   float sink = 0;
   const Timing t = time_calls(5, [&] {
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
     for (int pass = 0; pass < passes; ++pass) {
       Packet sums[4] = {ei::pset1<Packet>(0), ei::pset1<Packet>(0), ei::pset1<Packet>(0), ei::pset1<Packet>(0)};
 #pragma omp for schedule(static)
-      for (Eigen::Index i = 0; i < floats; i += 32)
-        for (int s = 0; s < 4; ++s) sums[s] = ei::padd(sums[s], ei::ploadu<Packet>(data + i + 8 * s));
+      for (Eigen::Index i = 0; i < floats; i += 4 * size)
+        for (int s = 0; s < 4; ++s) sums[s] = ei::padd(sums[s], ei::ploadu<Packet>(data + i + size * s));
       sink += ei::predux(ei::padd(ei::padd(sums[0], sums[1]), ei::padd(sums[2], sums[3])));
     }
   });

@@ -16,11 +16,8 @@ namespace rnnext::avx2 {
 
 using Index = panels::Index;
 
-struct FloatKernel {
-  using Scalar = float;
+struct FloatKernel : panels::PanelKernel<FloatKernel, float, 16, 6> {
   static constexpr const char* name = "rnnext AVX2 16x6";
-  static constexpr Index kMr = 16;  // 2 x __m256 per tile column
-  static constexpr Index kNr = 6;
   // Longest depth chunk: a 6-column panel of B is then 6 KiB (in L1) and a row block of A 128 KiB (in L2).
   static constexpr Index kMaxDepth = 256;
   static constexpr Index kRowBlock = 128;
@@ -29,10 +26,6 @@ struct FloatKernel {
   static __m256i row_mask(Index rows, int packet) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(rows) - 8 * packet), lane);
-  }
-
-  static void pack_a_rows(float* out, Index rows, Index kc, const float* a, Index stride) {
-    panels::pack_a_rows<kMr>(out, rows, kc, a, stride);
   }
 
   // The same when A's columns are contiguous: element (i, k) = a[i + k * stride]. Whole vector copies; the
@@ -50,14 +43,7 @@ struct FloatKernel {
     }
   }
 
-  template <typename Element>
-  static void pack_b(float* out, Index first, Index last, Index kc, Element element) {
-    panels::pack_b<kNr>(out, first, last, kc, element);
-  }
-
-  // C [rows <= 16, Cols] += A panel . B panel over kc, or, when `overwrite`, C = A panel . B panel + row_init
-  // (one value per row of the panel; zeros when null), so a first depth chunk need not read C. Rows below 16
-  // are read and written with masks.
+  // The register tile (kernel_panels.h): rows below 16 are read and written with masks.
   template <int Cols>
   static void tile(Index kc, const float* __restrict a, const float* __restrict b, float* c, Index ldc, Index rows,
                    bool overwrite, const float* row_init) {
@@ -98,12 +84,6 @@ struct FloatKernel {
       _mm256_maskstore_ps(column, low_mask, _mm256_add_ps(start_low, low[j]));
       _mm256_maskstore_ps(column + 8, high_mask, _mm256_add_ps(start_high, high[j]));
     }
-  }
-
-  // C [rows, cols] += A . B for one depth chunk of packed operands, or C = A . B + row_init when `overwrite`.
-  static void multiply_add(float* c, Index ldc, const float* a, const float* b, Index rows, Index cols, Index kc,
-                           bool overwrite = false, const float* row_init = nullptr) {
-    panels::multiply_panels<FloatKernel>(c, ldc, a, b, rows, cols, kc, overwrite, row_init);
   }
 };
 

@@ -17,11 +17,8 @@ namespace rnnext::avx512 {
 
 using Index = panels::Index;
 
-struct FloatKernel {
-  using Scalar = float;
+struct FloatKernel : panels::PanelKernel<FloatKernel, float, 32, 12> {
   static constexpr const char* name = "rnnext AVX-512 32x12";
-  static constexpr Index kMr = 32;
-  static constexpr Index kNr = 12;
   static constexpr Index kMaxDepth = 512;  // longest depth chunk: a 12-column panel of B is then 24 KiB, in L1
   static constexpr Index kRowBlock = 256;  // rows of A that stream past one panel of B (in L2)
 
@@ -29,10 +26,6 @@ struct FloatKernel {
   static __mmask16 low_rows(Index rows) { return rows >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1); }
   static __mmask16 high_rows(Index rows) {
     return rows >= 32 ? __mmask16(0xFFFF) : rows <= 16 ? __mmask16(0) : __mmask16((1u << (rows - 16)) - 1);
-  }
-
-  static void pack_a_rows(float* out, Index rows, Index kc, const float* a, Index stride) {
-    panels::pack_a_rows<kMr>(out, rows, kc, a, stride);
   }
 
   // The same when A's columns are contiguous: element (i, k) = a[i + k * stride]. Whole vector copies.
@@ -48,14 +41,7 @@ struct FloatKernel {
     }
   }
 
-  template <typename Element>
-  static void pack_b(float* out, Index first, Index last, Index kc, Element element) {
-    panels::pack_b<kNr>(out, first, last, kc, element);
-  }
-
-  // C [rows <= 32, Cols] += A panel . B panel over kc, or, when `overwrite`, C = A panel . B panel + row_init
-  // (one value per row of the panel; zeros when null), so a first depth chunk need not read C. Rows below 32 are
-  // written with masks.
+  // The register tile (kernel_panels.h): rows below 32 are written with masks.
   template <int Cols>
   static void tile(Index kc, const float* __restrict a, const float* __restrict b, float* c, Index ldc, Index rows,
                    bool overwrite, const float* row_init) {
@@ -87,12 +73,6 @@ struct FloatKernel {
       _mm512_mask_storeu_ps(column + 16, high_mask,
                             _mm512_add_ps(_mm512_maskz_loadu_ps(high_mask, column + 16), high[j]));
     }
-  }
-
-  // C [rows, cols] += A . B for one depth chunk of packed operands, or C = A . B + row_init when `overwrite`.
-  static void multiply_add(float* c, Index ldc, const float* a, const float* b, Index rows, Index cols, Index kc,
-                           bool overwrite = false, const float* row_init = nullptr) {
-    panels::multiply_panels<FloatKernel>(c, ldc, a, b, rows, cols, kc, overwrite, row_init);
   }
 };
 
