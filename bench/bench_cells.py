@@ -2,7 +2,8 @@
 """Time rnnext's LSTM, GRU and tanh RNN against the NumPy twin (rnnext.reference) and torch.nn on the CPU.
 
 Each size is validated (outputs and gradients) before it is timed; the report is one markdown table per cell
-with median times, GFLOP/s and the ratio of each peer to rnnext. See bench/README.md.
+with median times, GFLOP/s, the share of the machine's GEMM ceiling (the best rate of one large square product,
+rnnext's own and torch.mm, measured in the same run) and the ratio of each peer to rnnext. See bench/README.md.
 """
 import os
 import sys
@@ -336,6 +337,45 @@ def measure(framework, cell, size, dtype, seed, threads, seconds):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# the ceiling: what a cell's products could reach at best on this machine, today
+
+CEILING_SIZE, CEILING_SIZE_QUICK = 2048, 256  # n of the square product C [n, n] = A [n, n] . B [n, n]
+
+
+def measure_ceiling(framework, n, dtype, threads, seconds):
+    """GFLOP/s (best and median sample) of one square product: rnnext's own GEMM (dense_forward, linear, zero
+    bias: the engine's packed operands and micro-kernel, the packing of B included) or torch.mm; checked against
+    NumPy in float64 first. The best sample is the rate the machine allows when nothing disturbs it."""
+    import numpy as np
+
+    set_threads(framework, threads)
+    rng = np.random.default_rng(0)
+    a, b = (rng.uniform(-1, 1, (n, n)).astype(dtype) for _ in range(2))
+    if framework == "rnnext":
+        from rnnext import _core
+
+        zeros = np.zeros(n, dtype)
+        product = lambda: _core.dense_forward(a, b, zeros)  # noqa: E731
+    else:
+        import torch
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        product = lambda: torch.mm(ta, tb)  # noqa: E731
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    error = float(np.max(np.abs(np.asarray(product()) - expected)) / np.max(np.abs(expected)))
+    if not error <= TOLERANCES[dtype]["forward"]:
+        raise SystemExit(f"ceiling: {framework}'s {n}x{n} product differs from NumPy's by {error:.1e} (relative)")
+    timing = time_it(product, seconds)
+    flops = 2.0 * n ** 3
+    return {"n": n, "error": error, "best": flops / timing["min"] / 1e9, "median": flops / timing["median"] / 1e9}
+
+
+def ceiling_rate(ceiling):
+    """The limit a row is read against: the higher best rate of rnnext's GEMM and torch.mm."""
+    return max(r["best"] for r in ceiling.values())
+
+
+# ---------------------------------------------------------------------------------------------------------
 # other load: on a small shared machine, the one thing that silently ruins a table
 
 BUSY_LIMIT = 0.10  # rows measured while other processes used more than this share of all CPUs are marked
@@ -453,6 +493,8 @@ def worker_main():
     job = json.loads(sys.stdin.read())
     if job["kind"] == "info":
         result = environment_info(job["threads"], job["torch"])
+    elif job["kind"] == "ceiling":
+        result = measure_ceiling(job["framework"], job["n"], job["dtype"], job["threads"], job["seconds"])
     elif job["kind"] == "validate":
         set_threads("rnnext", job["threads"])
         if job["torch"]:
@@ -484,7 +526,7 @@ def fmt_ms(seconds):
     return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
 
 
-def header(args, info, mode, command, load, others):
+def header(args, info, mode, command, load, others, ceiling):
     G = ", ".join(f"{CELL_TITLES[c].split()[0]} {CELLS[c]}" for c in CELLS)
     if _CORETYPE_POPPED:
         coretype = (f"was `{_CORETYPE_BEFORE}`; unset for this run and its workers "
@@ -520,6 +562,10 @@ def header(args, info, mode, command, load, others):
                                  f"used {100 * others:.1f}% of the machine's CPU time during the run")
         + f"; load average (1 min) {load[0]:.2f} at the start, {load[1]:.2f} at the end",
         f"- mode: {mode}",
+        f"- ceiling (`of ceiling` column = rnnext GFLOP/s / the higher best rate): one {args.dtype} "
+        f"{next(iter(ceiling.values()))['n']}³ product, {args.threads} threads, best sample (median): "
+        + "; ".join(f"{CEILING_NAMES[fw]} {r['best']:.1f} GFLOP/s ({r['median']:.1f})"
+                    + (" *" if busy(r) else "") for fw, r in ceiling.items()),
         f"- sizes: T={args.steps}, I=H, {args.dtype}; forward flops = 2·T·N·(I+H)·G·H ({G}); "
         "fwd+bwd counted as 3× the forward flops (the backward does two GEMMs per forward GEMM); "
         "pointwise gate math not counted",
@@ -538,8 +584,11 @@ def busy(result):
     return result.get("others") is not None and result["others"] > BUSY_LIMIT
 
 
-def cell_table(cell, args, sizes, results, validation, frameworks):
-    cols = ["N", "H", "pass", "rnnext ms", "rnnext GFLOP/s"]
+CEILING_NAMES = {"rnnext": "rnnext's GEMM (`_core.dense_forward`)", "torch": "torch.mm"}
+
+
+def cell_table(cell, args, sizes, results, validation, frameworks, ceiling):
+    cols = ["N", "H", "pass", "rnnext ms", "rnnext GFLOP/s", "of ceiling"]
     for fw in frameworks[1:]:
         cols += [f"{fw} ms", f"{fw} GFLOP/s", f"{fw}/rnnext"]
     rows = ["| " + " | ".join(cols) + " |", "|" + "|".join(":---" if c == "pass" else "---:" for c in cols) + "|"]
@@ -554,6 +603,8 @@ def cell_table(cell, args, sizes, results, validation, frameworks):
                 r = results[key][fw][which]
                 row += [fmt_ms(r["median"]) + (" *" if busy(results[key][fw]) else ""),
                         f"{flops / r['median'] / 1e9:.1f}"]
+                if fw == "rnnext":
+                    row.append(f"{100 * flops / r['median'] / 1e9 / ceiling_rate(ceiling):.0f}%")
                 if fw != "rnnext":
                     row.append(f"{r['median'] / base:.2f}")
                 if (r["high"] - r["low"]) / r["median"] > 0.10:
@@ -644,6 +695,8 @@ def main(argv=None):
         def job(j):
             if j["kind"] == "info":
                 return environment_info(j["threads"], j["torch"])
+            if j["kind"] == "ceiling":
+                return measure_ceiling(j["framework"], j["n"], j["dtype"], j["threads"], j["seconds"])
             if j["kind"] == "validate":
                 s = j["size"]
                 return validate(j["cell"], s["T"], s["N"], s["I"], s["H"], j["dtype"], j["seed"], j["torch"])
@@ -670,6 +723,28 @@ def main(argv=None):
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     whole_run = OtherLoad().start()
+
+    def measured(spec, label):
+        """Runs a timing job, again (after waiting for a quiet moment) while other processes were busy during it."""
+        for attempt in range(args.busy_retries + 1):
+            if attempt:
+                quiet = wait_quiet(args.quiet_wait)
+                log(f"  other processes were busy: measuring {label} again "
+                    f"(attempt {attempt + 1}{'' if quiet else ', machine still busy'})")
+            meter = OtherLoad().start()
+            r = job(spec)
+            r["others"] = meter.stop()
+            if not busy(r):
+                break
+        return r
+
+    ceiling = {}
+    for fw in [f for f in frameworks if f in CEILING_NAMES]:
+        n = CEILING_SIZE_QUICK if args.quick else CEILING_SIZE
+        ceiling[fw] = measured({"kind": "ceiling", "framework": fw, "n": n, "seconds": args.repeats_seconds,
+                                **common}, f"the ceiling ({fw})")
+        log(f"  ceiling: {fw} {n}x{n} product: best {ceiling[fw]['best']:.1f} GFLOP/s, median "
+            f"{ceiling[fw]['median']:.1f}")
     for cell in args.cells:
         for s in sizes:
             checks = job({"kind": "validate", "cell": cell, "size": s, "torch": want_torch, **common})
@@ -678,17 +753,8 @@ def main(argv=None):
             key = (cell, s["N"], s["H"])
             results[key] = {}
             for fw in frameworks:
-                for attempt in range(args.busy_retries + 1):
-                    if attempt:
-                        quiet = wait_quiet(args.quiet_wait)
-                        log(f"  other processes were busy: measuring {cell} N={s['N']} H={s['H']} {fw} again "
-                            f"(attempt {attempt + 1}{'' if quiet else ', machine still busy'})")
-                    meter = OtherLoad().start()
-                    r = job({"kind": "time", "framework": fw, "cell": cell, "size": s,
-                             "seconds": args.repeats_seconds, **common})
-                    r["others"] = meter.stop()
-                    if not busy(r):
-                        break
+                r = measured({"kind": "time", "framework": fw, "cell": cell, "size": s,
+                              "seconds": args.repeats_seconds, **common}, f"{cell} N={s['N']} H={s['H']} {fw}")
                 results[key][fw] = r
                 if fw == "rnnext":
                     builds.add(json.dumps(r["build_info"], sort_keys=True))
@@ -696,12 +762,12 @@ def main(argv=None):
                     f"fwd+bwd {fmt_ms(r['fwd+bwd']['median'])} ms  [{time.perf_counter() - started:.0f} s]"
                     + (f"  OTHER PROCESSES USED {100 * r['others']:.0f}% OF THE CPUS" if busy(r) else ""))
 
-    parts = [header(args, info, mode, command, (load_start, os.getloadavg()[0]), whole_run.stop())]
+    parts = [header(args, info, mode, command, (load_start, os.getloadavg()[0]), whole_run.stop(), ceiling)]
     if len(builds) > 1:
         parts.append("**Warning: rnnext.build_info() changed during the run (the engine was rebuilt); "
                      "the rows mix engine builds.** Seen: " + "; ".join(sorted(builds)))
     for cell in args.cells:
-        parts.append(cell_table(cell, args, sizes, results, validation, frameworks))
+        parts.append(cell_table(cell, args, sizes, results, validation, frameworks, ceiling))
     report = "\n\n".join(parts) + "\n"
     sys.stdout.write(report)
     if args.markdown_out:

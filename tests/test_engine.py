@@ -500,12 +500,17 @@ def test_results_do_not_depend_on_buffer_addresses(what):
 def test_build_info():
     info = rnnext.build_info()
     for key, kind in [("version", str), ("eigen_version", str), ("openmp", bool), ("num_threads", int),
-                      ("simd", str), ("gemm_kernel", dict), ("cuda", bool), ("compiler", str)]:
+                      ("simd", str), ("target_isa", list), ("gemm_kernel", dict), ("cuda", bool), ("compiler", str)]:
         assert key in info, f"build_info() has no {key!r}: {sorted(info)}"
         assert isinstance(info[key], kind), f"build_info()[{key!r}] = {info[key]!r}, expected a {kind.__name__}"
     assert re.fullmatch(r"3\.4\.\d+", info["eigen_version"]), info["eigen_version"]
-    # the own float kernel is compiled exactly when the build targets AVX-512; double always uses Eigen's
-    expected_float_kernel = "rnnext AVX-512 32x12" if "AVX512" in info["simd"] else "Eigen GEBP"
+    # the own float kernel is compiled exactly when the build targets AVX-512, or AVX2 with FMA; double always
+    # uses Eigen's
+    isa = set(info["target_isa"])
+    assert isa <= {"avx2", "fma", "avx512f"}, info["target_isa"]
+    assert ("avx512f" in isa) == ("AVX512" in info["simd"]), (info["target_isa"], info["simd"])
+    expected_float_kernel = ("rnnext AVX-512 32x12" if "avx512f" in isa else
+                             "rnnext AVX2 16x6" if {"avx2", "fma"} <= isa else "Eigen GEBP")
     assert info["gemm_kernel"] == {"float32": expected_float_kernel, "float64": "Eigen GEBP"}, info["gemm_kernel"]
     assert info["num_threads"] >= 1
     assert info["compiler"]

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 
+import rnnext
 from rnnext import data, train
 from rnnext.layers import GRU, LSTM, RNN, Dense, Dropout, Embedding
 from rnnext.losses import binary_cross_entropy_with_logits, softmax_cross_entropy
@@ -540,6 +541,11 @@ def test_progress_uses_tqdm_when_installed(monkeypatch, capsys):
     assert "step 10" not in out and "epoch 2/2:  loss" in out  # no plain lines, but the epoch summaries
 
 
+# The float32 GEMM kernel of the build that wrote tests/data/fit_checkpoint_998c9ef.npz: Eigen's (the AVX2 machine's
+# build of 998c9ef). Builds on the same kernel resume it bit for bit.
+CHECKPOINT_998C9EF_KERNEL = "Eigen GEBP"
+
+
 def test_a_training_checkpoint_written_before_the_refactor_resumes_exactly(tmp_path, monkeypatch):
     """tests/data/fit_checkpoint_998c9ef.npz was written by fit at commit 998c9ef (before fit was split and
     generators were named by generators() instead of a search), interrupted at step 13 of epoch 2 of this run:
@@ -547,7 +553,8 @@ def test_a_training_checkpoint_written_before_the_refactor_resumes_exactly(tmp_p
 
     Its weights were computed with Dense and softmax_cross_entropy in NumPy; the engine now computes them, equal to
     rounding but not bit for bit. Both runs therefore use the NumPy twins, the checkpoint's own arithmetic, so
-    the comparison stays exact."""
+    the comparison stays exact. The LSTM is the engine's: exact on a build with the float32 kernel that wrote the
+    checkpoint, equal to rounding on the others."""
     import shutil
     import types
     from pathlib import Path
@@ -576,5 +583,16 @@ def test_a_training_checkpoint_written_before_the_refactor_resumes_exactly(tmp_p
     shutil.copy(Path(__file__).parent / "data" / "fit_checkpoint_998c9ef.npz", path)
     reference_model, reference_history = run()
     model, history = run(path, resume=True)
-    assert_same_weights(weights(model), weights(reference_model))
-    assert history.step_losses == reference_history.step_losses
+    if rnnext.build_info()["gemm_kernel"]["float32"] == CHECKPOINT_998C9EF_KERNEL:
+        assert_same_weights(weights(model), weights(reference_model))
+        assert history.step_losses == reference_history.step_losses
+        return
+    # Another float32 kernel rounded the steps before the interruption differently from the one that wrote the
+    # checkpoint, so the runs agree to rounding only (rnnext's AVX2 kernel: 1.5e-7 in the weights, measured). A
+    # resume that lost any state (optimizer moments, scheduler, stream position, carried LSTM states) would be off
+    # by about a step of Adam, 1e-3 or more.
+    actual, desired = weights(model), weights(reference_model)
+    assert actual.keys() == desired.keys()
+    for name in desired:
+        np.testing.assert_allclose(actual[name], desired[name], rtol=0, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(history.step_losses, reference_history.step_losses, rtol=1e-5)

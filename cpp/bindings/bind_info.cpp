@@ -23,10 +23,22 @@ void bind_info(py::module_& m) {
         info["num_threads"] = set_thread_count();
         info["busy_machine"] = contention::active();  // one thread for now: see common.h, contention
         info["simd"] = std::string(Eigen::SimdInstructionSetsInUse());
+        // The targeted instruction sets that choose the micro-kernel (Eigen's string says "AVX" for AVX2 + FMA).
+        py::list target_isa;
+#ifdef __AVX2__
+        target_isa.append("avx2");
+#endif
+#ifdef __FMA__
+        target_isa.append("fma");
+#endif
+#ifdef __AVX512F__
+        target_isa.append("avx512f");
+#endif
+        info["target_isa"] = target_isa;
         // Which micro-kernel does the matrix products, per dtype (gemm.h).
         py::dict gemm;
-        gemm["float32"] = gemm_detail::own_kernel<float> ? "rnnext AVX-512 32x12" : "Eigen GEBP";
-        gemm["float64"] = gemm_detail::own_kernel<double> ? "rnnext AVX-512 32x12" : "Eigen GEBP";
+        gemm["float32"] = gemm_detail::OwnKernel<float>::name;
+        gemm["float64"] = gemm_detail::OwnKernel<double>::name;
         info["gemm_kernel"] = gemm;
         info["cuda"] = false;
 #if defined(__clang__)
@@ -39,7 +51,8 @@ void bind_info(py::module_& m) {
         return info;
       },
       "Facts about this build: Eigen version, OpenMP and its thread count, whether the engine runs on one thread "
-      "for now because it found the machine busy, SIMD sets, GEMM micro-kernel per dtype, CUDA, compiler.");
+      "for now because it found the machine busy, SIMD sets, the targeted AVX2 / FMA / AVX-512 sets, GEMM "
+      "micro-kernel per dtype, CUDA, compiler.");
   m.def(
       "set_num_threads",
       [](py::handle n_obj) {

@@ -7,8 +7,9 @@
 //   - a single sequence (N = 1) uses Eigen's GEMV on plain copies instead: a one-column GEMM keeps too few
 //     accumulators busy and is bound by FMA latency;
 //   - the large products before and after the time loop (end of this file) use the same packed operands.
-// The arithmetic is rnnext's own AVX-512 micro-kernel for float (kernel_avx512.h), and Eigen's packing
-// routines and GEBP micro-kernel (Eigen/src/Core/products/GeneralBlockPanelKernel.h) otherwise.
+// The arithmetic is rnnext's own micro-kernel for float where the build's instruction set has one
+// (kernel_avx512.h, kernel_avx2.h; chosen once, in OwnKernel below), and Eigen's packing routines and GEBP
+// micro-kernel (Eigen/src/Core/products/GeneralBlockPanelKernel.h) otherwise.
 // Shapes are column-major views of the engine's row-major buffers: a row-major [N, X] buffer is a
 // column-major [X, N] matrix, so C^T = A . B^T computes a row-major C = B . A^T with N as the column count.
 #pragma once
@@ -16,6 +17,7 @@
 #include <Eigen/Core>
 
 #include "rnnext/common.h"
+#include "rnnext/kernel_avx2.h"
 #include "rnnext/kernel_avx512.h"
 
 namespace rnnext {
@@ -31,27 +33,43 @@ using ResultMapper = ei::blas_data_mapper<Scalar, Index, Eigen::ColMajor>;
 template <typename Scalar>
 using AlignedVector = std::vector<Scalar, Eigen::aligned_allocator<Scalar>>;
 
-// Whether the products of this scalar type run on rnnext's own AVX-512 micro-kernel (kernel_avx512.h).
+// The micro-kernel of each scalar type, the one place where the instruction set picks it: rnnext's own (a struct
+// of constants and static functions with the interface of avx2::FloatKernel) where the build targets one that has
+// it, Eigen's GEBP otherwise. A build that compiles kernels per instruction set and picks one at run time would
+// replace this selection, not the code that uses it.
 template <typename Scalar>
-#ifdef RNNEXT_AVX512_KERNEL
-constexpr bool own_kernel = std::is_same_v<Scalar, float>;
-#else
-constexpr bool own_kernel = false;
+struct OwnKernel {
+  static constexpr bool available = false;
+  static constexpr const char* name = "Eigen GEBP";
+};
+#if defined(RNNEXT_AVX512_KERNEL)
+template <>
+struct OwnKernel<float> : avx512::FloatKernel {
+  static constexpr bool available = true;
+};
+#elif defined(RNNEXT_AVX2_KERNEL)
+template <>
+struct OwnKernel<float> : avx2::FloatKernel {
+  static constexpr bool available = true;
+};
 #endif
+
+// Whether the products of this scalar type run on rnnext's own micro-kernel.
+template <typename Scalar>
+constexpr bool own_kernel = OwnKernel<Scalar>::available;
 
 // Packed row and column counts: whole panels of the kernel in use.
 template <typename Scalar>
 Index padded_rows(Index rows) {
-#ifdef RNNEXT_AVX512_KERNEL
-  if constexpr (own_kernel<Scalar>) return (rows + avx512::kMr - 1) / avx512::kMr * avx512::kMr;
-#endif
+  if constexpr (own_kernel<Scalar>) {
+    constexpr Index mr = OwnKernel<Scalar>::kMr;
+    return (rows + mr - 1) / mr * mr;
+  }
   return rows;
 }
 template <typename Scalar>
 constexpr Index panel_columns() {
-#ifdef RNNEXT_AVX512_KERNEL
-  if constexpr (own_kernel<Scalar>) return avx512::kNr;
-#endif
+  if constexpr (own_kernel<Scalar>) return OwnKernel<Scalar>::kNr;
   return Traits<Scalar>::nr;
 }
 
@@ -64,7 +82,7 @@ Index aligned_size(Index n) {
 }  // namespace gemm_detail
 
 // Row ranges that split one packed A among threads start at multiples of this: a multiple of the panel height
-// of every kernel (rnnext's 32, Eigen's 3 packets: 6 to 48), so each range is a whole run of panels.
+// of every kernel (rnnext's 16 and 32, Eigen's 3 packets: 6 to 48), so each range is a whole run of panels.
 constexpr Index kRowSplit = 192;
 
 // The depth chunking shared by one product's packed operands (Eigen's own choice for these sizes).
@@ -77,13 +95,12 @@ struct GemmDepth {
 
 template <typename Scalar>
 GemmDepth gemm_depth(Index depth, Index rows, Index cols) {
-#ifdef RNNEXT_AVX512_KERNEL
   if constexpr (gemm_detail::own_kernel<Scalar>) {
-    // Chunks of at most kMaxDepth, as even as possible: a 12-column panel of B then stays in L1.
-    const Index chunks = std::max<Index>(1, (depth + avx512::kMaxDepth - 1) / avx512::kMaxDepth);
+    // Chunks of at most kMaxDepth, as even as possible: a panel of B then stays in L1.
+    constexpr Index max_depth = gemm_detail::OwnKernel<Scalar>::kMaxDepth;
+    const Index chunks = std::max<Index>(1, (depth + max_depth - 1) / max_depth);
     return {depth, std::max<Index>((depth + chunks - 1) / chunks, 1)};
   }
-#endif
   Index kc = depth, mc = rows, nc = cols;
   Eigen::internal::computeProductBlockingSizes<Scalar, Scalar>(kc, mc, nc, Index(1));
   return {depth, std::max<Index>(kc, 1)};
@@ -124,16 +141,14 @@ class PackedLhs {
     for (Index c = 0; c < depth_.chunks(); ++c) {
       Scalar* out = data_.data() + c * chunk_stride_ + first * depth_.size(c);
       const Index k0 = depth_.begin(c);
-#ifdef RNNEXT_AVX512_KERNEL
       if constexpr (own_kernel<Scalar>) {
         if constexpr (Order == Eigen::ColMajor) {
-          avx512::pack_a_columns(out, last - first, depth_.size(c), a + first + k0 * stride, stride);
+          OwnKernel<Scalar>::pack_a_columns(out, last - first, depth_.size(c), a + first + k0 * stride, stride);
         } else {
-          avx512::pack_a_rows(out, last - first, depth_.size(c), a + first * stride + k0, stride);
+          OwnKernel<Scalar>::pack_a_rows(out, last - first, depth_.size(c), a + first * stride + k0, stride);
         }
         continue;
       }
-#endif
       ei::gemm_pack_lhs<Scalar, Index, ConstMapper<Scalar, Order>, Traits<Scalar>::mr, Traits<Scalar>::LhsProgress,
                         typename Traits<Scalar>::LhsPacket4Packing, Order>
           pack_lhs;
@@ -185,13 +200,12 @@ class PackedRhs {
     ConstMapper<Scalar, Order> source(b, stride);
     for (Index c = 0; c < depth_.chunks(); ++c) {
       Scalar* out = data_.data() + c * chunk_stride_;
-#ifdef RNNEXT_AVX512_KERNEL
       if constexpr (own_kernel<Scalar>) {
         const Index k0 = depth_.begin(c);
-        avx512::pack_b(out, first, last, depth_.size(c), [&](Index k, Index j) { return source(k0 + k, j); });
+        OwnKernel<Scalar>::pack_b(out, first, last, depth_.size(c),
+                                  [&](Index k, Index j) { return source(k0 + k, j); });
         continue;
       }
-#endif
       ei::gemm_pack_rhs<Scalar, Index, ConstMapper<Scalar, Order>, nr, Order> pack_rhs;
       pack_rhs(out + first * depth_.size(c), source.getSubMapper(depth_.begin(c), first), depth_.size(c), last - first);
     }
@@ -236,15 +250,13 @@ class PackedRhs {
           Eigen::Map<const ColumnMajor>(a.plain(), a.rows(), depth_.depth) * Eigen::Map<const Vector>(data_.data(), depth_.depth);
       return;
     }
-#ifdef RNNEXT_AVX512_KERNEL
     if constexpr (own_kernel<Scalar>) {
       for (Index k = 0; k < depth_.chunks(); ++k)
-        avx512::multiply_add(c + first_row, stride, a.chunk(k) + first_row * depth_.size(k),
-                             data_.data() + k * chunk_stride_, rows, cols_, depth_.size(k), set && k == 0,
-                             row_init ? row_init + first_row : nullptr);
+        OwnKernel<Scalar>::multiply_add(c + first_row, stride, a.chunk(k) + first_row * depth_.size(k),
+                                        data_.data() + k * chunk_stride_, rows, cols_, depth_.size(k), set && k == 0,
+                                        row_init ? row_init + first_row : nullptr);
       return;
     }
-#endif
     ei::gebp_kernel<Scalar, Scalar, Index, ResultMapper<Scalar>, Traits<Scalar>::mr, Traits<Scalar>::nr, false, false>
         gebp;
     ResultMapper<Scalar> result(c + first_row, stride);
