@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import rnnext
-from rnnext import _core, reference
+from rnnext import reference
 
 from conftest import (
     BAD_SHAPE,
@@ -440,24 +440,6 @@ def test_set_num_threads(restore_threads):
         with pytest.raises(ValueError, match=f"^set_num_threads: n is {n}, expected 1 <= n <= "):
             rnnext.set_num_threads(n)
     assert rnnext.get_num_threads() == 1, "a rejected set_num_threads changed the thread count"
-
-
-@requires_openmp
-def test_a_busy_machine_runs_on_one_thread_with_the_same_bits(restore_threads):
-    """When the engine finds the machine busy (common.h, contention) it runs on one thread for a while: the set
-    count stays what it was, build_info says so, and results are what any thread count gives."""
-    case, shape = "lstm-peephole", THREAD_SHAPES[1]
-    params, options = make_problem(case, shape, np.float32)
-    fkw = forward_kwargs(case, params, options, mixed_lengths(shape[0], shape[1]))
-    expected = forward_results(*run_with_threads(2, run_forward, rnnext, case, fkw))
-    rnnext.set_num_threads(2)
-    try:
-        _core._report_busy_machine()
-        assert rnnext.build_info()["busy_machine"] and rnnext.get_num_threads() == 2
-        assert_same_bits(forward_results(*run_forward(rnnext, case, fkw)), expected, f"{case} on a busy machine")
-    finally:
-        _core._clear_busy_machine()
-    assert not rnnext.build_info()["busy_machine"]
 
 
 # Identical calls must give identical bits whatever addresses NumPy gives the engine's buffers: Eigen handles an

@@ -20,8 +20,7 @@ void bind_info(py::module_& m) {
 #else
         info["openmp"] = false;
 #endif
-        info["num_threads"] = set_thread_count();
-        info["busy_machine"] = contention::active();  // one thread for now: see common.h, contention
+        info["num_threads"] = max_threads();
         info["simd"] = std::string(Eigen::SimdInstructionSetsInUse());
         // The targeted instruction sets that choose the micro-kernel (Eigen's string says "AVX" for AVX2 + FMA).
         py::list target_isa;
@@ -50,9 +49,8 @@ void bind_info(py::module_& m) {
 #endif
         return info;
       },
-      "Facts about this build: Eigen version, OpenMP and its thread count, whether the engine runs on one thread "
-      "for now because it found the machine busy, SIMD sets, the targeted AVX2 / FMA / AVX-512 sets, GEMM "
-      "micro-kernel per dtype, CUDA, compiler.");
+      "Facts about this build: Eigen version, OpenMP and its thread count, SIMD sets, the targeted AVX2 / FMA / "
+      "AVX-512 sets, GEMM micro-kernel per dtype, CUDA, compiler.");
   m.def(
       "set_num_threads",
       [](py::handle n_obj) {
@@ -74,12 +72,7 @@ void bind_info(py::module_& m) {
       "Use n threads for every engine call in this process, from any Python thread (1 <= n <= "
       "max_num_threads()).");
   m.def("max_num_threads", &thread_limit, "The most threads set_num_threads accepts: 4 per processor.");
-  m.def("get_num_threads", &set_thread_count,
-        "Threads engine calls use (the same for every Python thread); while the engine finds the machine busy "
-        "(build_info()['busy_machine']) it uses one.");
-  // For tests: what the engine does when it finds the machine busy, without making it busy.
-  m.def("_report_busy_machine", &contention::report);
-  m.def("_clear_busy_machine", &contention::clear);
+  m.def("get_num_threads", &max_threads, "Threads used by engine calls (the same for every Python thread).");
 }
 
 }  // namespace rnnext::bindings

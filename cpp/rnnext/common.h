@@ -20,7 +20,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -61,49 +60,12 @@ inline std::atomic<int>& thread_setting() {
 }
 #endif
 
-// A busy machine. The engine's threads meet at a barrier every time step, so when the processors are shared with
-// other work and one thread of a team is descheduled, every other thread of the team waits a whole time slice
-// (milliseconds) for it, at every step: two threads then run several times slower than one. The engine watches for
-// that (a team thread that starts a parallel region late, a step barrier that waits much longer than the work
-// before it; see time_loop.h) and then runs on one thread for a while before it tries the set count again.
-// Results never depend on the thread count, so this changes speed only.
-namespace contention {
-using Clock = std::chrono::steady_clock;
-constexpr auto kLate = std::chrono::milliseconds(1);       // a wait this long is a time slice, not an imbalance
-constexpr auto kBackOff = std::chrono::seconds(2);  // how long one thread is used before trying again
-
-inline std::atomic<Clock::rep>& single_thread_until() {
-  static std::atomic<Clock::rep> until{Clock::time_point::min().time_since_epoch().count()};
-  return until;
-}
-inline void report() { single_thread_until().store((Clock::now() + kBackOff).time_since_epoch().count()); }
-inline bool active() { return Clock::now().time_since_epoch().count() < single_thread_until().load(); }
-inline void clear() { single_thread_until().store(Clock::time_point::min().time_since_epoch().count()); }
-
-// Called by every thread of a team as its parallel region starts: a thread that starts a time slice after the
-// region began was not given a processor.
-inline void check_start(Clock::time_point region_start) {
-#ifdef _OPENMP
-  if (omp_get_thread_num() != 0 && Clock::now() - region_start > kLate) report();
-#else
-  (void)region_start;
-#endif
-}
-}  // namespace contention
-
-// The thread count set for the engine (set_threads).
-inline int set_thread_count() {
+inline int max_threads() {
 #ifdef _OPENMP
   return thread_setting().load(std::memory_order_relaxed);
 #else
   return 1;
 #endif
-}
-
-// The thread count parallel regions use: the set count, or one while the machine is found busy.
-inline int max_threads() {
-  const int threads = set_thread_count();
-  return threads > 1 && contention::active() ? 1 : threads;
 }
 
 // The most threads set_threads accepts. The threads meet at a barrier every time step, so more threads than
@@ -268,13 +230,8 @@ constexpr double kParallelWork = 2.0e6;
 
 template <typename Body>
 void parallel_chunks(Index chunks, double work, Body body) {
-  const auto region_start = contention::Clock::now();
-#pragma omp parallel num_threads(max_threads()) if (chunks > 1 && work > kParallelWork)
-  {
-    contention::check_start(region_start);
-#pragma omp for schedule(dynamic)
-    for (Index chunk = 0; chunk < chunks; ++chunk) body(chunk);
-  }
+#pragma omp parallel for schedule(dynamic) num_threads(max_threads()) if (chunks > 1 && work > kParallelWork)
+  for (Index chunk = 0; chunk < chunks; ++chunk) body(chunk);
 }
 
 inline Index chunk_count(Index size, Index chunk) { return (size + chunk - 1) / chunk; }

@@ -396,10 +396,8 @@ void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in
   const GemmDepth depth = row_product_depth<Scalar>(k, n, rows);
   PackedLhs<Scalar> weight_t;
   weight_t.allocate(n, depth);
-  const auto region_start = contention::Clock::now();
 #pragma omp parallel num_threads(max_threads()) if (worth_threads(rows, k, n))
   {
-    contention::check_start(region_start);
     pack_weight_splits(weight_t, weight, weight_stride, n, transpose_weight);
     multiply_row_chunks(out, out_stride, in, in_stride, rows, n, weight_t, depth, bias, accumulate);
   }
@@ -419,12 +417,8 @@ class PackedWeight {
   // out [rows, n] = in [rows, k] . weight + bias [n], for the `rows` given at construction.
   void multiply_set(Scalar* out, Index out_stride, const Scalar* in, Index in_stride, const Scalar* bias) const {
     if (rows_ == 0 || n_ == 0) return;
-    const auto region_start = contention::Clock::now();
 #pragma omp parallel num_threads(max_threads()) if (gemm_detail::worth_threads(rows_, k_, n_))
-    {
-      contention::check_start(region_start);
-      gemm_detail::multiply_row_chunks(out, out_stride, in, in_stride, rows_, n_, weight_t_, depth_, bias, false);
-    }
+    gemm_detail::multiply_row_chunks(out, out_stride, in, in_stride, rows_, n_, weight_t_, depth_, bias, false);
   }
 
  private:
@@ -449,10 +443,8 @@ void transposed_times(Scalar* out, Index out_stride, const Scalar* a, Index a_st
   // One column chunk leaves nothing to share but the packing, not worth a barrier per depth chunk.
   const bool parallel = chunks > 1 && 2.0 * double(rows) * double(m) * double(n) > kParallelWork;
   PackedRhs<Scalar> a_chunk(GemmDepth{depth.chunk, depth.chunk}, m, false);
-  const auto region_start = contention::Clock::now();
 #pragma omp parallel num_threads(max_threads()) if (parallel)
   {
-    contention::check_start(region_start);
     PackedLhs<Scalar> b_slice;
     for (Index c = 0; c < depth.chunks(); ++c) {
       const GemmDepth block{depth.size(c), depth.size(c)};

@@ -8,115 +8,19 @@
 //   2. omp for schedule(static) over the unit blocks: the block's products, products(t, b, block), then, if
 //      Stage::rows, for every batch row n, with the block's width as a type (with_block_width):
 //      row(t, n, block.begin, width) where step t is valid, masked_row(t, n, block.begin, width) where it is not;
-//   3. a barrier closing the omp for, except after the last stage of a step when the first stage of a step packs
+//   3. the barrier closing the omp for, except after the last stage of a step when the first stage of a step packs
 //      nothing (every backward pass): that stage then runs on the same blocks per thread (a static schedule of the
 //      same count), and its own closing barrier comes before anyone repacks an operand the last stage still reads.
-//      The barriers are StepBarrier's (below), not OpenMP's.
 //      So a stage that does not pack may read only its own blocks' columns of what the stage before it wrote.
 // Block shapes never depend on the thread count (common.h), so neither do results.
 #pragma once
 
-#include <atomic>
-#include <climits>
-#include <cstdint>
 #include <optional>
-#include <thread>
-
-#if defined(__linux__)
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 #include "rnnext/common.h"
 #include "rnnext/gemm.h"
 
 namespace rnnext {
-
-// The barrier between the stages of a time step. OpenMP's barrier (libgomp) spins for about 300,000 iterations
-// before it sleeps, which on an idle machine is what a barrier per step wants; but when another process holds
-// one of the cores, a thread of the loop is often descheduled for a whole time slice, and its partner spins on
-// at every step instead of handing its core over. This one spins for about as long as the threads of a step
-// normally drift apart (tens of microseconds), then sleeps in the kernel (a futex on Linux, a yield loop
-// elsewhere): the freed core lets the scheduler run the late thread at once. A wait of a time slice that is much
-// longer than the work before it tells the engine the machine is busy (common.h, contention).
-class StepBarrier {
- public:
-  using Clock = contention::Clock;
-
-  // Called by every thread of the team as the region starts, before its first wait.
-  void start(int threads, Clock::time_point region_start) {
-#pragma omp single
-    threads_ = threads;  // the team OpenMP gave (one thread inside another parallel region)
-    contention::check_start(region_start);
-    work_start() = Clock::now();
-  }
-
-  void wait() {
-    if (threads_ <= 1) return;
-    const uint32_t generation = generation_.load();
-    const Clock::time_point arrived = Clock::now();
-    if (arrived_.fetch_add(1) + 1 == threads_) {  // the last to arrive opens the next generation
-      arrived_.store(0);
-      generation_.store(generation + 1);
-      if (sleepers_.load() > 0) wake_all();
-      work_start() = arrived;
-      return;
-    }
-    for (int spin = 0; spin < kSpins; ++spin) {
-      if (generation_.load(std::memory_order_acquire) != generation) {
-        work_start() = Clock::now();
-        return;
-      }
-      pause();
-    }
-    sleepers_.fetch_add(1);
-    while (generation_.load() == generation) sleep_while(generation);
-    sleepers_.fetch_sub(1);
-    const Clock::time_point released = Clock::now();
-    if (released - arrived > contention::kLate && released - arrived > 2 * (arrived - work_start()))
-      contention::report();
-    work_start() = released;
-  }
-
- private:
-  static constexpr int kSpins = 4000;  // a pause is ~10-40 ns: some 40-160 us of spinning
-
-  // When the calling thread last left a barrier (or started): the work it did since.
-  static Clock::time_point& work_start() {
-    static thread_local Clock::time_point start;
-    return start;
-  }
-
-  static void pause() {
-#if defined(__x86_64__) || defined(__i386__)
-    _mm_pause();
-#endif
-  }
-  void sleep_while(uint32_t generation) {
-#if defined(__linux__)
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&generation_), FUTEX_WAIT_PRIVATE, generation, nullptr, nullptr, 0);
-#else
-    (void)generation;
-    std::this_thread::yield();
-#endif
-  }
-  void wake_all() {
-#if defined(__linux__)
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&generation_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
-#endif
-  }
-
-  // Sequentially consistent by default: the last arriver's store of the generation and load of sleepers, and a
-  // sleeper's increment of sleepers and load of the generation, must not pass each other (no lost wake-up).
-  std::atomic<uint32_t> generation_{0};
-  std::atomic<int> arrived_{0}, sleepers_{0};
-  int threads_ = 1;
-};
-static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "the futex is the atomic's own word");
 
 // What a stage packs before its products: `source` [N, stride] (row-major) into the shared `packed`.
 template <typename Scalar>
@@ -164,35 +68,34 @@ class TimeLoop {
  private:
   template <typename First, typename... Rest>
   void run(Index first_t, Index end_t, Index dt, First& first, Rest&... rest) const {
-    // Chosen at each run, not once: a loop run many times (stepper.h) follows the machine's load.
+    // Chosen at each run, not once: a loop run many times (stepper.h) follows set_num_threads.
     const int threads = loop_threads(N_, H_, G_, Index(blocks_.size()));
-    StepBarrier barrier;
-    const auto region_start = StepBarrier::Clock::now();
 #pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-      barrier.start(thread_count(), region_start);
-      for (Index t = first_t; t != end_t; t += dt) step<First::packs>(barrier, t, first, rest...);
-    }
+    for (Index t = first_t; t != end_t; t += dt) step<First::packs>(t, first, rest...);
   }
 
   // The stages of step t in order; the last ends in a barrier only when LastWaits.
   template <bool LastWaits, typename Stage, typename... Rest>
-  void step(StepBarrier& barrier, Index t, Stage& stage, Rest&... rest) const {
-    run_stage<(LastWaits || sizeof...(Rest) > 0)>(barrier, t, stage);
-    if constexpr (sizeof...(Rest) > 0) step<LastWaits>(barrier, t, rest...);
+  void step(Index t, Stage& stage, Rest&... rest) const {
+    run_stage<(LastWaits || sizeof...(Rest) > 0)>(t, stage);
+    if constexpr (sizeof...(Rest) > 0) step<LastWaits>(t, rest...);
   }
 
   template <bool Wait, typename Stage>
-  void run_stage(StepBarrier& barrier, Index t, Stage& stage) const {
+  void run_stage(Index t, Stage& stage) const {
     if constexpr (Stage::packs) {
       const auto operand = stage.operand(t);
       operand.packed->pack_share(operand.source, operand.stride, thread_id(), thread_count());
-      barrier.wait();
+#pragma omp barrier
     }
     const Index count = Index(blocks_.size());
+    if constexpr (Wait) {
+#pragma omp for schedule(static)
+      for (Index b = 0; b < count; ++b) run_block(t, b, stage);
+    } else {
 #pragma omp for schedule(static) nowait
-    for (Index b = 0; b < count; ++b) run_block(t, b, stage);
-    if constexpr (Wait) barrier.wait();
+      for (Index b = 0; b < count; ++b) run_block(t, b, stage);
+    }
   }
 
   template <typename Stage>

@@ -13,7 +13,6 @@ class BuildInfo(TypedDict):
     eigen_version: str
     openmp: bool
     num_threads: int
-    busy_machine: bool
     simd: str
     target_isa: list[str]           # of "avx2", "fma", "avx512f": the sets that choose the GEMM micro-kernel
     gemm_kernel: dict[str, str]
