@@ -90,6 +90,27 @@ def test_shard_rows_cut_like_array_split():
             assert [list(range(rows))[s] for s in slices] == [list(part) for part in expected], (rows, size)
 
 
+@pytest.mark.parametrize("batch_axis", [0, 1])
+def test_batch_shards_draw_the_combined_batch_masks(batch_axis):
+    from rnnext.layer_base import batch_shard, dropout_mask
+    shape = [4, 5, 3]
+    shape[batch_axis] = 7
+    whole = dropout_mask(np.random.default_rng(5), tuple(shape), 0.4, np.float64, batch_axis=batch_axis)
+    parts, generators = [], []
+    for rank in range(3):
+        rows = distributed.shard_rows(7, rank, 3)
+        local = list(shape)
+        local[batch_axis] = rows.stop - rows.start
+        rng = np.random.default_rng(5)
+        with batch_shard(rows.start, 7):
+            parts.append(dropout_mask(rng, tuple(local), 0.4, np.float64, batch_axis=batch_axis))
+        generators.append(rng.bit_generator.state)
+    assert_same_bits({"mask": np.concatenate(parts, axis=batch_axis)}, {"mask": whole}, "three shards vs one batch")
+    assert generators[0] == generators[1] == generators[2]
+    with pytest.raises(RuntimeError, match="rows 6..7 of a combined batch of 7"), batch_shard(6, 7):
+        dropout_mask(np.random.default_rng(5), (2, 3), 0.4, np.float64)
+
+
 def test_with_count_names_the_argument():
     with pytest.raises(ValueError, match="with_count: count is 'tokens', expected one of"):
         distributed.with_count(lambda output, y: (0.0, output), "tokens")
@@ -181,6 +202,20 @@ def test_a_summed_loss_adds_the_shards_gradients_unscaled(tmp_path):
     two, _ = run_worker(tmp_path, "two", "--scenario", "lengths", "--reduction", "sum", "--distributed",
                         "deterministic", ranks=2)
     assert_rounding_close(two, one, "summed loss: 2 ranks vs 1 process")
+
+
+@requires_mpi
+@pytest.mark.parametrize("mode", distributed.MODES)
+def test_dropout_under_two_ranks_draws_the_masks_of_one_process(tmp_path, mode):
+    # Dropout on the inputs and between two LSTM layers: each rank draws the combined batch's masks and keeps its
+    # rows, and rank 1 still draws in the last step, where it has no rows, so the runs agree to rounding. Masks
+    # drawn per rank would differ in about half of their entries (rate 0.5) and move the weights by ~1e-2.
+    options = ("--scenario", "lengths", "--dropout", "0.5")
+    one, _ = run_worker(tmp_path, "one", *options)
+    two, _ = run_worker(tmp_path, "two", *options, "--distributed", mode, ranks=2)
+    tolerance = ROUNDING if mode == "deterministic" else 1e-6
+    assert_close(weights(two), weights(one), tolerance, f"{mode}: 2 ranks with dropout vs 1 process", absolute=True)
+    assert_same_bits(rank_weights(tmp_path, "two", 1), weights(two), "rank 1 vs rank 0")
 
 
 @requires_mpi

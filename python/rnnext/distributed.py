@@ -17,8 +17,10 @@ import zlib
 
 import numpy as np
 
+from .layer_base import batch_shard, inference_mode
 from .metrics import Averages
-from .step import NonFiniteError, apply_update, backward_step, epoch_batches, loss_kwargs, unpack_batch, zero_grad
+from .step import (NonFiniteError, apply_update, backward_step, epoch_batches, forward, loss_kwargs, unpack_batch,
+                   zero_grad)
 from .validation import check_choice
 
 __all__ = ["DataParallel", "RankError", "LocalShards", "from_environment", "from_option", "add_argument",
@@ -198,6 +200,7 @@ class DataParallel:
         batch's loss and metrics, or None when every rank's batches have run out."""
         status = np.zeros(_WEIGHT + 1 + len(metrics))
         summed = False
+        offset, total = self._shard_of(batch)
         try:
             if isinstance(batch, _Failure):
                 raise batch.error
@@ -209,9 +212,11 @@ class DataParallel:
                 summed = count is None
                 loss, output = 0.0, None
                 if y.shape[0] == 0:  # a batch with fewer rows than ranks: this one adds nothing
+                    _draw_masks_without_rows(model, x, lengths, total)
                     zero_grad(model, optimizer)
                 else:
-                    loss, output = backward_step(model, loss_fn, optimizer, x, y, lengths, loss_lengths)
+                    with batch_shard(offset, total):
+                        loss, output = backward_step(model, loss_fn, optimizer, x, y, lengths, loss_lengths)
                 status[_COUNT] = 1.0 if summed else count
                 status[_LOSS] = loss * status[_COUNT]
                 status[_WEIGHT] = weight if output is not None else 0.0
@@ -241,6 +246,14 @@ class DataParallel:
         for index, name in enumerate(metrics):
             values[name] = float(total[_WEIGHT + 1 + index] / weight) if weight else 0.0
         return values, weight
+
+    def _shard_of(self, batch) -> tuple:
+        """(offset, total): where this rank's rows start in the combined batch of this step, and its row count.
+        Every rank takes part (one that has ended or failed with no rows), so dropout masks can be drawn for the
+        combined batch (layer_base.batch_shard)."""
+        rows = batch[1].shape[0] if isinstance(batch, tuple) else 0
+        counts = self.comm.allgather(rows)
+        return sum(counts[:self.rank]), sum(counts)
 
     def reduce_gradients(self, params, scale: float) -> None:
         """Replace each trainable gradient by the sum over ranks of `scale` times it, in one flat buffer per
@@ -370,6 +383,21 @@ class DataParallel:
     def guard(self):
         """Context manager: an exception that leaves it on some rank but not on all ends the job."""
         return _AllOrAbort(self)
+
+
+def _draw_masks_without_rows(model, x, lengths, total: int) -> None:
+    """A rank without rows in a step still draws the step's dropout masks, as the first row of the combined batch,
+    so its layers' generators stay in step with the other ranks': a forward on one row of zeros, kept nowhere."""
+    if total == 0:
+        return
+    if any(getattr(layer, "stateful", False) for layer in getattr(model, "layers", [model])):
+        raise ValueError("fit: a stateful model under MPI needs at least one row per rank in every batch "
+                         f"(a batch of {total} rows cannot be split over every rank)")
+    x = np.asarray(x)
+    one_row = np.zeros((1,) + x.shape[1:], dtype=x.dtype)
+    one_length = None if lengths is None else np.ones(1, dtype=np.asarray(lengths).dtype)
+    with batch_shard(0, total), inference_mode():
+        forward(model, one_row, one_length)
 
 
 def _explicit_weight(batch) -> bool:

@@ -102,10 +102,44 @@ def orthogonal(rng, shape, dtype):
     return np.ascontiguousarray(q).astype(dtype)
 
 
-def dropout_mask(rng, shape, rate, dtype):
+# The rows of a combined batch that this process holds (data-parallel training, rnnext.distributed): per thread,
+# None outside `batch_shard`.
+_shard = threading.local()
+
+
+@contextlib.contextmanager
+def batch_shard(offset: int, total: int):
+    """Within this block the batches the layers see are rows `offset, offset + 1, ...` of a combined batch of
+    `total` rows, so random masks over the batch are drawn for the combined batch and cut to these rows: K
+    processes that each hold a shard draw exactly the masks one process draws for the whole batch, and their
+    generators stay in step. rnnext.distributed enters it around every local step."""
+    previous = getattr(_shard, "rows", None)
+    _shard.rows = (int(offset), int(total))
+    try:
+        yield
+    finally:
+        _shard.rows = previous
+
+
+def batch_uniforms(rng, shape, batch_axis: int = 0) -> np.ndarray:
+    """Uniform [0, 1) draws of `shape` whose axis `batch_axis` runs over the batch's rows: `rng.random(shape)`,
+    or inside `batch_shard` this shard's rows of the combined batch's draws."""
+    shard = getattr(_shard, "rows", None)
+    if shard is None:
+        return rng.random(shape)
+    offset, total = shard
+    rows = shape[batch_axis]
+    if offset + rows > total:
+        raise RuntimeError(f"batch_shard: rows {offset}..{offset + rows - 1} of a combined batch of {total} rows")
+    combined = list(shape)
+    combined[batch_axis] = total
+    return np.take(rng.random(combined), np.arange(offset, offset + rows), axis=batch_axis)
+
+
+def dropout_mask(rng, shape, rate, dtype, batch_axis: int = 0):
     """Inverted-dropout mask (Dropout and the recurrent layers' inter-layer dropout): 0 with probability `rate`,
-    else 1 / (1 - rate)."""
-    keep = rng.random(shape) >= rate
+    else 1 / (1 - rate). Axis `batch_axis` runs over the batch (see batch_uniforms)."""
+    keep = batch_uniforms(rng, shape, batch_axis) >= rate
     return keep.astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - rate))
 
 

@@ -423,7 +423,7 @@ class Recurrent(Layer):
             if k < L - 1:
                 mask = None
                 if self.training and self.dropout > 0:
-                    mask = dropout_mask(self.rng, out.shape, self.dropout, self.dtype)
+                    mask = dropout_mask(self.rng, out.shape, self.dropout, self.dtype, batch_axis=1)  # time-major
                     out = out * mask
                 masks.append(mask)
             layer_input = out

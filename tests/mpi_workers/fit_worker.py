@@ -2,7 +2,7 @@
 process emulating K ranks) and writes the final weights from rank 0 to --out (.npz).
 
 Scenarios: "lengths" (an LSTM over padded sequences with lengths, per-token loss, batches of 7, 5 and 1 rows, so
-the ranks' shards hold different numbers of tokens and the last one leaves rank 1 empty), "tbptt" (a stateful
+the ranks' shards hold different numbers of tokens and the last one leaves rank 1 empty; --dropout adds dropout), "tbptt" (a stateful
 LSTM language model trained by char_lm.train_lm, whose streams each rank owns a slice of) and "windows" (the
 same model through rnnext.tbptt's two functions).
 """
@@ -21,9 +21,16 @@ from rnnext.step import apply_update, backward_step, unpack_batch
 CLASSES, FEATURES, STEPS, VOCAB = 5, 3, 6, 7
 
 
-def lengths_model():
-    model = Sequential([layers.LSTM(6, return_sequences=True, dtype=np.float64, seed=1),
-                        layers.Dense(CLASSES, dtype=np.float64, seed=2)])
+def lengths_model(dropout=0.0):
+    """With dropout: a Dropout on the inputs and two LSTM layers with dropout between them, whose masks under
+    MPI must be the ones one process draws for the combined batch."""
+    stack = [layers.LSTM(6, return_sequences=True, dtype=np.float64, seed=1),
+             layers.Dense(CLASSES, dtype=np.float64, seed=2)]
+    if dropout:
+        stack = [layers.Dropout(dropout, seed=3),
+                 layers.LSTM(6, num_layers=2, dropout=dropout, return_sequences=True, dtype=np.float64, seed=1),
+                 stack[1]]
+    model = Sequential(stack)
     model.build((None, FEATURES))
     return model
 
@@ -121,7 +128,7 @@ class SourceFailingOnRank:
 def run(args, parallel):
     rank = parallel.rank if parallel is not None else 0
     if args.scenario == "lengths":
-        model = lengths_model()
+        model = lengths_model(args.dropout)
         if args.emulate:
             emulate(args, model)
             return model, None
@@ -171,6 +178,7 @@ def main():
     p.add_argument("--emulate", type=int, default=0, help="one process emulating K deterministic ranks")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--loss-scale", choices=("mean", "batch"), default="mean", help="tbptt: char-lm's or word-lm's")
+    p.add_argument("--dropout", type=float, default=0.0, help="lengths: dropout on the inputs and between layers")
     p.add_argument("--reduction", choices=("mean", "sum"), default="mean", help="lengths: the loss's reduction")
     p.add_argument("--checkpoint")
     p.add_argument("--resume")
