@@ -26,12 +26,22 @@ def test_each_count_is_tried_three_times_first_in_turn():
     assert chooser.tries(1) == chooser.tries(2) == 3
 
 
+@pytest.mark.parametrize("slow", [1, 2])
+def test_a_count_clearly_slower_after_one_try_ends_the_warm_up(slow):
+    # a busy machine (two threads 20x slower) or a very fast one: one try of each decides
+    times = {1: 1.0, 2: 1.0}
+    times[slow] = 20.0
+    chooser = _core.ThreadChooser(2)
+    fast = 3 - slow
+    assert run_calls(chooser, 10, times) == [2, 1] + [fast] * 8
+
+
 @pytest.mark.parametrize("ratio, interval", [(10.0, 450), (1.5, 25), (1.2, 10)])
 def test_the_slower_count_is_explored_as_rarely_as_costs_two_percent(ratio, interval):
     # one thread faster by `ratio`: after the warm-up the chooser runs one thread, and two only every
     # ceil((ratio - 1) / 0.02) calls, which adds (ratio - 1) / interval <= 2% to the running time
     chooser = _core.ThreadChooser(2)
-    run_calls(chooser, 6, {1: 1.0, 2: ratio})
+    run_calls(chooser, 2 if ratio > 2 else 6, {1: 1.0, 2: ratio})  # the warm-up (one try each when clear)
     chosen = run_calls(chooser, 3 * interval, {1: 1.0, 2: ratio})
     explored = [call for call, threads in enumerate(chosen, 1) if threads == 2]
     assert explored == [interval, 2 * interval, 3 * interval]
@@ -40,7 +50,7 @@ def test_the_slower_count_is_explored_as_rarely_as_costs_two_percent(ratio, inte
 
 def test_a_very_slow_count_is_still_explored_every_4096_calls():
     chooser = _core.ThreadChooser(4)
-    run_calls(chooser, 6, {1: 1.0, 4: 1000.0})
+    run_calls(chooser, 2, {1: 1.0, 4: 1000.0})
     chosen = run_calls(chooser, 4096, {1: 1.0, 4: 1000.0})
     assert chosen.count(4) == 1 and chosen[-1] == 4
 

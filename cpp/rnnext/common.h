@@ -28,6 +28,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "rnnext/thread_tuner.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -237,7 +239,8 @@ constexpr double kParallelWork = 2.0e6;
 
 template <typename Body>
 void parallel_chunks(Index chunks, double work, Body body) {
-#pragma omp parallel for schedule(dynamic) num_threads(max_threads()) if (chunks > 1 && work > kParallelWork)
+  const TimedRun timed(typeid(Body), 0, 0, chunks, chunks > 1 && work > kParallelWork ? max_threads() : 1);
+#pragma omp parallel for schedule(dynamic) num_threads(timed.threads()) if (timed.threads() > 1)
   for (Index chunk = 0; chunk < chunks; ++chunk) body(chunk);
 }
 
@@ -253,7 +256,8 @@ constexpr Index kParallelElements = Index(1) << 16;
 template <typename Body>
 void parallel_elements(Index size, Body body) {
   const Index chunks = chunk_count(size, kElementChunk);
-#pragma omp parallel for schedule(static) num_threads(max_threads()) if (size >= kParallelElements)
+  const TimedRun timed(typeid(Body), 0, 0, size, size >= kParallelElements ? max_threads() : 1);
+#pragma omp parallel for schedule(static) num_threads(timed.threads()) if (timed.threads() > 1)
   for (Index chunk = 0; chunk < chunks; ++chunk)
     body(chunk * kElementChunk, std::min(size, (chunk + 1) * kElementChunk));
 }

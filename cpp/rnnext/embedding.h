@@ -17,11 +17,18 @@
 
 namespace rnnext {
 
+// The two passes' names for their thread choice (thread_tuner.h).
+template <typename Scalar>
+struct EmbeddingGather {};
+template <typename Scalar>
+struct EmbeddingScatter {};
+
 // y[k] = table[ids[k]]. The caller has checked 0 <= ids[k] < V.
 template <typename Scalar>
 void embedding_forward(Scalar* y /* [K, D] */, const Scalar* table /* [V, D] */, const int64_t* ids /* [K] */,
                        Index K, Index D) {
-#pragma omp parallel for schedule(static) num_threads(max_threads()) if (K * D >= kParallelElements)
+  const TimedRun timed(typeid(EmbeddingGather<Scalar>), D, 0, K, K * D >= kParallelElements ? max_threads() : 1);
+#pragma omp parallel for schedule(static) num_threads(timed.threads()) if (timed.threads() > 1)
   for (Index k = 0; k < K; ++k) std::memcpy(y + k * D, table + ids[k] * D, size_t(D) * sizeof(Scalar));
 }
 
@@ -38,7 +45,8 @@ template <typename Scalar>
 void embedding_backward(Scalar* table_grad /* [V, D] */, const Scalar* dy /* [K, D] */, const int64_t* ids /* [K] */,
                         Index K, Index D, int64_t padding_idx) {
   const Index group = rows_per_owner_group<Scalar>(D);
-#pragma omp parallel num_threads(max_threads()) if (K * D >= kParallelElements)
+  const TimedRun timed(typeid(EmbeddingScatter<Scalar>), D, 0, K, K * D >= kParallelElements ? max_threads() : 1);
+#pragma omp parallel num_threads(timed.threads()) if (timed.threads() > 1)
   {
     // Rows are dealt out in groups, round robin: frequent ids (small ones, in most vocabularies) spread over all
     // threads instead of piling onto the owner of the first rows.

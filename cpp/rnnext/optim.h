@@ -233,8 +233,9 @@ inline Index total_size(const std::vector<FloatArray>& arrays) {
 // Runs body(block index, typed pointer to the block's first element, block size) for every block.
 template <typename Body>
 void parallel_blocks(const std::vector<FloatArray>& arrays, const std::vector<ArrayBlock>& blocks, Body body) {
-  const Index count = Index(blocks.size());
-#pragma omp parallel for schedule(static) num_threads(max_threads()) if (total_size(arrays) >= kParallelElements)
+  const Index count = Index(blocks.size()), total = total_size(arrays);
+  const TimedRun timed(typeid(Body), 0, 0, total, total >= kParallelElements ? max_threads() : 1);
+#pragma omp parallel for schedule(static) num_threads(timed.threads()) if (timed.threads() > 1)
   for (Index b = 0; b < count; ++b) {
     const ArrayBlock& block = blocks[size_t(b)];
     const FloatArray& array = arrays[block.array];

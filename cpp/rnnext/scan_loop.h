@@ -26,7 +26,8 @@ class ScanLoop {
   void run(Body&& body) const {
     const Index items = N_ * blocks_;
     const bool parallel = items > 1 && double(T_) * double(N_) * double(H_) >= kParallelScan;
-#pragma omp parallel for schedule(static) num_threads(max_threads()) if (parallel)
+    const TimedRun timed(typeid(Body), N_, H_, T_, parallel ? max_threads() : 1);
+#pragma omp parallel for schedule(static) num_threads(timed.threads()) if (timed.threads() > 1)
     for (Index item = 0; item < items; ++item) {
       const Index n = item / blocks_, j = item % blocks_ * kBatchUnitBlock;
       const Index steps = lengths_ == nullptr ? T_ : Index(lengths_[n]);

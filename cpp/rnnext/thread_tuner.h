@@ -8,12 +8,15 @@
 // cannot be told apart from a hypervisor's steal (tried and reverted in a2f1200). So each loop times itself.
 // Per shape it keeps the mean time per step of one thread and of all threads, and runs the faster. Now and
 // then it runs the slower again, as rarely as keeps that exploration's extra cost near kExploreCost of the
-// running time. The large products before and after the loop (gemm.h) choose the same way: their threads meet
-// at barriers too. The thread count never changes a result (unit blocks and work items are fixed), so the
+// running time. Every other parallel region of the engine (the large products before and after the loop, the
+// elementwise passes, the optimizer updates, the embedding, the scan cells) chooses the same way: a region ends
+// in a barrier too, where one descheduled thread holds up the other. The thread count never changes a result (unit blocks and work items are fixed), so the
 // choice may change from call to call.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <cstddef>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -22,9 +25,9 @@
 #include <tuple>
 #include <typeinfo>
 
-#include "rnnext/common.h"
-
 namespace rnnext {
+
+using TunedIndex = std::ptrdiff_t;  // Eigen::Index (common.h includes this header, so not from there)
 
 // False once set_num_threads has fixed the count: every loop then uses it as given.
 inline std::atomic<bool>& thread_tuning() {
@@ -37,8 +40,10 @@ class ThreadChooser {
  public:
   // Explored calls cost at most about this share of the running time.
   static constexpr double kExploreCost = 0.02;
-  // Each count is tried this often first (calls alternate), so one slow warm-up call decides nothing.
+  // Each count is tried this often first (calls alternate), so one slow warm-up call decides nothing, unless one
+  // count is already kClearlySlower than the other: then a busy machine costs one slow call, not three.
   static constexpr int kWarmUpTries = 3;
+  static constexpr double kClearlySlower = 2.0;
   // Weight of the newest time in each mean.
   static constexpr double kNewWeight = 0.25;
   // The slower count is tried again after at most this many calls, however much slower it was.
@@ -51,9 +56,11 @@ class ThreadChooser {
   // The thread count for the next call.
   int choose() {
     if (many_ == 1) return 1;
-    const int warm_up = std::min(tries_[0], tries_[1]);
-    if (warm_up < kWarmUpTries) return tries_[1] <= tries_[0] ? many_ : 1;
+    if (tries_[1] == 0) return many_;
+    if (tries_[0] == 0) return 1;
     const int best = mean_[0] <= mean_[1] ? 0 : 1, other = 1 - best;
+    const bool clear = mean_[other] > kClearlySlower * mean_[best];
+    if (!clear && std::min(tries_[0], tries_[1]) < kWarmUpTries) return tries_[1] <= tries_[0] ? many_ : 1;
     // Exploring every k calls costs (ratio - 1) / k of the time; k is the smallest that keeps it under kExploreCost.
     const double ratio = mean_[other] / std::max(mean_[best], 1e-12);
     const double interval = std::min(double(kMaxInterval), std::ceil((ratio - 1.0) / kExploreCost));
@@ -90,10 +97,10 @@ class ThreadChooser {
 // (time steps, rows), to the nearest power of two, by which the time is divided.
 class TimedRun {
  public:
-  TimedRun(const std::type_info& site, Index a, Index b, Index scale, int candidates)
-      : threads_(candidates), scale_(std::max<Index>(scale, 1)) {
+  TimedRun(const std::type_info& site, TunedIndex a, TunedIndex b, TunedIndex scale, int candidates)
+      : threads_(candidates), scale_(std::max<TunedIndex>(scale, 1)) {
     if (candidates <= 1 || !thread_tuning().load(std::memory_order_relaxed)) return;
-    const Key key{site.hash_code(), a, b, Index(std::ilogb(double(scale_))), candidates};
+    const Key key{site.hash_code(), a, b, TunedIndex(std::ilogb(double(scale_))), candidates};
     std::lock_guard<std::mutex> lock(mutex());
     chooser_ = &choosers().try_emplace(key, candidates).first->second;
     threads_ = chooser_->choose();
@@ -111,7 +118,7 @@ class TimedRun {
   int threads() const { return threads_; }
 
  private:
-  using Key = std::tuple<size_t, Index, Index, Index, int>;
+  using Key = std::tuple<size_t, TunedIndex, TunedIndex, TunedIndex, int>;
   // Choosers live for the whole process (a few per model shape); std::map keeps their addresses stable.
   static std::map<Key, ThreadChooser>& choosers() {
     static std::map<Key, ThreadChooser> table;
@@ -123,7 +130,7 @@ class TimedRun {
   }
 
   int threads_;
-  Index scale_;
+  TunedIndex scale_;
   ThreadChooser* chooser_ = nullptr;
   std::chrono::steady_clock::time_point started_;
 };
