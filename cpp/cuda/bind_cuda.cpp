@@ -217,7 +217,7 @@ decltype(auto) with_cache_dtype(const DeviceCache& cache, Body&& body) {
   return body(double());
 }
 
-void bind_info(py::module_& m) {
+void bind_cuda_info(py::module_& m) {
   m.def(
       "build_info",
       []() {
@@ -257,7 +257,7 @@ PYBIND11_MODULE(_cuda, m) {
   namespace gpu = rnnext::cuda;
   m.doc() = "rnnext CUDA engine: RNN, LSTM and GRU forward and BPTT on an NVIDIA GPU (cuBLAS + fused pointwise "
             "kernels), the CPU engine's conventions (docs/conventions.md, docs/cuda.md).";
-  bind_info(m);
+  bind_cuda_info(m);
 
   py::class_<DeviceCache>(m, "DeviceCache",
                           "What a forward pass keeps on the device for its backward pass (inputs, weights, states, "

@@ -142,17 +142,15 @@ void forward(Run<Scalar>& run) {
     Scalar *h_next = run.h.data() + (t + 1) * NH, *y_t = run.y.data() + t * NH;
     if constexpr (ResetAfter) {
       gemm<Scalar>(false, false, N, GH, H, 1, h_prev, H, U, GH, 0, rec.data(), GH);
-      gru_forward_step<<<blocks_for(NH), kThreads>>>(gates_t, recurrent_t, h_next, y_t, h_prev, rec.data(),
-                                                     run.bias.data(), run.lengths_or_null(), t, N, H);
-      check_launch("gru_forward_step");
+      launch("gru_forward_step", NH, gru_forward_step<Scalar>,
+             gates_t, recurrent_t, h_next, y_t, h_prev, rec.data(), run.bias.data(), run.lengths_or_null(), t, N, H);
     } else {
       gemm<Scalar>(false, false, N, 2 * H, H, 1, h_prev, H, U, GH, 0, rec.data(), GH);
-      gru_forward_gates<<<blocks_for(NH), kThreads>>>(gates_t, recurrent_t, h_prev, rec.data(), run.bias.data(), N, H);
-      check_launch("gru_forward_gates");
+      launch("gru_forward_gates", NH, gru_forward_gates<Scalar>,
+             gates_t, recurrent_t, h_prev, rec.data(), run.bias.data(), N, H);
       gemm<Scalar>(false, false, N, H, H, 1, recurrent_t, H, U + kN * H, GH, 0, rec.data() + kN * H, GH);
-      gru_forward_candidate<<<blocks_for(NH), kThreads>>>(gates_t, h_next, y_t, h_prev, rec.data(), run.bias.data(),
-                                                          run.lengths_or_null(), t, N, H);
-      check_launch("gru_forward_candidate");
+      launch("gru_forward_candidate", NH, gru_forward_candidate<Scalar>,
+             gates_t, h_next, y_t, h_prev, rec.data(), run.bias.data(), run.lengths_or_null(), t, N, H);
     }
   }
 }
@@ -169,22 +167,19 @@ void backward(Grads<Scalar>& grads, const Scalar* dy, const Run<Scalar>& run) {
   for (int64_t t = T - 1; t >= 0; --t) {
     Scalar* dz_t = dz.data() + t * N * GH;
     const Scalar *gates_t = run.gates.data() + t * N * GH, *h_prev = h + t * NH;
-    gru_backward_step<Scalar, ResetAfter><<<blocks_for(NH), kThreads>>>(
-        dz_t, ResetAfter ? dx_cand.data() + t * NH : nullptr, dh, dh_rec.data(), dy ? dy + t * NH : nullptr, gates_t,
-        run.recurrent.data() + t * NH, h_prev, run.lengths_or_null(), t, T, N, H);
-    check_launch("gru_backward_step");
+    launch("gru_backward_step", NH, gru_backward_step<Scalar, ResetAfter>,
+           dz_t, ResetAfter ? dx_cand.data() + t * NH : nullptr, dh, dh_rec.data(), dy ? dy + t * NH : nullptr,
+           gates_t, run.recurrent.data() + t * NH, h_prev, run.lengths_or_null(), t, T, N, H);
     if constexpr (ResetAfter) {
       gemm<Scalar>(false, true, N, H, GH, 1, dz_t, GH, U, GH, 0, dh_rec.data(), H);
     } else {
       gemm<Scalar>(false, true, N, H, H, 1, dz_t + kN * H, GH, U + kN * H, GH, 0, drh.data(), H);
-      gru_backward_reset<<<blocks_for(NH), kThreads>>>(dz_t, dh, drh.data(), gates_t, h_prev, run.lengths_or_null(),
-                                                       t, N, H);
-      check_launch("gru_backward_reset");
+      launch("gru_backward_reset", NH, gru_backward_reset<Scalar>,
+             dz_t, dh, drh.data(), gates_t, h_prev, run.lengths_or_null(), t, N, H);
       gemm<Scalar>(false, true, N, H, 2 * H, 1, dz_t, GH, U, GH, 0, dh_rec.data(), H);
     }
   }
-  finish_state_gradient<<<blocks_for(NH), kThreads>>>(dh, dh_rec.data(), run.lengths_or_null(), N, H);
-  check_launch("finish_state_gradient");
+  launch("finish_state_gradient", NH, finish_state_gradient<Scalar>, dh, dh_rec.data(), run.lengths_or_null(), N, H);
 
   const DeviceBuffer<Scalar> all_ones = ones<Scalar>(rows);
   Scalar *dx = grads.x.data(), *dW = grads.kernel.data(), *dU = grads.recurrent_kernel.data();

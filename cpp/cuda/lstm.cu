@@ -126,11 +126,10 @@ void forward(Run<Scalar>& run) {
   for (int64_t t = 0; t < d.T; ++t) {
     const Scalar* h_prev = run.h.data() + t * NH;
     gemm<Scalar>(false, false, N, GH, H, 1, h_prev, H, run.recurrent_kernel.data(), GH, 0, rec.data(), GH);
-    lstm_forward_step<Scalar, Peephole, Coupled><<<blocks_for(NH), kThreads>>>(
-        run.gates.data() + t * N * GH, run.c.data() + (t + 1) * NH, run.h.data() + (t + 1) * NH,
-        run.y.data() + t * NH, run.c.data() + t * NH, h_prev, rec.data(), run.bias.data(), run.peephole.data(),
-        run.lengths_or_null(), t, N, H);
-    check_launch("lstm_forward_step");
+    launch("lstm_forward_step", NH, lstm_forward_step<Scalar, Peephole, Coupled>,
+           run.gates.data() + t * N * GH, run.c.data() + (t + 1) * NH, run.h.data() + (t + 1) * NH,
+           run.y.data() + t * NH, run.c.data() + t * NH, h_prev, rec.data(), run.bias.data(), run.peephole.data(),
+           run.lengths_or_null(), t, N, H);
   }
 }
 
@@ -142,15 +141,14 @@ void backward(Grads<Scalar>& grads, const Scalar* dy, const Run<Scalar>& run) {
   DeviceBuffer<Scalar> dz(rows * GH), dh_rec(NH);  // [T, N, G*H] gradient on the gate pre-activations; [N, H]
   for (int64_t t = T - 1; t >= 0; --t) {
     Scalar* dz_t = dz.data() + t * N * GH;
-    lstm_backward_step<Scalar, Peephole, Coupled><<<blocks_for(NH), kThreads>>>(
-        dz_t, grads.h0.data(), grads.c0.data(), dh_rec.data(), dy ? dy + t * NH : nullptr,
-        run.gates.data() + t * N * GH, run.c.data() + t * NH, run.c.data() + (t + 1) * NH, run.peephole.data(),
-        run.lengths_or_null(), t, T, N, H);
-    check_launch("lstm_backward_step");
+    launch("lstm_backward_step", NH, lstm_backward_step<Scalar, Peephole, Coupled>,
+           dz_t, grads.h0.data(), grads.c0.data(), dh_rec.data(), dy ? dy + t * NH : nullptr,
+           run.gates.data() + t * N * GH, run.c.data() + t * NH, run.c.data() + (t + 1) * NH, run.peephole.data(),
+           run.lengths_or_null(), t, T, N, H);
     gemm<Scalar>(false, true, N, H, GH, 1, dz_t, GH, run.recurrent_kernel.data(), GH, 0, dh_rec.data(), H);
   }
-  finish_state_gradient<<<blocks_for(NH), kThreads>>>(grads.h0.data(), dh_rec.data(), run.lengths_or_null(), N, H);
-  check_launch("finish_state_gradient");
+  launch("finish_state_gradient", NH, finish_state_gradient<Scalar>,
+         grads.h0.data(), dh_rec.data(), run.lengths_or_null(), N, H);
   weight_gradients(grads, dz.data(), run.x.data(), run.kernel.data(), run.h.data(), rows, d.I, H, GH);
 
   if constexpr (Peephole) {
@@ -158,8 +156,8 @@ void backward(Grads<Scalar>& grads, const Scalar* dy, const Run<Scalar>& run) {
     DeviceBuffer<Scalar> products(rows * H);  // [T*N, H]
     const DeviceBuffer<Scalar> all_ones = ones<Scalar>(rows);
     auto peephole_gradient = [&](int64_t row, int64_t gate, const Scalar* cell) {
-      multiply_rows<<<blocks_for(rows * H), kThreads>>>(products.data(), dz.data() + gate * H, GH, cell, H, rows, H);
-      check_launch("multiply_rows");
+      launch("multiply_rows", rows * H, multiply_rows<Scalar>,
+             products.data(), dz.data() + gate * H, GH, cell, H, rows, H);
       column_sums<Scalar>(grads.peephole.data() + row * H, products.data(), H, rows, H, all_ones.data());
     };
     peephole_gradient(L::peep_f, L::f, run.c.data());

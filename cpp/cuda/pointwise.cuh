@@ -50,6 +50,21 @@ inline unsigned blocks_for(int64_t count) {
   for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; index < (count); \
        index += int64_t(gridDim.x) * blockDim.x)
 
+// Launches `kernel` with one thread per element of `count` (its grid-stride loop covers them all) and checks the
+// launch, naming the kernel. The host emulation (cpp/cuda/emulation/) calls it as a function: its one "thread"
+// runs the whole loop, which is the same computation, since every kernel here reads and writes only its own
+// element's entries.
+template <typename... Params, typename... Args>
+void launch(const char* name, int64_t count, void (*kernel)(Params...), Args... args) {
+#ifdef RNNEXT_CUDA_EMULATION
+  (void)count;
+  kernel(Params(args)...);
+#else
+  kernel<<<blocks_for(count), kThreads>>>(Params(args)...);
+#endif
+  check_launch(name);
+}
+
 // out [rows, cols] = a * b elementwise, a and b with row strides lda and ldb (peephole gradients).
 template <typename Scalar>
 __global__ void multiply_rows(Scalar* out, const Scalar* a, int64_t lda, const Scalar* b, int64_t ldb, int64_t rows,
@@ -77,8 +92,7 @@ __global__ void fill(Scalar* out, Scalar value, int64_t count) {
 template <typename Scalar>
 DeviceBuffer<Scalar> ones(int64_t count) {
   DeviceBuffer<Scalar> out(count);
-  fill<<<blocks_for(count), kThreads>>>(out.data(), Scalar(1), count);
-  check_launch("fill");
+  launch("fill", count, fill<Scalar>, out.data(), Scalar(1), count);
   return out;
 }
 

@@ -68,10 +68,9 @@ void forward(Run<Scalar>& run) {
   for (int64_t t = 0; t < d.T; ++t) {
     const Scalar* h_prev = run.h.data() + t * NH;
     gemm<Scalar>(false, false, N, H, H, 1, h_prev, H, run.recurrent_kernel.data(), H, 0, rec.data(), H);
-    rnn_forward_step<Scalar, Act><<<blocks_for(NH), kThreads>>>(run.y.data() + t * NH, run.h.data() + (t + 1) * NH,
-                                                               h_prev, rec.data(), run.bias.data(),
-                                                               run.lengths_or_null(), t, N, H);
-    check_launch("rnn_forward_step");
+    launch("rnn_forward_step", NH, rnn_forward_step<Scalar, Act>,
+           run.y.data() + t * NH, run.h.data() + (t + 1) * NH, h_prev, rec.data(), run.bias.data(),
+           run.lengths_or_null(), t, N, H);
   }
 }
 
@@ -81,14 +80,13 @@ void backward(Grads<Scalar>& grads, const Scalar* dy, const Run<Scalar>& run) {
   const int64_t T = d.T, N = d.N, H = d.H, NH = N * H;
   DeviceBuffer<Scalar> dpre(T * NH), dh_rec(NH);  // [T, N, H] gradient on the pre-activations; [N, H]
   for (int64_t t = T - 1; t >= 0; --t) {
-    rnn_backward_step<Scalar, Act><<<blocks_for(NH), kThreads>>>(
-        dpre.data() + t * NH, grads.h0.data(), dh_rec.data(), dy ? dy + t * NH : nullptr,
-        run.h.data() + (t + 1) * NH, run.lengths_or_null(), t, T, N, H);
-    check_launch("rnn_backward_step");
+    launch("rnn_backward_step", NH, rnn_backward_step<Scalar, Act>,
+           dpre.data() + t * NH, grads.h0.data(), dh_rec.data(), dy ? dy + t * NH : nullptr,
+           run.h.data() + (t + 1) * NH, run.lengths_or_null(), t, T, N, H);
     gemm<Scalar>(false, true, N, H, H, 1, dpre.data() + t * NH, H, run.recurrent_kernel.data(), H, 0, dh_rec.data(), H);
   }
-  finish_state_gradient<<<blocks_for(NH), kThreads>>>(grads.h0.data(), dh_rec.data(), run.lengths_or_null(), N, H);
-  check_launch("finish_state_gradient");
+  launch("finish_state_gradient", NH, finish_state_gradient<Scalar>,
+         grads.h0.data(), dh_rec.data(), run.lengths_or_null(), N, H);
   weight_gradients(grads, dpre.data(), run.x.data(), run.kernel.data(), run.h.data(), T * N, d.I, H, H);
 }
 
