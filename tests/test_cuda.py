@@ -132,8 +132,9 @@ def test_argument_errors_come_before_any_device_work(cell):
 # 3. a GPU: the CUDA engine against the CPU engine
 
 # (T, N, I, H): degenerate T = 1 and N = 1, H not a multiple of a warp, a batch of 50 rows with I = 530 (long
-# input products), and H = 260 (more than one thread block per row).
-GPU_SHAPES = [(1, 1, 3, 5), (4, 1, 6, 37), (5, 4, 9, 13), (2, 48, 24, 70), (12, 50, 530, 40), (3, 7, 16, 260)]
+# input products), H = 260 (more than one thread block per row), and I = 0 (no inputs: empty input products).
+GPU_SHAPES = [(1, 1, 3, 5), (4, 1, 6, 37), (5, 4, 9, 13), (2, 48, 24, 70), (12, 50, 530, 40), (3, 7, 16, 260),
+              (3, 2, 0, 5)]
 
 
 def gpu_forward(case, kwargs):

@@ -11,6 +11,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -104,6 +105,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t Ncols, int64_t K, Scala
   if (M == 0 || Ncols == 0) return;
   // Column-major C^T = op(B)^T . op(A)^T: B first, and each stored row-major matrix is already its transpose.
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  // K = 0 (no inputs, I = 0) makes C = beta * C, and cuBLAS wants every leading dimension >= 1 even then.
+  lda = std::max<int64_t>(lda, 1), ldb = std::max<int64_t>(ldb, 1), ldc = std::max<int64_t>(ldc, 1);
   if constexpr (std::is_same_v<Scalar, float>) {
     RNNEXT_CUDA_CHECK(cublasSgemm(blas_handle(), op_b, op_a, int(Ncols), int(M), int(K), &alpha, B, int(ldb), A,
                                   int(lda), &beta, C, int(ldc)));
