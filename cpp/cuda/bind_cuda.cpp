@@ -143,14 +143,17 @@ const DeviceCache& device_cache(const Args& args, const py::handle& obj, const c
 
 // The gradients of a backward pass, with dh_n (and dc_n) uploaded as the starting state gradients.
 template <typename Scalar>
-py::dict run_backward(const char* function, const DeviceCache& cache, py::handle dy_obj, py::handle dh_obj,
-                      py::handle dc_obj, std::vector<py::ssize_t> bias_shape,
-                      void (*backward)(gpu::Grads<Scalar>&, const Scalar*, const gpu::Run<Scalar>&)) {
-  const Args args(function);
+py::dict run_backward(const Args& args, const char* function, const DeviceCache& cache, py::handle dy_obj,
+                      py::handle dh_obj, py::handle dc_obj) {
   require_device(function);
   const gpu::Run<Scalar>& run = *cache.run<Scalar>();
+  auto* backward = cache.cell == "rnn" ? &gpu::rnn_backward<Scalar>
+                   : cache.cell == "lstm" ? &gpu::lstm_backward<Scalar>
+                                          : &gpu::gru_backward<Scalar>;
+  std::vector<py::ssize_t> bias_shape = {run.bias.size()};
+  if (cache.cell == "gru" && run.options.reset_after) bias_shape = {2, run.bias.size() / 2};
   const py::ssize_t T = run.d.T, N = run.d.N, I = run.d.I, H = run.d.H, GH = run.G * H;
-  const bool lstm = run.c.size() > 0;
+  const bool lstm = cache.cell == "lstm";
   auto dy = args.optional_array<Scalar>("dy", dy_obj, {{"T", T}, {"N", N}, {"H", H}});
   auto dh_n = args.optional_array<Scalar>("dh_n", dh_obj, {{"N", N}, {"H", H}});
   std::optional<CArray<Scalar>> dc_n;
@@ -211,10 +214,13 @@ gpu::Activation parse_activation(const Args& args, const std::string& name) {
   args.fail_value("activation is '" + name + "', expected 'tanh', 'relu' or 'sigmoid'");
 }
 
-template <typename Body>
-decltype(auto) with_cache_dtype(const DeviceCache& cache, Body&& body) {
-  if (cache.run32) return body(float());
-  return body(double());
+// A backward binding: the cache checked for its cell, then run_backward in the cache's dtype.
+py::dict backward_call(const char* function, const char* cell, py::handle dy, py::handle dh_n, py::handle dc_n,
+                       py::handle cache_obj) {
+  const Args args(function);
+  const DeviceCache& cache = device_cache(args, cache_obj, cell);
+  if (cache.run32) return run_backward<float>(args, function, cache, dy, dh_n, dc_n);
+  return run_backward<double>(args, function, cache, dy, dh_n, dc_n);
 }
 
 void bind_cuda_info(py::module_& m) {
@@ -328,44 +334,24 @@ PYBIND11_MODULE(_cuda, m) {
 
   m.def(
       "rnn_backward",
-      [](py::handle dy, py::handle dh_n, py::handle cache_obj) {
-        const Args args("_cuda.rnn_backward");
-        const DeviceCache& cache = device_cache(args, cache_obj, "rnn");
-        return with_cache_dtype(cache, [&](auto scalar) {
-          using Scalar = decltype(scalar);
-          return run_backward<Scalar>("_cuda.rnn_backward", cache, dy, dh_n, py::none(), {cache.dims().H}, &gpu::rnn_backward<Scalar>);
-        });
+      [](py::handle dy, py::handle dh_n, py::handle cache) {
+        return backward_call("_cuda.rnn_backward", "rnn", dy, dh_n, py::none(), cache);
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("cache"),
       "BPTT of _cuda.rnn_forward from its DeviceCache; dy, dh_n may be None. Gradients keyed x, h0, kernel,\n"
       "recurrent_kernel, bias.");
   m.def(
       "lstm_backward",
-      [](py::handle dy, py::handle dh_n, py::handle dc_n, py::handle cache_obj) {
-        const Args args("_cuda.lstm_backward");
-        const DeviceCache& cache = device_cache(args, cache_obj, "lstm");
-        return with_cache_dtype(cache, [&](auto scalar) {
-          using Scalar = decltype(scalar);
-          const gpu::Dims d = cache.dims();
-          const py::ssize_t GH = cache.run<Scalar>()->G * d.H;
-          return run_backward<Scalar>("_cuda.lstm_backward", cache, dy, dh_n, dc_n, {GH}, &gpu::lstm_backward<Scalar>);
-        });
+      [](py::handle dy, py::handle dh_n, py::handle dc_n, py::handle cache) {
+        return backward_call("_cuda.lstm_backward", "lstm", dy, dh_n, dc_n, cache);
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("cache"),
       "BPTT of _cuda.lstm_forward from its DeviceCache; dy, dh_n, dc_n may be None. Gradients keyed x, h0, c0,\n"
       "kernel, recurrent_kernel, bias, peephole.");
   m.def(
       "gru_backward",
-      [](py::handle dy, py::handle dh_n, py::handle cache_obj) {
-        const Args args("_cuda.gru_backward");
-        const DeviceCache& cache = device_cache(args, cache_obj, "gru");
-        return with_cache_dtype(cache, [&](auto scalar) {
-          using Scalar = decltype(scalar);
-          const py::ssize_t H = cache.dims().H;
-          std::vector<py::ssize_t> bias_shape = {3 * H};
-          if (cache.run<Scalar>()->options.reset_after) bias_shape = {2, 3 * H};
-          return run_backward<Scalar>("_cuda.gru_backward", cache, dy, dh_n, py::none(), bias_shape, &gpu::gru_backward<Scalar>);
-        });
+      [](py::handle dy, py::handle dh_n, py::handle cache) {
+        return backward_call("_cuda.gru_backward", "gru", dy, dh_n, py::none(), cache);
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("cache"),
       "BPTT of _cuda.gru_forward from its DeviceCache; dy, dh_n may be None. Gradients keyed x, h0, kernel,\n"
