@@ -9,6 +9,10 @@ Three groups, by what the machine has:
 """
 from __future__ import annotations
 
+import ast
+import pathlib
+import re
+
 import numpy as np
 import pytest
 
@@ -97,6 +101,20 @@ def test_cuda_module_reports_its_build_and_the_devices_found():
         assert isinstance(info["device_error"], str) and info["device_error"].startswith("cudaGetDeviceCount"), info
     else:
         assert info["device_error"] is None and info["driver"] is not None, info
+
+
+@needs_build
+def test_stub_names_every_function_with_its_parameters():
+    stub = ast.parse(pathlib.Path(rnnext.__file__).with_name("_cuda.pyi").read_text())
+    stubbed = {node.name: [arg.arg for arg in node.args.args] for node in stub.body if isinstance(node, ast.FunctionDef)}
+    compiled = {}
+    for name in dir(_cuda):
+        if name.startswith("_") or isinstance(getattr(_cuda, name), type):
+            continue
+        # pybind11 writes each signature as the first docstring line: name(a: type, b: type = x) -> r
+        params = re.fullmatch(rf"{name}\((.*)\) -> .*", getattr(_cuda, name).__doc__.splitlines()[0])[1]
+        compiled[name] = [p.split(":")[0].strip() for p in params.split(", ")] if params else []
+    assert stubbed == compiled
 
 
 @needs_build
