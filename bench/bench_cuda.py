@@ -5,7 +5,7 @@ one run: forward + backward at T = 100, N in {32, 128, 512}, H in {256, 512, 102
 Each size is validated first (rnnext on the GPU against torch on the GPU, same weights, bench_cells' tolerances),
 then timed. rnnext's engine takes and returns NumPy arrays, so its time includes the copies to and from the GPU;
 torch is timed twice: with its tensors resident on the GPU (cuDNN's own speed) and with the same copies as rnnext
-(NumPy in, NumPy gradients out). TF32 is off on both sides (rnnext's cuBLAS runs in pedantic float32). The report
+(NumPy in, NumPy gradients out). TF32 is off on both sides (rnnext's cuBLAS products stay float32). The report
 is a markdown table with medians, TFLOP/s (the GEMM flops of bench_cells' count) and the ratios; --json writes
 every figure. Needs a GPU, a CUDA build of rnnext (docs/cuda.md) and torch with CUDA. See bench/README.md.
 """

@@ -112,7 +112,7 @@ inline cudaError_t cudaMemset(void* p, int value, std::size_t bytes) {
 #define CUBLAS_VER_PATCH 0
 enum cublasStatus_t { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7 };
 enum cublasOperation_t { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
-enum cublasMath_t { CUBLAS_DEFAULT_MATH = 0, CUBLAS_PEDANTIC_MATH = 2 };
+enum cublasMath_t { CUBLAS_DEFAULT_MATH = 0 };
 using cublasHandle_t = struct rnnext_emulated_cublas*;
 
 inline const char* cublasGetStatusName(cublasStatus_t s) {
