@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import _core, data, interop, losses, onnx, optim, reference
+from . import _core, cuda, data, interop, losses, onnx, optim, reference
 from ._core import (
-    build_info,
     get_num_threads,
     gru_backward,
     gru_forward,
@@ -34,6 +33,7 @@ from ._core import (
     sru_backward,
     sru_forward,
 )
+from .cuda import build_info  # the CPU engine's facts, with the CUDA engine's (rnnext/cuda.py)
 from .gradcheck import gradcheck
 from .layer_base import inference_mode
 from .layers import (GRU, LSTM, QRNN, RNN, SRU, Dense, Dropout, Embedding, IndRNN, Layer, MinGRU, MinLSTM, SimpleRNN,
@@ -65,6 +65,7 @@ __all__ = [
     "SimpleRNN",
     "__version__",
     "build_info",
+    "cuda",
     "data",
     "get_num_threads",
     "gradcheck",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import cuda
 from .layer_base import Layer, dropout_mask, glorot_uniform, inference_active, orthogonal
 from .stepping import LayerByLayer, Stepper
 from .validation import as_array, check_bool, check_int, check_rate, ndim, real_array, shape_text
@@ -106,7 +107,7 @@ class Recurrent(Layer):
 
     def __init__(self, units, *, input_size=None, num_layers=1, bidirectional=False, dropout=0.0,
                  return_sequences=False, return_state=False, batch_first=True, stateful=False,
-                 dtype=np.float32, seed=None, name=None):
+                 dtype=np.float32, seed=None, name=None, device="cpu"):
         super().__init__(dtype=dtype, seed=seed, name=name)
         where = type(self).__name__
         self.units = check_int(where, "units", units, minimum=1)
@@ -123,6 +124,7 @@ class Recurrent(Layer):
         self._cache = None
         self.initial_state_grad = None
         self._pending_input_size = input_size
+        self.device = device  # where forward and backward run: "cpu" or "cuda" (rnnext/cuda.py)
 
     def _finish_init(self):
         """Builds from `input_size` once the subclass has set its cell options."""
@@ -130,6 +132,16 @@ class Recurrent(Layer):
             size = check_int(type(self).__name__, "input_size", self._pending_input_size, minimum=1)
             self.build((None, size))
         del self._pending_input_size
+
+    # -- the device that runs forward and backward (rnnext/cuda.py), read at each forward call; not saved in
+    # checkpoints, which load on the CPU
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @device.setter
+    def device(self, value) -> None:
+        self._device = cuda.check_device(self, value)
 
     @property
     def num_directions(self) -> int:
@@ -412,11 +424,14 @@ class Recurrent(Layer):
         D, L = self.num_directions, self.num_layers
         keep_cache = not inference_active()
         reverse = _reverse_index(lengths, T) if self.bidirectional else None
+        on_gpu = self.device == "cuda"  # backward runs where forward ran, whatever device is set by then
+        engine_forward = cuda.engine_forward(self) if on_gpu else self._engine_forward
+        engine_backward = cuda.engine_backward(self) if on_gpu else self._engine_backward
 
         runs, masks, final_states = [], [], []  # masks: the dropout on the output of layer k < L-1, or None
         layer_input = x_tm
         for k in range(L):
-            out, finals, layer_runs = _forward_layer(self._engine_forward, layer_input, states0[k * D:(k + 1) * D],
+            out, finals, layer_runs = _forward_layer(engine_forward, layer_input, states0[k * D:(k + 1) * D],
                                                      self._weights[k], lengths, reverse, keep_cache)
             runs += layer_runs
             final_states += finals
@@ -436,7 +451,8 @@ class Recurrent(Layer):
 
         if self.stateful:  # detached copies: gradients never flow across calls
             self._carried = _copy_states(final_states)
-        self._keep_cache({"T": T, "N": N, "lengths": lengths, "reverse": reverse, "runs": runs, "masks": masks})
+        self._keep_cache({"T": T, "N": N, "lengths": lengths, "reverse": reverse, "runs": runs, "masks": masks,
+                          "engine_backward": engine_backward})
         if self.return_state:
             return output, self._states_to_api(final_states)
         return output
@@ -459,7 +475,7 @@ class Recurrent(Layer):
         initial_grads = [None] * (L * D)
         for k in reversed(range(L)):
             span = slice(k * D, (k + 1) * D)
-            dx_layer, initial_grads[span] = _backward_layer(self._engine_backward, d_out, dstates[span],
+            dx_layer, initial_grads[span] = _backward_layer(cache["engine_backward"], d_out, dstates[span],
                                                             cache["runs"][span], self._weights[k], lengths, reverse,
                                                             self.units)
             if k > 0:
