@@ -51,14 +51,24 @@ SimpleRNN = RNN
 
 class LSTM(Recurrent):
     """LSTM, gate order i, f, g, o (coupled: f, g, o with i = 1 - f), optional peepholes (`peephole [P, H]`, zero
-    at start). The forget-gate block of every bias starts at `forget_bias`."""
+    at start). The forget-gate block of every bias starts at `forget_bias`.
+
+    layer_norm=True: the layer-normalised LSTM (Ba, Kiros & Hinton 2016, haste's placement): the input and the
+    recurrent pre-activations are each normalised over all 4H values with gains `ln_input_gamma`,
+    `ln_recurrent_gamma` [4H], and c[t+1] over its H values with `ln_cell_gamma`, `ln_cell_beta` [H] before its
+    tanh (gains start at 1, shifts at 0); see rnnext.reference.layer_norm_cells."""
 
     _state_names = ("h", "c")
 
-    def __init__(self, units, *, peephole=False, coupled=False, forget_bias=1.0, **kwargs):
+    def __init__(self, units, *, peephole=False, coupled=False, forget_bias=1.0, layer_norm=False, **kwargs):
         super().__init__(units, **kwargs)
         self.peephole = check_bool("LSTM", "peephole", peephole)
         self.coupled = check_bool("LSTM", "coupled", coupled)
+        # -- layer normalisation (its own engine kernel, layer_norm_lstm.h)
+        self.layer_norm = check_bool("LSTM", "layer_norm", layer_norm)
+        if self.layer_norm and (self.peephole or self.coupled):
+            raise ValueError(f"LSTM: layer_norm=True with peephole={self.peephole}, coupled={self.coupled} is not "
+                             "supported; the layer-normalised LSTM has the four plain gates i, f, g, o")
         largest = float(np.finfo(self.dtype).max)  # a larger value would overflow the bias to inf
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.number)) \
                 or not math.isfinite(forget_bias) or abs(forget_bias) > largest:
@@ -78,6 +88,8 @@ class LSTM(Recurrent):
         return bias
 
     def _extra_parameters(self) -> dict:
+        if self.layer_norm:
+            return _layer_norm_parameters(4, self.units, self.dtype, cell=True)
         if not self.peephole:
             return {}
         rows = 2 if self.coupled else 3  # (f, o) or (i, f, o)
@@ -85,9 +97,13 @@ class LSTM(Recurrent):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "peephole": self.peephole, "coupled": self.coupled,
-                "forget_bias": self.forget_bias}
+                "forget_bias": self.forget_bias, "layer_norm": self.layer_norm}
 
     def _engine_forward(self, x, state, w, lengths, keep_cache=True):
+        if self.layer_norm:
+            y, h_n, c_n, cache = _core.layer_norm_lstm_forward(x, state[0], state[1], *_layer_norm_lstm_weights(w),
+                                                               lengths=lengths, keep_cache=keep_cache)
+            return y, (h_n, c_n), cache
         peephole = w["peephole"].value if self.peephole else None
         y, h_n, c_n, cache = _core.lstm_forward(x, state[0], state[1], w["kernel"].value,
                                                 w["recurrent_kernel"].value, w["bias"].value, peephole=peephole,
@@ -95,16 +111,40 @@ class LSTM(Recurrent):
         return y, (h_n, c_n), cache
 
     def _engine_stepper(self, layer_weights, batch_size):
+        if self.layer_norm:  # no engine stepper: each layer's cache-free forward with T = 1
+            return super()._engine_stepper(layer_weights, batch_size)
         return _core.lstm_stepper([(w["kernel"].value, w["recurrent_kernel"].value, w["bias"].value,
                                     w["peephole"].value if self.peephole else None) for w in layer_weights],
                                   batch_size, coupled=self.coupled)
 
     def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+        if self.layer_norm:
+            grads = _core.layer_norm_lstm_backward(dy, dstate[0], dstate[1], cache, x, *_layer_norm_lstm_weights(w),
+                                                   lengths=lengths)
+            return grads["x"], (grads["h0"], grads["c0"]), grads
         peephole = w["peephole"].value if self.peephole else None
         grads = _core.lstm_backward(dy, dstate[0], dstate[1], cache, x, w["kernel"].value,
                                     w["recurrent_kernel"].value, w["bias"].value, peephole=peephole,
                                     lengths=lengths, coupled=self.coupled)
         return grads["x"], (grads["h0"], grads["c0"]), grads
+
+
+# -- layer normalisation: the parameters and the engine's argument order
+def _layer_norm_parameters(G, H, dtype, cell):
+    """The gains of the input and recurrent normalisations [G*H] (ones), and with `cell` the cell's gain and shift
+    [H] (ones, zeros): the normalisations start as plain standardisation."""
+    parameters = {"ln_input_gamma": np.ones(G * H, dtype=dtype), "ln_recurrent_gamma": np.ones(G * H, dtype=dtype)}
+    if cell:
+        parameters.update(ln_cell_gamma=np.ones(H, dtype=dtype), ln_cell_beta=np.zeros(H, dtype=dtype))
+    return parameters
+
+
+_LAYER_NORM_LSTM_WEIGHTS = ("kernel", "recurrent_kernel", "bias", "ln_input_gamma", "ln_recurrent_gamma",
+                            "ln_cell_gamma", "ln_cell_beta")
+
+
+def _layer_norm_lstm_weights(w):
+    return [w[name].value for name in _LAYER_NORM_LSTM_WEIGHTS]
 
 
 class GRU(Recurrent):

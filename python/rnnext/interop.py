@@ -175,6 +175,9 @@ def _check_torch_expressible(layer, where: str) -> str:
     if kind == "lstm" and (layer.peephole or layer.coupled):
         raise ValueError(f"{where}: LSTM with peephole={layer.peephole}, coupled={layer.coupled} has no "
                          "torch.nn.LSTM equivalent (torch has neither peepholes nor coupled gates)")
+    if getattr(layer, "layer_norm", False):
+        raise ValueError(f"{where}: {type(layer).__name__} with layer_norm=True has no torch.nn equivalent (torch "
+                         "has no layer-normalised recurrent layer)")
     if kind == "gru" and not layer.reset_after:
         raise ValueError(f"{where}: GRU with reset_after=False has no torch.nn.GRU equivalent (torch applies the "
                          "reset gate after the recurrent product, as reset_after=True)")
@@ -396,6 +399,9 @@ def to_keras_weights(layer) -> list:
     if kind == "lstm" and (layer.peephole or layer.coupled):
         raise ValueError(f"{where}: LSTM with peephole={layer.peephole}, coupled={layer.coupled} has no Keras "
                          "LSTM equivalent")
+    if getattr(layer, "layer_norm", False):
+        raise ValueError(f"{where}: {type(layer).__name__} with layer_norm=True has no Keras equivalent (Keras has "
+                         "no layer-normalised recurrent layer)")
     params = dict(layer.named_parameters())
     out = []
     for d in range(layer.num_directions):
