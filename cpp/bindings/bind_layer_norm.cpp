@@ -1,6 +1,7 @@
 // Bindings for the layer-normalised cells: check and convert arguments, release the GIL, call
-// rnnext::layer_norm_lstm_*.
+// rnnext::layer_norm_lstm_* and layer_norm_gru_*.
 #include "bindings/checks.h"
+#include "rnnext/layer_norm_gru.h"
 #include "rnnext/layer_norm_lstm.h"
 
 namespace rnnext::bindings {
@@ -141,6 +142,116 @@ py::dict layer_norm_lstm_backward_impl(const Args& args, py::handle dy_obj, py::
   return grads;
 }
 
+// The weights of one layer-normalised GRU call, checked against x and recurrent_kernel [H, 3H].
+template <typename Scalar>
+struct LayerNormGruArgs {
+  py::ssize_t T, N, I, H;
+  CArray<Scalar> kernel, recurrent, bias, input_gamma, recurrent_gamma;
+
+  LayerNormGruWeights<Scalar> weights() const {
+    return {kernel.data(), recurrent.data(), bias.data(), input_gamma.data(), recurrent_gamma.data()};
+  }
+  Dims dims() const { return {T, N, I, H}; }
+};
+
+template <typename Scalar>
+LayerNormGruArgs<Scalar> layer_norm_gru_args(const Args& args, const CArray<Scalar>& x, py::handle kernel,
+                                             py::handle recurrent, py::handle bias, py::handle input_gamma,
+                                             py::handle recurrent_gamma) {
+  const py::ssize_t H = args.hidden_size(recurrent, 3, "3*H");
+  const Dim gates{"3*H", 3 * H};
+  return {x.shape(0),
+          x.shape(1),
+          x.shape(2),
+          H,
+          args.array<Scalar>("kernel", kernel, {{"I", x.shape(2)}, gates}),
+          args.array<Scalar>("recurrent_kernel", recurrent, {{"H", H}, gates}),
+          args.array<Scalar>("bias", bias, {{"", 2}, gates}),
+          args.array<Scalar>("ln_input_gamma", input_gamma, {gates}),
+          args.array<Scalar>("ln_recurrent_gamma", recurrent_gamma, {gates})};
+}
+
+template <typename Scalar>
+py::tuple layer_norm_gru_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle kernel,
+                                      py::handle recurrent, py::handle bias, py::handle input_gamma,
+                                      py::handle recurrent_gamma, py::handle lengths_obj, bool keep_cache) {
+  auto x = args.sequence<Scalar>(x_obj);
+  const auto w = layer_norm_gru_args<Scalar>(args, x, kernel, recurrent, bias, input_gamma, recurrent_gamma);
+  const py::ssize_t T = w.T, N = w.N, H = w.H;
+  auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", N}, {"H", H}});
+  auto lengths = args.lengths(lengths_obj, T, N);
+  CArray<Scalar> y({T, N, H}), h_n({N, H});
+  if (!keep_cache) {
+    {
+      py::gil_scoped_release release;
+      LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths))
+          .run(y.mutable_data(), h0.data(), h_n.mutable_data(), x.data());
+    }
+    return py::make_tuple(y, h_n, py::none());
+  }
+  CArray<Scalar> h({T + 1, N, H}), gates({T, N, 3 * H}), input_norm({T, N, 3 * H}), input_rstd({T, N});
+  CArray<Scalar> recurrent_norm({T, N, 3 * H}), recurrent_rstd({T, N});
+  std::copy_n(h0.data(), N * H, h.mutable_data());
+  const LayerNormGruCache<Scalar> cache{h.mutable_data(),          gates.mutable_data(),
+                                        input_norm.mutable_data(), input_rstd.mutable_data(),
+                                        recurrent_norm.mutable_data(), recurrent_rstd.mutable_data()};
+  {
+    py::gil_scoped_release release;
+    LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths)).run_cached(y.mutable_data(), cache, x.data());
+  }
+  std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
+  py::dict out;
+  out["h"] = h;
+  out["gates"] = gates;
+  out["input_norm"] = input_norm;
+  out["input_rstd"] = input_rstd;
+  out["recurrent_norm"] = recurrent_norm;
+  out["recurrent_rstd"] = recurrent_rstd;
+  return py::make_tuple(y, h_n, out);
+}
+
+template <typename Scalar>
+py::dict layer_norm_gru_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, const py::dict& cache,
+                                      py::handle x_obj, py::handle kernel, py::handle recurrent, py::handle bias,
+                                      py::handle input_gamma, py::handle recurrent_gamma, py::handle lengths_obj) {
+  auto x = args.sequence<Scalar>(x_obj);
+  const auto w = layer_norm_gru_args<Scalar>(args, x, kernel, recurrent, bias, input_gamma, recurrent_gamma);
+  const py::ssize_t T = w.T, N = w.N, I = w.I, H = w.H;
+  const Dim steps{"T", T}, rows{"N", N}, units{"H", H}, gates{"3*H", 3 * H};
+  auto dy = args.optional_array<Scalar>("dy", dy_obj, {steps, rows, units});
+  auto dh_n = args.optional_array<Scalar>("dh_n", dh_obj, {rows, units});
+  auto h = cache_entry<Scalar>(args, cache, "h", {{"T+1", T + 1}, rows, units});
+  auto gate_values = cache_entry<Scalar>(args, cache, "gates", {steps, rows, gates});
+  auto input_norm = cache_entry<Scalar>(args, cache, "input_norm", {steps, rows, gates});
+  auto input_rstd = cache_entry<Scalar>(args, cache, "input_rstd", {steps, rows});
+  auto recurrent_norm = cache_entry<Scalar>(args, cache, "recurrent_norm", {steps, rows, gates});
+  auto recurrent_rstd = cache_entry<Scalar>(args, cache, "recurrent_rstd", {steps, rows});
+  auto lengths = args.lengths(lengths_obj, T, N);
+
+  CArray<Scalar> dx({T, N, I}), dkernel({I, 3 * H}), drecurrent({H, 3 * H}), dbias({py::ssize_t(2), 3 * H});
+  CArray<Scalar> dinput_gamma({3 * H}), drecurrent_gamma({3 * H});
+  CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
+  const LayerNormGruCache<const Scalar> state{h.data(),          gate_values.data(),    input_norm.data(),
+                                              input_rstd.data(), recurrent_norm.data(), recurrent_rstd.data()};
+  const LayerNormGruGrads<Scalar> grads_out{dx.mutable_data(),         dh0.mutable_data(),
+                                            dkernel.mutable_data(),    drecurrent.mutable_data(),
+                                            dbias.mutable_data(),      dinput_gamma.mutable_data(),
+                                            drecurrent_gamma.mutable_data()};
+  {
+    py::gil_scoped_release release;
+    layer_norm_gru_backward(grads_out, data_or_null(dy), state, x.data(), w.weights(), data_or_null(lengths), w.dims());
+  }
+  py::dict grads;
+  grads["x"] = dx;
+  grads["h0"] = dh0;
+  grads["kernel"] = dkernel;
+  grads["recurrent_kernel"] = drecurrent;
+  grads["bias"] = dbias;
+  grads["ln_input_gamma"] = dinput_gamma;
+  grads["ln_recurrent_gamma"] = drecurrent_gamma;
+  return grads;
+}
+
 }  // namespace
 
 void bind_layer_norm(py::module_& m) {
@@ -181,6 +292,37 @@ void bind_layer_norm(py::module_& m) {
       "Layer-normalised LSTM backpropagation through time. dy, dh_n, dc_n may be None (zero).\n"
       "Returns a dict of gradients keyed x, h0, c0, kernel, recurrent_kernel, bias, ln_input_gamma,\n"
       "ln_recurrent_gamma, ln_cell_gamma, ln_cell_beta.");
+  m.def(
+      "layer_norm_gru_forward",
+      [](py::handle x, py::handle h0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
+         py::handle ln_input_gamma, py::handle ln_recurrent_gamma, py::handle lengths, bool keep_cache) {
+        const Args args("layer_norm_gru_forward");
+        return with_dtype(args, x, [&](auto scalar) {
+          return layer_norm_gru_forward_impl<decltype(scalar)>(args, x, h0, kernel, recurrent_kernel, bias,
+                                                               ln_input_gamma, ln_recurrent_gamma, lengths, keep_cache);
+        });
+      },
+      py::arg("x"), py::arg("h0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("ln_input_gamma"), py::arg("ln_recurrent_gamma"), py::arg("lengths") = py::none(),
+      py::arg("keep_cache") = true,
+      "Layer-normalised GRU (reset_after) forward over x [T, N, I] from h0 [N, H]; gate order r,z,n, bias [2, 3H].\n"
+      "The input and recurrent pre-activations are normalised over their 3H values with gains ln_input_gamma,\n"
+      "ln_recurrent_gamma [3H]. Returns (y [T, N, H], h_n [N, H], cache); keep_cache=False gives None for the cache.");
+  m.def(
+      "layer_norm_gru_backward",
+      [](py::handle dy, py::handle dh_n, py::handle cache, py::handle x, py::handle kernel, py::handle recurrent_kernel,
+         py::handle bias, py::handle ln_input_gamma, py::handle ln_recurrent_gamma, py::handle lengths) {
+        const Args args("layer_norm_gru_backward");
+        return with_dtype(args, x, [&](auto scalar) {
+          return layer_norm_gru_backward_impl<decltype(scalar)>(args, dy, dh_n, forward_cache(args, cache), x, kernel,
+                                                                recurrent_kernel, bias, ln_input_gamma,
+                                                                ln_recurrent_gamma, lengths);
+        });
+      },
+      py::arg("dy"), py::arg("dh_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
+      py::arg("bias"), py::arg("ln_input_gamma"), py::arg("ln_recurrent_gamma"), py::arg("lengths") = py::none(),
+      "Layer-normalised GRU backpropagation through time. dy, dh_n may be None (zero).\n"
+      "Returns a dict of gradients keyed x, h0, kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma.");
 }
 
 }  // namespace rnnext::bindings

@@ -7,6 +7,8 @@
 #pragma once
 
 #include "rnnext/common.h"
+#include "rnnext/gemm.h"
+#include "rnnext/time_loop.h"
 
 namespace rnnext {
 
@@ -85,6 +87,12 @@ BackwardSums<Scalar> total(const BackwardSums<Scalar>* partial, Index blocks) {
   return sum;
 }
 
+// Which unit block of a row starts at unit j, and how many there are: the index of a block's partials.
+struct BlockIndex {
+  Index size, count;
+  Index of(Index j) const { return j / size; }
+};
+
 // Rows processed together by one work item of the passes over whole rows.
 constexpr Index kNormalisedRowChunk = 64;
 
@@ -135,6 +143,108 @@ void column_product_sums(Scalar* out, const Scalar* a, const Scalar* b, Index ro
     for (Index row = 0; row < rows; ++row)
       sum += ConstVectorMap<Scalar>(a + row * n + first, count) * ConstVectorMap<Scalar>(b + row * n + first, count);
   });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// What the layer-normalised cells (layer_norm_lstm.h, layer_norm_gru.h) share: the normalised input projection
+// before the loop, the first forward stage (the recurrent product and its block moments), the backward stage
+// through the recurrent normalisation, and the input side's gradients after the loop. G: the gate blocks.
+
+// Before the loop: out [rows, G*H] = LN(inputs . kernel; gain) + shift, with the cache's normalised values and
+// 1/std when they are not null.
+template <typename Scalar>
+void normalised_input_projection(Scalar* out, Scalar* normalised, Scalar* rstd, const Scalar* inputs /* [rows, I] */,
+                                 const Scalar* kernel /* [I, GH] */, const Scalar* gain, const Scalar* shift,
+                                 Index rows, Index I, Index GH) {
+  project_inputs(out, inputs, kernel, static_cast<const Scalar*>(nullptr), rows, I, GH);
+  normalise_rows(out, normalised, rstd, out, gain, shift, rows, GH);
+}
+
+// Forward stage 1: recurrent[t] = h[t] . recurrent_kernel, and each block's moments of its G gate segments.
+template <typename Scalar, Index G>
+struct NormalisedRecurrentProduct {
+  static constexpr bool packs = true, rows = true;
+  GateColumns<Scalar>& U;
+  Sequence<Scalar> h, recurrent;  // [T+1, N, H], [T, N, G*H]
+  Moments<Scalar>* moments;       // [N, blocks]
+  BlockIndex blocks;
+
+  StepOperand<Scalar> operand(Index t) const { return U.operand(h.step(t), h.width); }
+  void products(Index t, Index b, const UnitBlock& block) const {
+    Scalar* out = recurrent.step(t);
+    for (Index k = 0; k < G; ++k) {
+      for (Index n = 0; n < recurrent.N; ++n)
+        std::fill_n(out + n * recurrent.width + k * h.width + block.begin, block.size, Scalar(0));
+      U.add(out + k * h.width + block.begin, recurrent.width, b, k);
+    }
+  }
+  template <typename W>
+  void row(Index t, Index n, Index j, W w) const {
+    Moments<Scalar> m = moments_of(recurrent.segment(t, n, j, w));
+    for (Index k = 1; k < G; ++k) m = combine(m, moments_of(recurrent.segment(t, n, k * h.width + j, w)));
+    moments[n * blocks.count + blocks.of(j)] = m;
+  }
+  template <typename W>
+  void masked_row(Index t, Index n, Index j, W w) const { row(t, n, j, w); }  // cached like valid rows
+};
+
+// A backward stage: through the recurrent normalisation, d_recurrent[t] (the gradient on h[t] . recurrent_kernel)
+// from the gradient on the normalised term d_normalised[t] (gain not applied) and the block sums of the stage
+// before.
+template <typename Scalar, Index G>
+struct NormalisedRecurrentBackward {
+  static constexpr bool packs = false, rows = true;
+  Sequence<Scalar> d_recurrent;                                        // [T, N, G*H]
+  Sequence<const Scalar> d_normalised, recurrent_norm, recurrent_rstd;  // [T, N, G*H] x2, [T, N, 1]
+  const BackwardSums<Scalar>* sums;                                    // [N, blocks]
+  const Scalar* recurrent_gamma;                                       // [G*H]
+  BlockIndex blocks;
+
+  void products(Index, Index, const UnitBlock&) const {}
+  template <typename W>
+  void row(Index t, Index n, Index j, W w) const {
+    const Index GH = d_normalised.width, H = GH / G;
+    const BackwardSums<Scalar> sum = total(sums + n * blocks.count, blocks.count);
+    const Scalar mean_d = sum.d / Scalar(GH), mean_dn = sum.d_normalised / Scalar(GH), rstd = recurrent_rstd.step(t)[n];
+    for (Index k = 0; k < G; ++k) {
+      const Index begin = k * H + j;
+      d_recurrent.segment(t, n, begin, w) =
+          rstd * (d_normalised.segment(t, n, begin, w) * segment(recurrent_gamma, 0, 0, begin, w) - mean_d -
+                  recurrent_norm.segment(t, n, begin, w) * mean_dn);
+    }
+  }
+  template <typename W>
+  void masked_row(Index t, Index n, Index j, W w) const {
+    const Index H = d_normalised.width / G;
+    for (Index k = 0; k < G; ++k) d_recurrent.segment(t, n, k * H + j, w).setZero();
+  }
+};
+
+// The block sums the stage above needs, of one row's block: d = d_normalised * gain over the G gate segments.
+template <typename Scalar, Index G, typename W>
+BackwardSums<Scalar> recurrent_block_sums(const Sequence<Scalar>& d_normalised, const Sequence<const Scalar>& recurrent_norm,
+                                          const Scalar* recurrent_gamma, Index t, Index n, Index j, W w) {
+  using BlockValues = BlockArray<Scalar, W>;
+  const Index H = d_normalised.width / G;
+  BackwardSums<Scalar> partial{Scalar(0), Scalar(0)};
+  for (Index k = 0; k < G; ++k) {
+    const BlockValues d = d_normalised.segment(t, n, k * H + j, w) * segment(recurrent_gamma, 0, 0, k * H + j, w);
+    partial.d += ordered_sum(d);
+    partial.d_normalised += ordered_sum(d * recurrent_norm.segment(t, n, k * H + j, w));
+  }
+  return partial;
+}
+
+// After the loop, the input side: d_projection [rows, GH] holds the gradient on LN(inputs . kernel; gain) and
+// becomes the one on inputs . kernel; then dx = d_projection . kernel^T and dkernel = inputs^T . d_projection.
+template <typename Scalar>
+void input_side_gradients(Scalar* dx /* [rows, I] */, Scalar* dkernel /* [I, GH] */, Scalar* d_projection,
+                          const Scalar* inputs /* [rows, I] */, const Scalar* kernel /* [I, GH] */,
+                          const Scalar* input_norm /* [rows, GH] */, const Scalar* input_rstd /* [rows] */,
+                          const Scalar* gain /* [GH] */, Index rows, Index I, Index GH) {
+  normalise_rows_backward(d_projection, input_norm, input_rstd, gain, rows, GH);
+  rows_times_weight(dx, I, d_projection, GH, rows, GH, kernel, GH, I, true, static_cast<const Scalar*>(nullptr), false);
+  transposed_times(dkernel, GH, inputs, I, I, d_projection, GH, GH, rows);
 }
 
 }  // namespace rnnext

@@ -57,39 +57,6 @@ struct LayerNormLstmGrads {
   Scalar* ln_cell_beta;        // [H]
 };
 
-// Which unit block of a row starts at unit j, and how many there are: the index of a block's partials.
-struct BlockIndex {
-  Index size, count;
-  Index of(Index j) const { return j / size; }
-};
-
-// Forward stage 1: recurrent[t] = h[t] . recurrent_kernel, and each block's moments of its 4 gate segments.
-template <typename Scalar>
-struct LnLstmRecurrentStage {
-  static constexpr bool packs = true, rows = true;
-  GateColumns<Scalar>& U;
-  Sequence<Scalar> h, recurrent;  // [T+1, N, H], [T, N, 4H]
-  Moments<Scalar>* moments;       // [N, blocks]
-  BlockIndex blocks;
-
-  StepOperand<Scalar> operand(Index t) const { return U.operand(h.step(t), h.width); }
-  void products(Index t, Index b, const UnitBlock& block) const {
-    Scalar* out = recurrent.step(t);
-    for (Index k = 0; k < kLayerNormLstmGates; ++k) {
-      for (Index n = 0; n < recurrent.N; ++n) std::fill_n(out + n * recurrent.width + k * h.width + block.begin, block.size, Scalar(0));
-      U.add(out + k * h.width + block.begin, recurrent.width, b, k);
-    }
-  }
-  template <typename W>
-  void row(Index t, Index n, Index j, W w) const {
-    Moments<Scalar> m = moments_of(recurrent.segment(t, n, j, w));
-    for (Index k = 1; k < kLayerNormLstmGates; ++k) m = combine(m, moments_of(recurrent.segment(t, n, k * h.width + j, w)));
-    moments[n * blocks.count + blocks.of(j)] = m;
-  }
-  template <typename W>
-  void masked_row(Index t, Index n, Index j, W w) const { row(t, n, j, w); }  // cached like valid rows
-};
-
 // Forward stage 2: normalise recurrent[t] in place (the cache keeps it normalised), add it with its gain to the
 // normalised input projection in gates[t], activate the gates, c[t+1] and the cell's block moments.
 template <typename Scalar>
@@ -203,11 +170,11 @@ class LayerNormLstmForward : PackedForward<Scalar, LayerNormLstmWeights<Scalar>>
             const Sequence<Scalar>& cell_norm, const Sequence<Scalar>& cell_rstd) const {
     const Index N = d_.N, H = d_.H, GH = G * H;
     // gates holds the normalised input projections (with the bias) until step t activates its slice in place.
-    project_inputs(gates, x, weights_.kernel, static_cast<const Scalar*>(nullptr), d_.T * N, d_.I, GH);
-    normalise_rows(gates, input_norm, input_rstd, gates, weights_.ln_input_gamma, weights_.bias, d_.T * N, GH);
+    normalised_input_projection(gates, input_norm, input_rstd, x, weights_.kernel, weights_.ln_input_gamma,
+                                weights_.bias, d_.T * N, d_.I, GH);
     const BlockIndex blocks{unit_block_size(N), Index(loop_.blocks().size())};
     std::vector<Moments<Scalar>> recurrent_moments(size_t(N * blocks.count)), cell_moments(size_t(N * blocks.count));
-    LnLstmRecurrentStage<Scalar> product{U_, h, recurrent, recurrent_moments.data(), blocks};
+    NormalisedRecurrentProduct<Scalar, G> product{U_, h, recurrent, recurrent_moments.data(), blocks};
     LnLstmGateStage<Scalar> activate{{gates, N, GH}, recurrent, recurrent_rstd, c, recurrent_moments.data(),
                                      cell_moments.data(), weights_.ln_recurrent_gamma, blocks};
     LnLstmOutputStage<Scalar> output{{y, N, H}, h, c, {gates, N, GH}, cell_norm, cell_rstd, cell_moments.data(),
@@ -295,46 +262,11 @@ struct LnLstmBackCellStage {
     dz.segment(t, n, H + j, w) = dcell_total * c.segment(t, n, j, w) * f * (Scalar(1) - f);
     dz.segment(t, n, 2 * H + j, w) = dcell_total * i * (Scalar(1) - g * g);
     dcell = dcell_total * f;
-    BackwardSums<Scalar> partial{Scalar(0), Scalar(0)};
-    for (Index k = 0; k < kLayerNormLstmGates; ++k) {
-      const BlockValues d = dz.segment(t, n, k * H + j, w) * segment(recurrent_gamma, 0, 0, k * H + j, w);
-      partial.d += ordered_sum(d);
-      partial.d_normalised += ordered_sum(d * recurrent_norm.segment(t, n, k * H + j, w));
-    }
-    recurrent_sums[n * blocks.count + blocks.of(j)] = partial;
+    recurrent_sums[n * blocks.count + blocks.of(j)] =
+        recurrent_block_sums<Scalar, kLayerNormLstmGates>(dz, recurrent_norm, recurrent_gamma, t, n, j, w);
   }
   template <typename W>
   void masked_row(Index, Index, Index, W) const {}
-};
-
-// Backward stage 3: through the recurrent normalisation, d_recurrent[t], the gradient on h[t] . recurrent_kernel.
-template <typename Scalar>
-struct LnLstmBackRecurrentStage {
-  static constexpr bool packs = false, rows = true;
-  Sequence<Scalar> d_recurrent;                          // [T, N, 4H]
-  Sequence<const Scalar> dz, recurrent_norm, recurrent_rstd;  // [T, N, 4H] x2, [T, N, 1]
-  const BackwardSums<Scalar>* recurrent_sums;           // [N, blocks]
-  const Scalar* recurrent_gamma;                        // [4H]
-  BlockIndex blocks;
-
-  void products(Index, Index, const UnitBlock&) const {}
-  template <typename W>
-  void row(Index t, Index n, Index j, W w) const {
-    const Index GH = dz.width, H = GH / kLayerNormLstmGates;
-    const BackwardSums<Scalar> sums = total(recurrent_sums + n * blocks.count, blocks.count);
-    const Scalar mean_d = sums.d / Scalar(GH), mean_dn = sums.d_normalised / Scalar(GH), rstd = recurrent_rstd.step(t)[n];
-    for (Index k = 0; k < kLayerNormLstmGates; ++k) {
-      const Index begin = k * H + j;
-      d_recurrent.segment(t, n, begin, w) =
-          rstd * (dz.segment(t, n, begin, w) * segment(recurrent_gamma, 0, 0, begin, w) - mean_d -
-                  recurrent_norm.segment(t, n, begin, w) * mean_dn);
-    }
-  }
-  template <typename W>
-  void masked_row(Index t, Index n, Index j, W w) const {
-    const Index H = dz.width / kLayerNormLstmGates;
-    for (Index k = 0; k < kLayerNormLstmGates; ++k) d_recurrent.segment(t, n, k * H + j, w).setZero();
-  }
 };
 
 // Backward. grads.h0 and grads.c0 hold dh_n and dc_n on entry. dy may be null.
@@ -357,7 +289,7 @@ void layer_norm_lstm_backward(const LayerNormLstmGrads<Scalar>& grads, const Sca
                                            {cache.gates, N, GH}, {cache.cell_norm, N, H}, {cache.cell_rstd, N, 1},
                                            {cache.recurrent_norm, N, GH}, cell_sums.data(), recurrent_sums.data(),
                                            weights.ln_cell_gamma, weights.ln_recurrent_gamma, blocks};
-  LnLstmBackRecurrentStage<Scalar> through_norm{{d_recurrent.data(), N, GH}, {dz.data(), N, GH},
+  NormalisedRecurrentBackward<Scalar, G> through_norm{{d_recurrent.data(), N, GH}, {dz.data(), N, GH},
                                                 {cache.recurrent_norm, N, GH}, {cache.recurrent_rstd, N, 1},
                                                 recurrent_sums.data(), weights.ln_recurrent_gamma, blocks};
   BackpropIntoState<Scalar> into_state(U, {d_recurrent.data(), N, GH}, grads.h0, d, lengths);
@@ -370,10 +302,8 @@ void layer_norm_lstm_backward(const LayerNormLstmGrads<Scalar>& grads, const Sca
   column_product_sums(grads.ln_input_gamma, dz.data(), cache.input_norm, rows, GH);
   column_sums(grads.bias, dz.data(), GH, rows, GH);
   transposed_times(grads.recurrent_kernel, GH, cache.h, H, H, d_recurrent.data(), GH, GH, rows);
-  // dz becomes the gradient on the input projection x . kernel: through the input normalisation, all rows at once.
-  normalise_rows_backward(dz.data(), cache.input_norm, cache.input_rstd, weights.ln_input_gamma, rows, GH);
-  rows_times_weight(grads.x, d.I, dz.data(), GH, rows, GH, weights.kernel, GH, d.I, true, static_cast<const Scalar*>(nullptr), false);
-  transposed_times(grads.kernel, GH, x, d.I, d.I, dz.data(), GH, GH, rows);
+  input_side_gradients(grads.x, grads.kernel, dz.data(), x, weights.kernel, cache.input_norm, cache.input_rstd,
+                       weights.ln_input_gamma, rows, d.I, GH);
 }
 
 }  // namespace rnnext

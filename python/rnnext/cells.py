@@ -186,17 +186,30 @@ def _layer_norm_lstm_weights(w):
     return [w[name].value for name in _LAYER_NORM_LSTM_WEIGHTS]
 
 
+def _layer_norm_gru_weights(w):
+    return [w[name].value for name in ("kernel", "recurrent_kernel", "bias", "ln_input_gamma", "ln_recurrent_gamma")]
+
+
 def _projected_lstm_weights(w):
     return [w[name].value for name in ("kernel", "recurrent_kernel", "bias", "projection")]
 
 
 class GRU(Recurrent):
     """GRU, gate order r, z, n; h_new = (1 - z) * n + z * h. reset_after=True (cuDNN/PyTorch/Keras default) has
-    bias [2, 3H] (input and recurrent biases), reset_after=False bias [3H]."""
+    bias [2, 3H] (input and recurrent biases), reset_after=False bias [3H].
 
-    def __init__(self, units, *, reset_after=True, **kwargs):
+    layer_norm=True (reset_after only): the layer-normalised GRU as haste's LayerNormGRU: the input and the
+    recurrent pre-activations are each normalised over all 3H values with gains `ln_input_gamma`,
+    `ln_recurrent_gamma` [3H] (start 1) before their biases; r multiplies n's normalised recurrent term."""
+
+    def __init__(self, units, *, reset_after=True, layer_norm=False, **kwargs):
         super().__init__(units, **kwargs)
         self.reset_after = check_bool("GRU", "reset_after", reset_after)
+        # -- layer normalisation (its own engine kernel, layer_norm_gru.h)
+        self.layer_norm = check_bool("GRU", "layer_norm", layer_norm)
+        if self.layer_norm and not self.reset_after:
+            raise ValueError("GRU: layer_norm=True needs reset_after=True (the reset gate multiplies the normalised "
+                             "recurrent term; before the product it would need every unit's r first)")
         self._finish_init()
 
     def _gates(self) -> int:
@@ -205,20 +218,33 @@ class GRU(Recurrent):
     def _bias_shape(self) -> tuple:
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
+    def _extra_parameters(self) -> dict:
+        return _layer_norm_parameters(3, self.units, self.dtype, cell=False) if self.layer_norm else {}
+
     def get_config(self) -> dict:
-        return {**super().get_config(), "reset_after": self.reset_after}
+        return {**super().get_config(), "reset_after": self.reset_after, "layer_norm": self.layer_norm}
 
     def _engine_forward(self, x, state, w, lengths, keep_cache=True):
+        if self.layer_norm:
+            y, h_n, cache = _core.layer_norm_gru_forward(x, state[0], *_layer_norm_gru_weights(w), lengths=lengths,
+                                                         keep_cache=keep_cache)
+            return y, (h_n,), cache
         y, h_n, cache = _core.gru_forward(x, state[0], w["kernel"].value, w["recurrent_kernel"].value,
                                           w["bias"].value, lengths=lengths, reset_after=self.reset_after,
                                           keep_cache=keep_cache)
         return y, (h_n,), cache
 
     def _engine_stepper(self, layer_weights, batch_size):
+        if self.layer_norm:  # no engine stepper: each layer's cache-free forward with T = 1
+            return super()._engine_stepper(layer_weights, batch_size)
         return _core.gru_stepper([(w["kernel"].value, w["recurrent_kernel"].value, w["bias"].value)
                                   for w in layer_weights], batch_size, reset_after=self.reset_after)
 
     def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+        if self.layer_norm:
+            grads = _core.layer_norm_gru_backward(dy, dstate[0], cache, x, *_layer_norm_gru_weights(w),
+                                                  lengths=lengths)
+            return grads["x"], (grads["h0"],), grads
         grads = _core.gru_backward(dy, dstate[0], cache, x, w["kernel"].value, w["recurrent_kernel"].value,
                                    w["bias"].value, lengths=lengths, reset_after=self.reset_after)
         return grads["x"], (grads["h0"],), grads

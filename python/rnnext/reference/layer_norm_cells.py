@@ -1,5 +1,6 @@
-"""The twins of the layer-normalised cells (cpp/rnnext/layer_norm_lstm.h): Ba, Kiros & Hinton (2016) as haste's
-LayerNormLSTM places the normalisations, a Python loop over time steps, the whole batch at each step.
+"""The twins of the layer-normalised cells (cpp/rnnext/layer_norm_lstm.h, layer_norm_gru.h): Ba, Kiros & Hinton
+(2016) as haste's LayerNormLSTM and LayerNormGRU place the normalisations, a Python loop over time steps, the whole
+batch at each step. The LSTM:
 
     z[t]    = LN(x[t] @ kernel; ln_input_gamma) + LN(h[t] @ recurrent_kernel; ln_recurrent_gamma) + bias
     i,f,g,o = sigmoid, sigmoid, tanh, sigmoid of z[t]'s four blocks
@@ -161,3 +162,113 @@ def layer_norm_lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel,
     d_projection = _normalise_backward(dz * w["ln_input_gamma"], input_norm, input_rstd)
     grads["kernel"] = np.einsum("tni,tng->ig", x, d_projection)
     return {"x": d_projection @ w["kernel"].T, "h0": dh, "c0": dc, **grads}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layer-normalised GRU (reset_after, as haste's LayerNormGRU), gate order r, z, n:
+#   a[t] = LN(x[t] @ kernel; ln_input_gamma) + bias[0],   b[t] = LN(h[t] @ recurrent_kernel; ln_recurrent_gamma) + bias[1]
+#   r = sigmoid(a_r + b_r),  z = sigmoid(a_z + b_z),  n = tanh(a_n + r * b_n),  h[t+1] = (1 - z) * n + z * h[t]
+# The reset gate multiplies the normalised recurrent pre-activation of n (with its bias), as reset_after=True
+# multiplies h @ U_n + b_hn.
+
+def _check_layer_norm_gru(fn, x, kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma):
+    x = _check_x(fn, x)
+    T, N, I = x.shape
+    H = _hidden_size(fn, recurrent_kernel)
+    dtype = x.dtype
+    gates = [("3*H", 3 * H)]
+    weights = {
+        "kernel": _check(fn, "kernel", kernel, [("I", I)] + gates, dtype),                        # input -> gates
+        "recurrent_kernel": _check(fn, "recurrent_kernel", recurrent_kernel, [("H", H)] + gates, dtype),  # h -> gates
+        "bias": _check(fn, "bias", bias, [("", 2)] + gates, dtype),  # rows: input bias, recurrent bias
+        "ln_input_gamma": _check(fn, "ln_input_gamma", ln_input_gamma, gates, dtype),
+        "ln_recurrent_gamma": _check(fn, "ln_recurrent_gamma", ln_recurrent_gamma, gates, dtype),
+    }
+    return x, (T, N, I, H), weights
+
+
+def layer_norm_gru_forward(x, h0, kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma, lengths=None):
+    """x [T, N, I], h0 [N, H], kernel [I, 3H], recurrent_kernel [H, 3H], bias [2, 3H], ln_input_gamma and
+    ln_recurrent_gamma [3H] -> (y [T, N, H], h_n [N, H], cache).
+
+    cache = {"h": [T+1, N, H]; "gates": [T, N, 3H] activated r, z, n; "input_norm", "recurrent_norm": [T, N, 3H]
+    and "input_rstd", "recurrent_rstd": [T, N]}.
+    """
+    fn = "layer_norm_gru_forward"
+    x, (T, N, I, H), w = _check_layer_norm_gru(fn, x, kernel, recurrent_kernel, bias, ln_input_gamma,
+                                               ln_recurrent_gamma)
+    dtype = x.dtype
+    h0 = _check(fn, "h0", h0, [("N", N), ("H", H)], dtype)
+    lengths = _check_lengths(fn, lengths, N, T)
+
+    h = np.zeros((T + 1, N, H), dtype=dtype)
+    y = np.zeros((T, N, H), dtype=dtype)
+    gates = np.zeros((T, N, 3 * H), dtype=dtype)
+    recurrent_norm = np.zeros((T, N, 3 * H), dtype=dtype)
+    recurrent_rstd = np.zeros((T, N), dtype=dtype)
+    h[0] = h0
+    input_norm, input_rstd = _normalise(x @ w["kernel"])
+    a = w["ln_input_gamma"] * input_norm + w["bias"][0]
+    for t in range(T):
+        valid = _valid_rows(lengths, t, N)
+        recurrent_norm[t], recurrent_rstd[t] = _normalise(h[t] @ w["recurrent_kernel"])
+        b = w["ln_recurrent_gamma"] * recurrent_norm[t] + w["bias"][1]
+        a_r, a_z, a_n = np.split(a[t], 3, axis=1)
+        b_r, b_z, b_n = np.split(b, 3, axis=1)
+        r, z = _sigmoid(a_r + b_r), _sigmoid(a_z + b_z)
+        n = np.tanh(a_n + r * b_n)
+        h_new = (1 - z) * n + z * h[t]
+        gates[t] = np.concatenate([r, z, n], axis=1)
+        h[t + 1] = np.where(valid, h_new, h[t])
+        y[t] = np.where(valid, h_new, 0)
+    cache = {"h": h, "gates": gates, "input_norm": input_norm, "input_rstd": input_rstd,
+             "recurrent_norm": recurrent_norm, "recurrent_rstd": recurrent_rstd}
+    return y, h[T].copy(), cache
+
+
+def layer_norm_gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma,
+                            lengths=None):
+    """Gradients of layer_norm_gru_forward given dy [T, N, H] and dh_n [N, H] (each may be None: zero).
+
+    Returns {"x", "h0", "kernel", "recurrent_kernel", "bias", "ln_input_gamma", "ln_recurrent_gamma"}.
+    """
+    fn = "layer_norm_gru_backward"
+    x, (T, N, I, H), w = _check_layer_norm_gru(fn, x, kernel, recurrent_kernel, bias, ln_input_gamma,
+                                               ln_recurrent_gamma)
+    dtype = x.dtype
+    lengths = _check_lengths(fn, lengths, N, T)
+    dy = _check_or_zeros(fn, "dy", dy, [("T", T), ("N", N), ("H", H)], dtype)
+    dh = _check_or_zeros(fn, "dh_n", dh_n, [("N", N), ("H", H)], dtype)
+    rows, gate_dims = [("T", T), ("N", N)], [("3*H", 3 * H)]
+    h = _check_cache(fn, cache, "h", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
+    gates = _check_cache(fn, cache, "gates", rows + gate_dims, dtype)
+    input_norm = _check_cache(fn, cache, "input_norm", rows + gate_dims, dtype)
+    input_rstd = _check_cache(fn, cache, "input_rstd", rows, dtype)
+    recurrent_norm = _check_cache(fn, cache, "recurrent_norm", rows + gate_dims, dtype)
+    recurrent_rstd = _check_cache(fn, cache, "recurrent_rstd", rows, dtype)
+
+    da = np.zeros((T, N, 3 * H), dtype=dtype)  # gradient on the input pre-activations a
+    db = np.zeros((T, N, 3 * H), dtype=dtype)  # gradient on the recurrent pre-activations b
+    grads = {name: np.zeros_like(value) for name, value in w.items()}
+    for t in reversed(range(T)):
+        valid = _valid_rows(lengths, t, N)
+        r, z, n = np.split(gates[t], 3, axis=1)
+        b_n = (w["ln_recurrent_gamma"] * recurrent_norm[t] + w["bias"][1])[:, 2 * H:]
+        # backprop into h_new from step t+1 (and y[t]); masked rows never ran this step
+        dh_new = np.where(valid, dh + dy[t], 0)
+        # backprop through h_new = (1 - z) * n + z * h[t]
+        dn_pre = dh_new * (1 - z) * (1 - n * n)
+        dz_pre = dh_new * (h[t] - n) * z * (1 - z)
+        dr_pre = dn_pre * b_n * r * (1 - r)
+        da[t] = np.concatenate([dr_pre, dz_pre, dn_pre], axis=1)
+        db[t] = np.concatenate([dr_pre, dz_pre, dn_pre * r], axis=1)
+        # backprop through the recurrent normalisation into h[t] @ recurrent_kernel, then into h[t]
+        grads["ln_recurrent_gamma"] += (db[t] * recurrent_norm[t]).sum(axis=0)
+        d_recurrent = _normalise_backward(db[t] * w["ln_recurrent_gamma"], recurrent_norm[t], recurrent_rstd[t])
+        grads["recurrent_kernel"] += h[t].T @ d_recurrent
+        dh = np.where(valid, dh_new * z + d_recurrent @ w["recurrent_kernel"].T, dh)
+    grads["bias"] = np.stack([da.sum(axis=(0, 1)), db.sum(axis=(0, 1))])
+    grads["ln_input_gamma"] = (da * input_norm).sum(axis=(0, 1))
+    d_projection = _normalise_backward(da * w["ln_input_gamma"], input_norm, input_rstd)
+    grads["kernel"] = np.einsum("tni,tng->ig", x, d_projection)
+    return {"x": d_projection @ w["kernel"].T, "h0": dh, **grads}
