@@ -1,5 +1,6 @@
 """The layer-normalised LSTM and GRU: engine (layer_norm_lstm.h, layer_norm_gru.h) against the NumPy twins
-(reference/layer_norm_cells.py), both against finite differences, thread-count and cache independence, bad input,
+(reference/layer_norm_cells.py), both against finite differences, the engine against PyTorch autograd on haste's
+formulation, thread-count and cache independence, bad input,
 and the LSTM/GRU(layer_norm=True) layers (summary counts, checkpoints, step, lengths, bidirectional stacks, the
 converters that refuse them)."""
 import numpy as np
@@ -309,3 +310,44 @@ def test_word_lm_layer_norm_learns_on_tiny_ptb(tmp_path):
     ppl = [h["valid_ppl"] for h in result["history"]]
     # 15 types: uniform guessing is perplexity 15 (as test_lm_experiments' plain run)
     assert ppl[-1] < ppl[0] and ppl[-1] < 6, ppl
+
+
+# -- against PyTorch autograd on haste's formulation (LayerNormLSTMScript, LayerNormGRUScript; the GRU in rnnext's
+# gate order r, z, n), written with torch.nn.functional.layer_norm
+
+def torch_layer_norm_cell(torch, cell, t):
+    """y [T, N, H] of haste's scripts on the tensors t (named as the engine's arguments)."""
+    F = torch.nn.functional
+    G, H = (4, t["h0"].shape[1]) if cell == "lstm" else (3, t["h0"].shape[1])
+    input_side = F.layer_norm(t["x"] @ t["kernel"], (G * H,), weight=t["ln_input_gamma"])
+    h, c, ys = t["h0"], t.get("c0"), []
+    for step_input in input_side:
+        recurrent = F.layer_norm(h @ t["recurrent_kernel"], (G * H,), weight=t["ln_recurrent_gamma"])
+        if cell == "lstm":
+            i, f, g, o = (recurrent + step_input + t["bias"]).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, (H,), weight=t["ln_cell_gamma"], bias=t["ln_cell_beta"]))
+        else:
+            a_r, a_z, a_n = (step_input + t["bias"][0]).chunk(3, dim=1)
+            b_r, b_z, b_n = (recurrent + t["bias"][1]).chunk(3, dim=1)
+            r, z = torch.sigmoid(a_r + b_r), torch.sigmoid(a_z + b_z)
+            h = (1 - z) * torch.tanh(a_n + r * b_n) + z * h
+        ys.append(h)
+    return torch.stack(ys)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_torch_autograd(torch, cell, dtype):
+    shape = (5, 3, 4, 40)
+    p = make_problem(cell, shape, dtype, seed=11)
+    dy = output_gradients(cell, shape, dtype, seed=12)[0]
+    t = {name: torch.from_numpy(value.copy()).requires_grad_(True) for name, value in p.items()}
+    y_torch = torch_layer_norm_cell(torch, cell, t)
+    (y_torch * torch.from_numpy(dy)).sum().backward()
+    y, *_, cache = getattr(_core, f"layer_norm_{cell}_forward")(**p)
+    grads = getattr(_core, f"layer_norm_{cell}_backward")(dy, *[None] * len(STATES[cell]), cache, p["x"],
+                                                          **{n: p[n] for n in WEIGHT_NAMES[cell]})
+    assert_close({"y": y, **{name: grads[name] for name in t}},
+                 {"y": y_torch.detach().numpy(), **{name: tensor.grad.numpy() for name, tensor in t.items()}},
+                 TWIN_TOL[dtype], "against torch autograd")
