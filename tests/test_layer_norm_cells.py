@@ -1,8 +1,7 @@
 """The layer-normalised LSTM and GRU: engine (layer_norm_lstm.h, layer_norm_gru.h) against the NumPy twins
 (reference/layer_norm_cells.py), both against finite differences, the engine against PyTorch autograd on haste's
-formulation, thread-count and cache independence, bad input,
-and the LSTM/GRU(layer_norm=True) layers (summary counts, checkpoints, step, lengths, bidirectional stacks, the
-converters that refuse them)."""
+formulation, thread-count and cache independence, bad input, and the LSTM/GRU(layer_norm=True) layers (summary
+counts, checkpoints, step, lengths, bidirectional stacks, the converters that refuse them, word-lm --layer-norm)."""
 import numpy as np
 import pytest
 
