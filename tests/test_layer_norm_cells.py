@@ -273,21 +273,24 @@ def test_checkpoint_round_trip(cell, tmp_path):
     assert_same_bits({"y": loaded(x)}, {"y": model(x)}, "outputs after load")
 
 
-def test_converters_refuse_layer_norm():
+@pytest.mark.parametrize("cell", CELLS)
+def test_converters_refuse_layer_norm(cell):
     from rnnext import interop
 
-    layer = LSTM(4, layer_norm=True, input_size=3)
-    with pytest.raises(ValueError, match="layer_norm=True has no torch.nn equivalent"):
+    layer = LAYERS[cell](4, layer_norm=True, input_size=3)
+    name = type(layer).__name__
+    with pytest.raises(ValueError, match=f"{name} with layer_norm=True has no torch.nn equivalent"):
         interop.to_torch_state_dict(layer)
-    with pytest.raises(ValueError, match="layer_norm=True has no Keras equivalent"):
+    with pytest.raises(ValueError, match=f"{name} with layer_norm=True has no Keras equivalent"):
         interop.to_keras_weights(layer)
 
 
-def test_onnx_export_refuses_layer_norm(tmp_path):
+@pytest.mark.parametrize("cell", CELLS)
+def test_onnx_export_refuses_layer_norm(cell, tmp_path):
     pytest.importorskip("onnx")
     from rnnext import onnx
 
-    model = Sequential([LSTM(4, layer_norm=True), Dense(1)], input_shape=(5, 3))
+    model = Sequential([LAYERS[cell](4, layer_norm=True), Dense(1)], input_shape=(5, 3))
     with pytest.raises(ValueError, match="layer 0 .* has layer_norm=True; the ONNX recurrent operators"):
         onnx.export(model, tmp_path / "never-written.onnx")
     assert not list(tmp_path.iterdir())
