@@ -8,7 +8,7 @@ import rnnext
 from rnnext import _core
 from rnnext.gradcheck import gradcheck
 from rnnext.interop import from_torch, to_keras_weights, to_torch
-from rnnext.layers import LSTM, Dense
+from rnnext.layers import LSTM, Dense, Embedding
 from rnnext.losses import mean_squared_error
 from rnnext.models import Sequential, load
 from rnnext.reference import projection_cells as twin
@@ -270,3 +270,14 @@ def test_torch_round_trip(torch):
         y_t, _ = module(torch.from_numpy(x))
     assert_close({"y": layer(x)}, {"y": y_t.numpy()}, 2e-5, "to_torch")
     assert_same_bits({"y": back(x)}, {"y": layer(x)}, "from_torch(to_torch(layer))")
+
+
+def test_torch_whole_model_round_trip(torch):
+    model = Sequential([Embedding(20, 6), LSTM(8, proj_size=3, num_layers=2, bidirectional=True, seed=1),
+                        Dense(2, seed=2)], input_shape=(5,))
+    module = to_torch(model)
+    ids = np.random.default_rng(11).integers(0, 20, (4, 5))
+    with torch.no_grad():
+        y_t = module(torch.from_numpy(ids))
+    assert_close({"y": model(ids)}, {"y": y_t.numpy()}, 2e-5, "to_torch(Sequential)")
+    assert_same_bits({"y": from_torch(module)(ids)}, {"y": model(ids)}, "from_torch(to_torch(Sequential))")
