@@ -140,6 +140,25 @@ def test_cache_free_forward_gives_the_same_bits(cell, shape, dtype):
     assert_same_bits(dict(zip(names, outputs)), dict(zip(names, cached)), "keep_cache=False")
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("module", [twin, _core], ids=["twin", "engine"])
+def test_nan_in_padding_is_not_seen(cell, module):
+    """A NaN in x past a row's length reaches neither the outputs and states nor the input-side gradients (the
+    weight gradients sum x^T . 0 over padded steps, NaN as in the plain cells: test_engine.py)."""
+    shape = (5, 3, 4, 40)
+    p = make_problem(cell, shape, np.float64)
+    douts = output_gradients(cell, shape, np.float64)
+    lengths = np.array([5, 2, 0])
+    clean_out, clean_grads = forward_and_backward(cell, module, p, douts, lengths)
+    p["x"][2:, 1] = np.nan
+    p["x"][:, 2] = np.nan
+    out, grads = forward_and_backward(cell, module, p, douts, lengths)
+    outputs = ["y"] + [f"{state[0]}_n" for state in STATES[cell]]
+    inputs = ("x",) + STATES[cell]
+    assert_close({k: out[k] for k in outputs}, {k: clean_out[k] for k in outputs}, 1e-12, "outputs, NaN padding")
+    assert_close({k: grads[k] for k in inputs}, {k: clean_grads[k] for k in inputs}, 1e-12, "input side, NaN padding")
+
+
 @pytest.mark.parametrize("name, bad, message", [
     ("ln_cell_gamma", np.ones(7), "ln_cell_gamma has shape (7,), expected (H=5,)"),
     ("ln_input_gamma", np.ones(5), "ln_input_gamma has shape (5,), expected (4*H=20,)"),

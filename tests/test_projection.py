@@ -107,6 +107,23 @@ def test_cache_free_forward_gives_the_same_bits(shape, dtype):
     assert_same_bits({"y": y, "h_n": h_n, "c_n": c_n}, dict(zip(("y", "h_n", "c_n"), cached[:3])), "keep_cache=False")
 
 
+@pytest.mark.parametrize("module", [twin, _core], ids=["twin", "engine"])
+def test_nan_in_padding_is_not_seen(module):
+    """A NaN in x past a row's length reaches neither the outputs and states nor the input-side gradients."""
+    shape = SHAPES[0]
+    p = make_problem(shape, np.float64)
+    douts = output_gradients(shape, np.float64)
+    lengths = np.array([5, 2, 0])
+    clean_out, clean_grads = forward_and_backward(module, p, douts, lengths)
+    p["x"][2:, 1] = np.nan
+    p["x"][:, 2] = np.nan
+    out, grads = forward_and_backward(module, p, douts, lengths)
+    assert_close({k: out[k] for k in ("y", "h_n", "c_n")}, {k: clean_out[k] for k in ("y", "h_n", "c_n")}, 1e-12,
+                 "outputs, NaN padding")
+    assert_close({k: grads[k] for k in ("x", "h0", "c0")}, {k: clean_grads[k] for k in ("x", "h0", "c0")}, 1e-12,
+                 "input side, NaN padding")
+
+
 @pytest.mark.parametrize("name, bad, message", [
     ("projection", np.ones((5, 5)), "projection has shape (5, 5), expected (H, P) with 1 <= P < H"),
     ("projection", np.ones(5), "projection has shape (5,), expected (H, P) with 1 <= P < H"),

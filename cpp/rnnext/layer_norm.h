@@ -116,14 +116,20 @@ void normalise_rows(Scalar* out, Scalar* normalised, Scalar* rstd, const Scalar*
 }
 
 // After a loop, in place: d [rows, n] holds the gradient on gain * normalised + shift, and becomes the one on
-// the values that were normalised.
+// the values that were normalised. Rows are time-major (row = t * N + batch row); masked steps get zero, not
+// 0 * their normalised values, which are NaN where the padding is.
 template <typename Scalar>
 void normalise_rows_backward(Scalar* d, const Scalar* normalised /* [rows, n] */, const Scalar* rstd /* [rows] */,
-                             const Scalar* gain /* [n] */, Index rows, Index n) {
+                             const Scalar* gain /* [n] */, Index rows, Index n, const int64_t* lengths /* [N] or null */,
+                             Index N) {
   parallel_chunks(chunk_count(rows, kNormalisedRowChunk), 8.0 * double(rows) * double(n), [&](Index chunk) {
     const Index last = std::min(rows, (chunk + 1) * kNormalisedRowChunk);
     for (Index row = chunk * kNormalisedRowChunk; row < last; ++row) {
       VectorMap<Scalar> grad(d + row * n, n);
+      if (!step_valid(lengths, row / N, row % N)) {
+        grad.setZero();
+        continue;
+      }
       ConstVectorMap<Scalar> norm(normalised + row * n, n);
       grad *= ConstVectorMap<Scalar>(gain, n);
       const Scalar mean_d = ordered_sum(grad) / Scalar(n), mean_dn = ordered_sum(grad * norm) / Scalar(n);
@@ -241,8 +247,10 @@ template <typename Scalar>
 void input_side_gradients(Scalar* dx /* [rows, I] */, Scalar* dkernel /* [I, GH] */, Scalar* d_projection,
                           const Scalar* inputs /* [rows, I] */, const Scalar* kernel /* [I, GH] */,
                           const Scalar* input_norm /* [rows, GH] */, const Scalar* input_rstd /* [rows] */,
-                          const Scalar* gain /* [GH] */, Index rows, Index I, Index GH) {
-  normalise_rows_backward(d_projection, input_norm, input_rstd, gain, rows, GH);
+                          const Scalar* gain /* [GH] */, const int64_t* lengths /* [N] or null */, const Dims& d,
+                          Index GH) {
+  const Index rows = d.T * d.N, I = d.I;
+  normalise_rows_backward(d_projection, input_norm, input_rstd, gain, rows, GH, lengths, d.N);
   rows_times_weight(dx, I, d_projection, GH, rows, GH, kernel, GH, I, true, static_cast<const Scalar*>(nullptr), false);
   transposed_times(dkernel, GH, inputs, I, I, d_projection, GH, GH, rows);
 }

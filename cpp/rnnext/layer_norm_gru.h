@@ -221,7 +221,7 @@ void layer_norm_gru_backward(const LayerNormGruGrads<Scalar>& grads, const Scala
   column_product_sums(grads.ln_input_gamma, da.data(), cache.input_norm, rows, GH);
   transposed_times(grads.recurrent_kernel, GH, cache.h, H, H, d_recurrent.data(), GH, GH, rows);
   input_side_gradients(grads.x, grads.kernel, da.data(), x, weights.kernel, cache.input_norm, cache.input_rstd,
-                       weights.ln_input_gamma, rows, d.I, GH);
+                       weights.ln_input_gamma, lengths, d, GH);
 }
 
 }  // namespace rnnext

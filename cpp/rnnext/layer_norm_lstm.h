@@ -303,7 +303,7 @@ void layer_norm_lstm_backward(const LayerNormLstmGrads<Scalar>& grads, const Sca
   column_sums(grads.bias, dz.data(), GH, rows, GH);
   transposed_times(grads.recurrent_kernel, GH, cache.h, H, H, d_recurrent.data(), GH, GH, rows);
   input_side_gradients(grads.x, grads.kernel, dz.data(), x, weights.kernel, cache.input_norm, cache.input_rstd,
-                       weights.ln_input_gamma, rows, d.I, GH);
+                       weights.ln_input_gamma, lengths, d, GH);
 }
 
 }  // namespace rnnext

@@ -35,6 +35,14 @@ def _normalise_backward(d_normalised, normalised, rstd):
     return rstd[..., None] * (d_normalised - mean_d - normalised * mean_dx)
 
 
+def _input_side_backward(d_normalised, input_norm, input_rstd, lengths):
+    """_normalise_backward of the input projections [T, N, G*H], zero at masked steps (whose normalised values are
+    NaN where the padding is, and 0 * NaN would be NaN)."""
+    T, N = input_rstd.shape
+    valid = np.stack([_valid_rows(lengths, t, N) for t in range(T)])  # [T, N, 1]
+    return np.where(valid, _normalise_backward(d_normalised, input_norm, input_rstd), 0)
+
+
 def _check_layer_norm_lstm(fn, x, kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma,
                            ln_cell_gamma, ln_cell_beta):
     x = _check_x(fn, x)
@@ -159,7 +167,7 @@ def layer_norm_lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel,
     # backprop through the input normalisation and the input projection, all steps at once
     grads["bias"] = dz.sum(axis=(0, 1))
     grads["ln_input_gamma"] = (dz * input_norm).sum(axis=(0, 1))
-    d_projection = _normalise_backward(dz * w["ln_input_gamma"], input_norm, input_rstd)
+    d_projection = _input_side_backward(dz * w["ln_input_gamma"], input_norm, input_rstd, lengths)
     grads["kernel"] = np.einsum("tni,tng->ig", x, d_projection)
     return {"x": d_projection @ w["kernel"].T, "h0": dh, "c0": dc, **grads}
 
@@ -269,6 +277,6 @@ def layer_norm_gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, 
         dh = np.where(valid, dh_new * z + d_recurrent @ w["recurrent_kernel"].T, dh)
     grads["bias"] = np.stack([da.sum(axis=(0, 1)), db.sum(axis=(0, 1))])
     grads["ln_input_gamma"] = (da * input_norm).sum(axis=(0, 1))
-    d_projection = _normalise_backward(da * w["ln_input_gamma"], input_norm, input_rstd)
+    d_projection = _input_side_backward(da * w["ln_input_gamma"], input_norm, input_rstd, lengths)
     grads["kernel"] = np.einsum("tni,tng->ig", x, d_projection)
     return {"x": d_projection @ w["kernel"].T, "h0": dh, **grads}

@@ -96,9 +96,10 @@ def projected_lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, 
         tc = np.tanh(c[t + 1])
         dz_o = dm * tc * o * (1 - o)
         dc_new = dc_next + dm * o * (1 - tc * tc)
-        # backprop through c_new = f * c[t] + i * g
+        # backprop through c_new = f * c[t] + i * g; masked rows get none (their gates may be NaN from padding)
         dz = np.concatenate([dc_new * g * i * (1 - i), dc_new * c[t] * f * (1 - f), dc_new * i * (1 - g * g), dz_o],
                             axis=1)
+        dz = np.where(valid, dz, 0)
         # backprop through z = x[t] @ W_xz + h[t] @ W_hz + b_z
         dx[t] = dz @ W_xz.T
         dW_xz += x[t].T @ dz
