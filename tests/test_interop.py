@@ -192,8 +192,6 @@ def test_round_trip_through_torch(torch, cell, dtype):
 
 
 def test_torch_unsupported_options(torch):
-    with pytest.raises(ValueError, match="proj_size=2.*not supported"):
-        from_torch(torch.nn.LSTM(I, H, proj_size=2))
     with pytest.raises(TypeError, match="expected torch.nn.RNN"):
         from_torch(torch.nn.Linear(I, H))
     with pytest.raises(ValueError, match="num_layers cannot be passed"):

@@ -26,6 +26,8 @@ void bind_optim(py::module_& m);
 void bind_embedding(py::module_& m);
 void bind_dense(py::module_& m);
 void bind_losses(py::module_& m);
+void bind_layer_norm(py::module_& m);  // layer-normalised cells (bind_layer_norm.cpp)
+void bind_projection(py::module_& m);  // LSTM with projection (bind_projection.cpp)
 
 // One expected dimension: its size and how to name it in messages ("N", "4*H", or "" for a plain number).
 struct Dim {

@@ -18,4 +18,6 @@ PYBIND11_MODULE(_core, m) {
   rnnext::bindings::bind_min_cells(m);
   rnnext::bindings::bind_sru(m);
   rnnext::bindings::bind_qrnn(m);
+  rnnext::bindings::bind_layer_norm(m);
+  rnnext::bindings::bind_projection(m);
 }

@@ -129,8 +129,11 @@ template <typename Scalar>
 class GateColumns {
  public:
   GateColumns(const Scalar* recurrent_kernel /* [H, G*H] */, const Dims& d, Index G, const TimeLoop& loop)
+      : GateColumns(recurrent_kernel, d, G, loop, d.H) {}
+  // States of another width than H (an LSTM with projection's P): recurrent_kernel [state_width, G*H].
+  GateColumns(const Scalar* recurrent_kernel, const Dims& d, Index G, const TimeLoop& loop, Index state_width)
       : G_(G),
-        depth_(gemm_depth<Scalar>(d.H, G * d.H, d.N)),
+        depth_(gemm_depth<Scalar>(state_width, G * d.H, d.N)),
         columns_(pack_gate_columns(recurrent_kernel, d.H, G, loop.blocks(), depth_, d.N)),
         states_(depth_, d.N, d.N == 1) {}
 

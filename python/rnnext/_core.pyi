@@ -326,3 +326,81 @@ def qrnn_backward(
     bias: Float,
     lengths: Optional[ArrayLike] = None,
 ) -> dict[str, Float]: ...
+
+# The issue-15 cell variants (cpp/rnnext/layer_norm_lstm.h, layer_norm_gru.h, lstm_projection.h); cache keys as
+# their twins in rnnext.reference.layer_norm_cells and projection_cells.
+def layer_norm_lstm_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H]
+    c0: Float,                      # [N, H]
+    kernel: Float,                  # [I, 4H]
+    recurrent_kernel: Float,        # [H, 4H]
+    bias: Float,                    # [4H]
+    ln_input_gamma: Float,          # [4H]
+    ln_recurrent_gamma: Float,      # [4H]
+    ln_cell_gamma: Float,           # [H]
+    ln_cell_beta: Float,            # [H]
+    lengths: Optional[ArrayLike] = None,
+    keep_cache: bool = True,
+) -> tuple[Float, Float, Float, Optional[dict[str, Float]]]: ...
+def layer_norm_lstm_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    dc_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    recurrent_kernel: Float,
+    bias: Float,
+    ln_input_gamma: Float,
+    ln_recurrent_gamma: Float,
+    ln_cell_gamma: Float,
+    ln_cell_beta: Float,
+    lengths: Optional[ArrayLike] = None,
+) -> dict[str, Float]: ...
+def layer_norm_gru_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, H]
+    kernel: Float,                  # [I, 3H]
+    recurrent_kernel: Float,        # [H, 3H]
+    bias: Float,                    # [2, 3H]
+    ln_input_gamma: Float,          # [3H]
+    ln_recurrent_gamma: Float,      # [3H]
+    lengths: Optional[ArrayLike] = None,
+    keep_cache: bool = True,
+) -> tuple[Float, Float, Optional[dict[str, Float]]]: ...
+def layer_norm_gru_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    recurrent_kernel: Float,
+    bias: Float,
+    ln_input_gamma: Float,
+    ln_recurrent_gamma: Float,
+    lengths: Optional[ArrayLike] = None,
+) -> dict[str, Float]: ...
+def projected_lstm_forward(
+    x: Float,                       # [T, N, I]
+    h0: Float,                      # [N, P]
+    c0: Float,                      # [N, H]
+    kernel: Float,                  # [I, 4H]
+    recurrent_kernel: Float,        # [P, 4H]
+    bias: Float,                    # [4H]
+    projection: Float,              # [H, P], 1 <= P < H
+    lengths: Optional[ArrayLike] = None,
+    keep_cache: bool = True,
+) -> tuple[Float, Float, Float, Optional[dict[str, Float]]]: ...
+def projected_lstm_backward(
+    dy: Optional[Float],
+    dh_n: Optional[Float],
+    dc_n: Optional[Float],
+    cache: dict[str, Float],
+    x: Float,
+    kernel: Float,
+    recurrent_kernel: Float,
+    bias: Float,
+    projection: Float,
+    lengths: Optional[ArrayLike] = None,
+) -> dict[str, Float]: ...

@@ -110,7 +110,7 @@ def from_torch(module, *, dtype=None, return_sequences=True, batch_first=None, *
     other float type becomes float32). batch_first: None takes the module's. return_sequences defaults to True
     because a torch module returns the whole sequence. The layer gets the module's dropout and its
     train/eval mode. Other layer options (name, seed, return_state, stateful) go in `layer_kwargs`.
-    The weights are copied. proj_size != 0 (LSTM projections) has no rnnext equivalent: ValueError.
+    The weights are copied. An LSTM with proj_size becomes LSTM(proj_size=...), `projection` = weight_hr^T.
     """
     where = "from_torch"
     torch = _import_torch(where)
@@ -123,11 +123,8 @@ def from_torch(module, *, dtype=None, return_sequences=True, batch_first=None, *
     if not isinstance(module, torch.nn.RNNBase) or getattr(module, "mode", None) not in _TORCH_MODES:
         raise TypeError(f"{where}: module is {type(module).__name__}, expected torch.nn.RNN, torch.nn.LSTM or "
                         "torch.nn.GRU")
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"{where}: LSTM with proj_size={module.proj_size} (projected hidden state) is not "
-                         "supported; rnnext has no LSTM projection")
     _check_layer_kwargs(layer_kwargs, where, ("units", "input_size", "num_layers", "bidirectional", "dropout",
-                                              "activation", "reset_after", "peephole", "coupled"))
+                                              "activation", "reset_after", "peephole", "coupled", "proj_size"))
     kind, activation = _TORCH_MODES[module.mode]
     first = module.weight_ih_l0
     if dtype is None:
@@ -142,6 +139,9 @@ def from_torch(module, *, dtype=None, return_sequences=True, batch_first=None, *
         options["activation"] = activation
     elif kind == "gru":
         options["reset_after"] = True
+    proj_size = getattr(module, "proj_size", 0)
+    if proj_size:
+        options["proj_size"] = proj_size
     layer = _LAYER_CLASSES[kind](module.hidden_size, **options)
     layer.train(module.training)
 
@@ -166,6 +166,9 @@ def from_torch(module, *, dtype=None, return_sequences=True, batch_first=None, *
             _assign(params, _param_name(layer, k, d, "kernel"), w_ih.T, where)
             _assign(params, _param_name(layer, k, d, "recurrent_kernel"), w_hh.T, where)
             _assign(params, _param_name(layer, k, d, "bias"), bias, where)
+            if proj_size:
+                w_hr = array(getattr(module, f"weight_hr_{suffix}"))  # [P, H]
+                _assign(params, _param_name(layer, k, d, "projection"), w_hr.T, where)
     return layer
 
 
@@ -175,6 +178,9 @@ def _check_torch_expressible(layer, where: str) -> str:
     if kind == "lstm" and (layer.peephole or layer.coupled):
         raise ValueError(f"{where}: LSTM with peephole={layer.peephole}, coupled={layer.coupled} has no "
                          "torch.nn.LSTM equivalent (torch has neither peepholes nor coupled gates)")
+    if getattr(layer, "layer_norm", False):
+        raise ValueError(f"{where}: {type(layer).__name__} with layer_norm=True has no torch.nn equivalent (torch "
+                         "has no layer-normalised recurrent layer)")
     if kind == "gru" and not layer.reset_after:
         raise ValueError(f"{where}: GRU with reset_after=False has no torch.nn.GRU equivalent (torch applies the "
                          "reset gate after the recurrent product, as reset_after=True)")
@@ -212,6 +218,9 @@ def to_torch_state_dict(layer) -> dict:
             state[f"weight_hh_{suffix}"] = torch.from_numpy(np.array(recurrent_kernel.T, order="C"))
             state[f"bias_ih_{suffix}"] = torch.from_numpy(np.array(b_ih))
             state[f"bias_hh_{suffix}"] = torch.from_numpy(np.array(b_hh))
+            if kind == "lstm" and layer.proj_size:
+                projection = params[_param_name(layer, k, d, "projection")].value  # [H, P]
+                state[f"weight_hr_{suffix}"] = torch.from_numpy(np.array(projection.T, order="C"))
     return state
 
 
@@ -233,7 +242,7 @@ def to_torch(layer):
     if kind == "rnn":
         module = torch.nn.RNN(layer.input_size, layer.units, nonlinearity=layer.activation, **options)
     elif kind == "lstm":
-        module = torch.nn.LSTM(layer.input_size, layer.units, **options)
+        module = torch.nn.LSTM(layer.input_size, layer.units, proj_size=layer.proj_size, **options)
     else:
         module = torch.nn.GRU(layer.input_size, layer.units, **options)
     module.load_state_dict(to_torch_state_dict(layer))
@@ -396,6 +405,12 @@ def to_keras_weights(layer) -> list:
     if kind == "lstm" and (layer.peephole or layer.coupled):
         raise ValueError(f"{where}: LSTM with peephole={layer.peephole}, coupled={layer.coupled} has no Keras "
                          "LSTM equivalent")
+    if getattr(layer, "layer_norm", False):
+        raise ValueError(f"{where}: {type(layer).__name__} with layer_norm=True has no Keras equivalent (Keras has "
+                         "no layer-normalised recurrent layer)")
+    if getattr(layer, "proj_size", 0):
+        raise ValueError(f"{where}: LSTM with proj_size={layer.proj_size} has no Keras equivalent (Keras's LSTM has "
+                         "no projection)")
     params = dict(layer.named_parameters())
     out = []
     for d in range(layer.num_directions):

@@ -202,6 +202,12 @@ def _check_exportable(model, where: str):
                 or (isinstance(layer, Recurrent) and not isinstance(layer, (RNN, LSTM, GRU))):
             raise ValueError(f"{where}: {label} has no ONNX export; the exporter knows Embedding, RNN, LSTM, GRU, "
                              "Dense and Dropout")
+        if getattr(layer, "layer_norm", False):
+            raise ValueError(f"{where}: {label} has layer_norm=True; the ONNX recurrent operators have no layer "
+                             "normalisation")
+        if getattr(layer, "proj_size", 0):
+            raise ValueError(f"{where}: {label} has proj_size={layer.proj_size}; ONNX's LSTM operator has no "
+                             "projection")
         if isinstance(layer, Embedding) and position > 0:
             raise ValueError(f"{where}: {label}: an Embedding is exported only as the first layer (it takes ids)")
         if isinstance(layer, Recurrent) and layer.stateful:

@@ -160,6 +160,10 @@ class Recurrent(Layer):
     def _extra_parameters(self) -> dict:
         return {}
 
+    def _output_units(self) -> int:
+        """The width of h and of each direction's output: `units`, or an LSTM's proj_size."""
+        return self.units
+
     def _cell_parameters(self, layer_input) -> dict:
         """Initial values of one layer and direction's parameters, by name, in creation order: `kernel`,
         `recurrent_kernel`, `bias` and the extra parameters; a cell without a recurrent kernel replaces it."""
@@ -189,7 +193,7 @@ class Recurrent(Layer):
         self.input_size = size
         self._weights = []
         for k in range(self.num_layers):
-            layer_input = size if k == 0 else self.num_directions * self.units
+            layer_input = size if k == 0 else self.num_directions * self._output_units()
             directions = []
             for d in range(self.num_directions):
                 prefix = ""
@@ -210,7 +214,7 @@ class Recurrent(Layer):
         if self.built and input_shape[-1] != self.input_size:
             raise ValueError(f"{where}: input_shape {shape_text(input_shape)} has I={input_shape[-1]}, but the "
                              f"layer was built for I={self.input_size}")
-        features = self.num_directions * self.units
+        features = self.num_directions * self._output_units()
         return (input_shape[0], features) if self.return_sequences else (features,)
 
     def get_config(self) -> dict:
@@ -400,7 +404,7 @@ class Recurrent(Layer):
 
     def _output_gradients(self, dy, T, N, where):
         """dy -> (time-major gradient of the top layer's outputs or None, gradient of its final h per direction)."""
-        D, H = self.num_directions, self.units
+        D, H = self.num_directions, self._output_units()
         if dy is None:
             return None, [None] * D
         dy = real_array(where, "dy", dy, self.dtype)
@@ -477,7 +481,7 @@ class Recurrent(Layer):
             span = slice(k * D, (k + 1) * D)
             dx_layer, initial_grads[span] = _backward_layer(cache["engine_backward"], d_out, dstates[span],
                                                             cache["runs"][span], self._weights[k], lengths, reverse,
-                                                            self.units)
+                                                            self._output_units())
             if k > 0:
                 mask = cache["masks"][k - 1]
                 d_out = dx_layer if mask is None else dx_layer * mask

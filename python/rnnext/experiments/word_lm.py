@@ -25,13 +25,15 @@ __all__ = ["main", "build_parser", "parse_args", "build_model", "run"]
 
 
 def build_model(vocab_size: int = 10_000, hidden: int = 200, num_layers: int = 2, dropout: float = 0.0,
-                init_scale: float = 0.1, seed=None):
-    """The Zaremba model; every weight (biases and the embedding too) drawn from uniform(-init_scale, init_scale)."""
+                init_scale: float = 0.1, seed=None, layer_norm: bool = False):
+    """The Zaremba model; every weight (biases and the embedding too) drawn from uniform(-init_scale, init_scale).
+    layer_norm=True: a layer-normalised LSTM, whose gains and shifts keep their start (1 and 0): a normalisation
+    with gains near zero would switch its signal off."""
     stack = [layers.Embedding(vocab_size, hidden)]
     if dropout:
         stack.append(layers.Dropout(dropout))
     stack.append(layers.LSTM(hidden, num_layers=num_layers, dropout=dropout, return_sequences=True,
-                             stateful=True, seed=seed))
+                             stateful=True, seed=seed, layer_norm=layer_norm))
     if dropout:
         stack.append(layers.Dropout(dropout))
     stack.append(layers.Dense(vocab_size))
@@ -39,8 +41,9 @@ def build_model(vocab_size: int = 10_000, hidden: int = 200, num_layers: int = 2
     model.build((None,))
     if init_scale:
         rng = np.random.default_rng(seed)
-        for param in model.parameters():
-            param.value[...] = rng.uniform(-init_scale, init_scale, size=param.shape)
+        for name, param in model.named_parameters():
+            if ".ln_" not in name:  # "<layer>.[l0.forward.]ln_..."
+                param.value[...] = rng.uniform(-init_scale, init_scale, size=param.shape)
     return model
 
 
@@ -74,6 +77,8 @@ def build_parser(prog: str = "rnnext train word-lm") -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="PATH", help="continue from this checkpoint")
     p.add_argument("--log-every", type=int, default=200, help="print the training loss every N steps (0: never)")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's default)")
+    # -- issue 15: the regularising and normalising variants of the LSTM
+    p.add_argument("--layer-norm", action="store_true", help="layer-normalised LSTM (LSTM(layer_norm=True))")
     distributed.add_argument(p)
     p.add_argument("--quick", action="store_true", help="tiny preset for CI: 2,000 training words, 32 units, "
                    "vocabulary 200, 2 epochs")
@@ -99,7 +104,8 @@ def _run(args, log, parallel) -> dict:
         model, vocab = point.model, rdata.Vocabulary.from_dict(point.metadata["vocab"])
     else:
         vocab = rdata.Vocabulary.build(train_words, max_size=args.vocab_size, specials=("<unk>",))
-        model = build_model(len(vocab), args.hidden, args.layers, args.dropout, args.init_scale, seed=args.seed)
+        model = build_model(len(vocab), args.hidden, args.layers, args.dropout, args.init_scale, seed=args.seed,
+                            layer_norm=args.layer_norm)
     train = rdata.batchify(vocab.encode(train_words), args.batch)
     valid = rdata.batchify(vocab.encode(splits["valid"]), args.eval_batch)
     test = rdata.batchify(vocab.encode(splits["test"]), args.eval_batch)

@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Time the training step (forward with cache + backward) of the issue-15 cell variants against the plain cell in
+the same run: the layer-normalised LSTM (also against a plain-PyTorch LN-LSTM, haste's LayerNormLSTMScript written
+with torch ops), the layer-normalised GRU, and the LSTM with projection (also against torch.nn.LSTM(proj_size)). Each variant is validated
+first (the engine against its NumPy twin at a small size, torch's LSTMP against the engine at the timed size).
+Prints one markdown table of medians and ratios to the plain rnnext cell of the same family.
+
+    python bench/bench_variants.py --threads 2 [--N 32 --H 256 --T 100 --I 256 --proj 128 --seconds 3]
+"""
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+import rnnext
+from rnnext import _core
+from rnnext.reference import layer_norm_cells, projection_cells
+
+
+def problem(T, N, I, H, P, seed=0):
+    """float32 arguments of the three engine forwards (shared x, kernel and bias)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(*s, scale=0.1):
+        return (scale * rng.standard_normal(s)).astype(np.float32)
+
+    base = {"x": draw(T, N, I, scale=1.0), "kernel": draw(I, 4 * H), "bias": draw(4 * H)}
+    plain = {**base, "h0": draw(N, H), "c0": draw(N, H), "recurrent_kernel": draw(H, 4 * H)}
+    layer_norm = {**plain, "ln_input_gamma": 1 + draw(4 * H), "ln_recurrent_gamma": 1 + draw(4 * H),
+                  "ln_cell_gamma": 1 + draw(H), "ln_cell_beta": draw(H)}
+    projected = {**base, "h0": draw(N, P), "c0": draw(N, H), "recurrent_kernel": draw(P, 4 * H),
+                 "projection": draw(H, P)}
+    gru = {"x": base["x"], "h0": plain["h0"], "kernel": draw(I, 3 * H), "recurrent_kernel": draw(H, 3 * H),
+           "bias": draw(2, 3 * H)}
+    layer_norm_gru = {**gru, "ln_input_gamma": 1 + draw(3 * H), "ln_recurrent_gamma": 1 + draw(3 * H)}
+    return {"lstm": plain, "layer_norm_lstm": layer_norm, "projected_lstm": projected, "gru": gru,
+            "layer_norm_gru": layer_norm_gru}
+
+
+STATES = {"lstm": 2, "layer_norm_lstm": 2, "projected_lstm": 2, "gru": 1, "layer_norm_gru": 1}
+PLAIN = {"lstm": "lstm", "layer_norm_lstm": "lstm", "projected_lstm": "lstm", "gru": "gru", "layer_norm_gru": "gru"}
+
+
+def engine_step(name, p):
+    """One forward with cache and one backward from a gradient on y, through rnnext._core."""
+    forward, backward = getattr(_core, f"{name}_forward"), getattr(_core, f"{name}_backward")
+    y, *_, cache = forward(**p)
+    weights = {k: v for k, v in p.items() if k not in ("x", "h0", "c0")}
+    return backward(np.ones_like(y), *[None] * STATES[name], cache, p["x"], **weights)
+
+
+def validate_engine(name, module):
+    """The engine's forward and gradients against the twin's at a small size (the tests do this thoroughly)."""
+    p = problem(6, 4, 8, 40, 12, seed=1)[name]
+    y, *_, cache = getattr(_core, f"{name}_forward")(**p)
+    y_ref, *_, cache_ref = getattr(module, f"{name}_forward")(**p)
+    weights = {k: v for k, v in p.items() if k not in ("x", "h0", "c0")}
+    none = [None] * STATES[name]
+    grads = getattr(_core, f"{name}_backward")(np.ones_like(y), *none, cache, p["x"], **weights)
+    grads_ref = getattr(module, f"{name}_backward")(np.ones_like(y), *none, cache_ref, p["x"], **weights)
+    worst = max(np.abs(y - y_ref).max(), *(np.abs(grads[k] - grads_ref[k]).max() / max(1, np.abs(grads_ref[k]).max())
+                                          for k in grads_ref))
+    assert worst < 1e-4, f"{name}: engine and twin differ by {worst:g}"
+    return worst
+
+
+def torch_layer_norm_lstm(torch, p):
+    """haste's LayerNormLSTMScript (frameworks/pytorch/layer_norm_lstm.py) on torch tensors: the plain-Python
+    LN-LSTM a PyTorch user writes. Returns the tensors to differentiate and a step function."""
+    F = torch.nn.functional
+    t = {k: torch.from_numpy(v.copy()).requires_grad_(k not in ("h0", "c0")) for k, v in p.items()}
+    H = t["h0"].shape[1]
+
+    def step():
+        x = t["x"]
+        Wx = F.layer_norm(x @ t["kernel"], (4 * H,), weight=t["ln_input_gamma"])
+        h, c, ys = t["h0"], t["c0"], []
+        for step_input in Wx:
+            v = F.layer_norm(h @ t["recurrent_kernel"], (4 * H,), weight=t["ln_recurrent_gamma"]) + step_input + t["bias"]
+            i, f, g, o = v.chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, (H,), weight=t["ln_cell_gamma"], bias=t["ln_cell_beta"]))
+            ys.append(h)
+        y = torch.stack(ys)
+        for tensor in t.values():
+            tensor.grad = None
+        y.backward(torch.ones_like(y))
+
+    return step
+
+
+def torch_lstmp(torch, p):
+    """torch.nn.LSTM(proj_size) with the engine's weights, validated against the engine's forward."""
+    T, N, I = p["x"].shape
+    H, P = p["projection"].shape
+    module = torch.nn.LSTM(I, H, proj_size=P)
+    with torch.no_grad():
+        module.weight_ih_l0.copy_(torch.from_numpy(p["kernel"].T.copy()))
+        module.weight_hh_l0.copy_(torch.from_numpy(p["recurrent_kernel"].T.copy()))
+        module.bias_ih_l0.copy_(torch.from_numpy(p["bias"]))
+        module.bias_hh_l0.zero_()
+        module.weight_hr_l0.copy_(torch.from_numpy(p["projection"].T.copy()))
+    x = torch.from_numpy(p["x"]).requires_grad_(True)
+    state = (torch.from_numpy(p["h0"])[None], torch.from_numpy(p["c0"])[None])
+    with torch.no_grad():
+        y_torch, _ = module(x, state)
+    difference = float(np.abs(y_torch.numpy() - _core.projected_lstm_forward(**p)[0]).max())
+    assert difference < 1e-4, f"torch LSTMP and the engine differ by {difference:g}"
+
+    def step():
+        module.zero_grad()
+        y, _ = module(x, state)
+        y.backward(torch.ones_like(y))
+
+    return step
+
+
+def median_seconds(fn, seconds):
+    fn()  # warm-up: first-touch of buffers, lazy initialisation
+    times, start = [], time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < seconds and len(times) < 30):
+        begin = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - begin)
+    return statistics.median(times), len(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--T", type=int, default=100)
+    parser.add_argument("--N", type=int, default=32)
+    parser.add_argument("--I", type=int, default=256)
+    parser.add_argument("--H", type=int, default=256)
+    parser.add_argument("--proj", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+
+    rnnext.set_num_threads(args.threads)
+    for name, module in (("layer_norm_lstm", layer_norm_cells), ("layer_norm_gru", layer_norm_cells),
+                         ("projected_lstm", projection_cells)):
+        validate_engine(name, module)
+    problems = problem(args.T, args.N, args.I, args.H, args.proj)
+    rows = []  # (variant, framework, median, samples)
+    for name in ("lstm", "layer_norm_lstm", "projected_lstm", "gru", "layer_norm_gru"):
+        rows.append((name, "rnnext", *median_seconds(lambda: engine_step(name, problems[name]), args.seconds)))
+    if not args.no_torch:
+        import torch
+        torch.set_num_threads(args.threads)
+        torch.backends.mkldnn.enabled = False  # ATen's own kernels, as the tests use
+        rows.append(("layer_norm_lstm", "torch (Python LN-LSTM)",
+                     *median_seconds(torch_layer_norm_lstm(torch, problems["layer_norm_lstm"]), args.seconds)))
+        rows.append(("projected_lstm", "torch.nn.LSTM(proj_size)",
+                     *median_seconds(torch_lstmp(torch, problems["projected_lstm"]), args.seconds)))
+
+    engine = {name: seconds for name, framework, seconds, _ in rows if framework == "rnnext"}
+    print(f"training step (forward with cache + backward), float32, T={args.T} N={args.N} I={args.I} H={args.H} "
+          f"P={args.proj}, {args.threads} threads, load average {os.getloadavg()[0]:.2f}\n")
+    print("| variant | framework | median ms | samples | / plain rnnext cell | / rnnext variant |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, framework, seconds, samples in rows:
+        print(f"| {name} | {framework} | {seconds * 1e3:.1f} | {samples} | {seconds / engine[PLAIN[name]]:.2f} | "
+              f"{seconds / engine[name]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+// Bindings for the layer-normalised cells: check and convert arguments, release the GIL, call
+// rnnext::layer_norm_lstm_* and layer_norm_gru_*.
+#include "bindings/checks.h"
+#include "rnnext/layer_norm_gru.h"
+#include "rnnext/layer_norm_lstm.h"
+
+namespace rnnext::bindings {
+namespace {
+
+// The weights of one layer-normalised LSTM call, checked against x and recurrent_kernel [H, 4H].
+template <typename Scalar>
+struct LayerNormLstmArgs {
+  py::ssize_t T, N, I, H;
+  CArray<Scalar> kernel, recurrent, bias, input_gamma, recurrent_gamma, cell_gamma, cell_beta;
+
+  LayerNormLstmWeights<Scalar> weights() const {
+    return {kernel.data(), recurrent.data(), bias.data(), input_gamma.data(), recurrent_gamma.data(),
+            cell_gamma.data(), cell_beta.data()};
+  }
+  Dims dims() const { return {T, N, I, H}; }
+};
+
+template <typename Scalar>
+LayerNormLstmArgs<Scalar> layer_norm_lstm_args(const Args& args, const CArray<Scalar>& x, py::handle kernel,
+                                               py::handle recurrent, py::handle bias, py::handle input_gamma,
+                                               py::handle recurrent_gamma, py::handle cell_gamma, py::handle cell_beta) {
+  const py::ssize_t T = x.shape(0), N = x.shape(1), I = x.shape(2), H = args.hidden_size(recurrent, 4, "4*H");
+  const Dim gates{"4*H", 4 * H}, units{"H", H};
+  return {T,
+          N,
+          I,
+          H,
+          args.array<Scalar>("kernel", kernel, {{"I", I}, gates}),
+          args.array<Scalar>("recurrent_kernel", recurrent, {units, gates}),
+          args.array<Scalar>("bias", bias, {gates}),
+          args.array<Scalar>("ln_input_gamma", input_gamma, {gates}),
+          args.array<Scalar>("ln_recurrent_gamma", recurrent_gamma, {gates}),
+          args.array<Scalar>("ln_cell_gamma", cell_gamma, {units}),
+          args.array<Scalar>("ln_cell_beta", cell_beta, {units})};
+}
+
+template <typename Scalar>
+py::tuple layer_norm_lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle c0_obj,
+                                       py::handle kernel, py::handle recurrent, py::handle bias, py::handle input_gamma,
+                                       py::handle recurrent_gamma, py::handle cell_gamma, py::handle cell_beta,
+                                       py::handle lengths_obj, bool keep_cache) {
+  auto x = args.sequence<Scalar>(x_obj);
+  const auto w = layer_norm_lstm_args<Scalar>(args, x, kernel, recurrent, bias, input_gamma, recurrent_gamma,
+                                              cell_gamma, cell_beta);
+  const py::ssize_t T = w.T, N = w.N, H = w.H;
+  auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", N}, {"H", H}});
+  auto c0 = args.array<Scalar>("c0", c0_obj, {{"N", N}, {"H", H}});
+  auto lengths = args.lengths(lengths_obj, T, N);
+  CArray<Scalar> y({T, N, H}), h_n({N, H}), c_n({N, H});
+  if (!keep_cache) {
+    const Scalar* states0[] = {h0.data(), c0.data()};
+    Scalar* states_n[] = {h_n.mutable_data(), c_n.mutable_data()};
+    {
+      py::gil_scoped_release release;
+      LayerNormLstmForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths))
+          .run(y.mutable_data(), states0, states_n, x.data());
+    }
+    return py::make_tuple(y, h_n, c_n, py::none());
+  }
+
+  CArray<Scalar> h({T + 1, N, H}), c({T + 1, N, H}), gates({T, N, 4 * H}), input_norm({T, N, 4 * H});
+  CArray<Scalar> input_rstd({T, N}), recurrent_norm({T, N, 4 * H}), recurrent_rstd({T, N}), cell_norm({T, N, H});
+  CArray<Scalar> cell_rstd({T, N});
+  std::copy_n(h0.data(), N * H, h.mutable_data());
+  std::copy_n(c0.data(), N * H, c.mutable_data());
+  const LayerNormLstmCache<Scalar> cache{h.mutable_data(),          c.mutable_data(),           gates.mutable_data(),
+                                         input_norm.mutable_data(), input_rstd.mutable_data(), recurrent_norm.mutable_data(),
+                                         recurrent_rstd.mutable_data(), cell_norm.mutable_data(), cell_rstd.mutable_data()};
+  {
+    py::gil_scoped_release release;
+    layer_norm_lstm_forward(y.mutable_data(), cache, x.data(), w.weights(), data_or_null(lengths), w.dims());
+  }
+  std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
+  std::copy_n(c.data() + T * N * H, N * H, c_n.mutable_data());
+  py::dict out;
+  out["h"] = h;
+  out["c"] = c;
+  out["gates"] = gates;
+  out["input_norm"] = input_norm;
+  out["input_rstd"] = input_rstd;
+  out["recurrent_norm"] = recurrent_norm;
+  out["recurrent_rstd"] = recurrent_rstd;
+  out["cell_norm"] = cell_norm;
+  out["cell_rstd"] = cell_rstd;
+  return py::make_tuple(y, h_n, c_n, out);
+}
+
+template <typename Scalar>
+py::dict layer_norm_lstm_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, py::handle dc_obj,
+                                       const py::dict& cache, py::handle x_obj, py::handle kernel, py::handle recurrent,
+                                       py::handle bias, py::handle input_gamma, py::handle recurrent_gamma,
+                                       py::handle cell_gamma, py::handle cell_beta, py::handle lengths_obj) {
+  auto x = args.sequence<Scalar>(x_obj);
+  const auto w = layer_norm_lstm_args<Scalar>(args, x, kernel, recurrent, bias, input_gamma, recurrent_gamma,
+                                              cell_gamma, cell_beta);
+  const py::ssize_t T = w.T, N = w.N, I = w.I, H = w.H;
+  const Dim steps{"T", T}, rows{"N", N}, units{"H", H}, gates{"4*H", 4 * H};
+  auto dy = args.optional_array<Scalar>("dy", dy_obj, {steps, rows, units});
+  auto dh_n = args.optional_array<Scalar>("dh_n", dh_obj, {rows, units});
+  auto dc_n = args.optional_array<Scalar>("dc_n", dc_obj, {rows, units});
+  auto h = cache_entry<Scalar>(args, cache, "h", {{"T+1", T + 1}, rows, units});
+  auto c = cache_entry<Scalar>(args, cache, "c", {{"T+1", T + 1}, rows, units});
+  auto gate_values = cache_entry<Scalar>(args, cache, "gates", {steps, rows, gates});
+  auto input_norm = cache_entry<Scalar>(args, cache, "input_norm", {steps, rows, gates});
+  auto input_rstd = cache_entry<Scalar>(args, cache, "input_rstd", {steps, rows});
+  auto recurrent_norm = cache_entry<Scalar>(args, cache, "recurrent_norm", {steps, rows, gates});
+  auto recurrent_rstd = cache_entry<Scalar>(args, cache, "recurrent_rstd", {steps, rows});
+  auto cell_norm = cache_entry<Scalar>(args, cache, "cell_norm", {steps, rows, units});
+  auto cell_rstd = cache_entry<Scalar>(args, cache, "cell_rstd", {steps, rows});
+  auto lengths = args.lengths(lengths_obj, T, N);
+
+  CArray<Scalar> dx({T, N, I}), dkernel({I, 4 * H}), drecurrent({H, 4 * H}), dbias({4 * H});
+  CArray<Scalar> dinput_gamma({4 * H}), drecurrent_gamma({4 * H}), dcell_gamma({H}), dcell_beta({H});
+  CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H), dc0 = copy_or_zeros(dc_n, N, H);
+  const LayerNormLstmCache<const Scalar> state{h.data(),          c.data(),           gate_values.data(),
+                                               input_norm.data(), input_rstd.data(), recurrent_norm.data(),
+                                               recurrent_rstd.data(), cell_norm.data(), cell_rstd.data()};
+  const LayerNormLstmGrads<Scalar> grads_out{dx.mutable_data(),         dh0.mutable_data(),          dc0.mutable_data(),
+                                             dkernel.mutable_data(),    drecurrent.mutable_data(),   dbias.mutable_data(),
+                                             dinput_gamma.mutable_data(), drecurrent_gamma.mutable_data(),
+                                             dcell_gamma.mutable_data(), dcell_beta.mutable_data()};
+  {
+    py::gil_scoped_release release;
+    layer_norm_lstm_backward(grads_out, data_or_null(dy), state, x.data(), w.weights(), data_or_null(lengths), w.dims());
+  }
+  py::dict grads;
+  grads["x"] = dx;
+  grads["h0"] = dh0;
+  grads["c0"] = dc0;
+  grads["kernel"] = dkernel;
+  grads["recurrent_kernel"] = drecurrent;
+  grads["bias"] = dbias;
+  grads["ln_input_gamma"] = dinput_gamma;
+  grads["ln_recurrent_gamma"] = drecurrent_gamma;
+  grads["ln_cell_gamma"] = dcell_gamma;
+  grads["ln_cell_beta"] = dcell_beta;
+  return grads;
+}
+
+// The weights of one layer-normalised GRU call, checked against x and recurrent_kernel [H, 3H].
+template <typename Scalar>
+struct LayerNormGruArgs {
+  py::ssize_t T, N, I, H;
+  CArray<Scalar> kernel, recurrent, bias, input_gamma, recurrent_gamma;
+
+  LayerNormGruWeights<Scalar> weights() const {
+    return {kernel.data(), recurrent.data(), bias.data(), input_gamma.data(), recurrent_gamma.data()};
+  }
+  Dims dims() const { return {T, N, I, H}; }
+};
+
+template <typename Scalar>
+LayerNormGruArgs<Scalar> layer_norm_gru_args(const Args& args, const CArray<Scalar>& x, py::handle kernel,
+                                             py::handle recurrent, py::handle bias, py::handle input_gamma,
+                                             py::handle recurrent_gamma) {
+  const py::ssize_t H = args.hidden_size(recurrent, 3, "3*H");
+  const Dim gates{"3*H", 3 * H};
+  return {x.shape(0),
+          x.shape(1),
+          x.shape(2),
+          H,
+          args.array<Scalar>("kernel", kernel, {{"I", x.shape(2)}, gates}),
+          args.array<Scalar>("recurrent_kernel", recurrent, {{"H", H}, gates}),
+          args.array<Scalar>("bias", bias, {{"", 2}, gates}),
+          args.array<Scalar>("ln_input_gamma", input_gamma, {gates}),
+          args.array<Scalar>("ln_recurrent_gamma", recurrent_gamma, {gates})};
+}
+
+template <typename Scalar>
+py::tuple layer_norm_gru_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle kernel,
+                                      py::handle recurrent, py::handle bias, py::handle input_gamma,
+                                      py::handle recurrent_gamma, py::handle lengths_obj, bool keep_cache) {
+  auto x = args.sequence<Scalar>(x_obj);
+  const auto w = layer_norm_gru_args<Scalar>(args, x, kernel, recurrent, bias, input_gamma, recurrent_gamma);
+  const py::ssize_t T = w.T, N = w.N, H = w.H;
+  auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", N}, {"H", H}});
+  auto lengths = args.lengths(lengths_obj, T, N);
+  CArray<Scalar> y({T, N, H}), h_n({N, H});
+  if (!keep_cache) {
+    {
+      py::gil_scoped_release release;
+      LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths))
+          .run(y.mutable_data(), h0.data(), h_n.mutable_data(), x.data());
+    }
+    return py::make_tuple(y, h_n, py::none());
+  }
+  CArray<Scalar> h({T + 1, N, H}), gates({T, N, 3 * H}), input_norm({T, N, 3 * H}), input_rstd({T, N});
+  CArray<Scalar> recurrent_norm({T, N, 3 * H}), recurrent_rstd({T, N});
+  std::copy_n(h0.data(), N * H, h.mutable_data());
+  const LayerNormGruCache<Scalar> cache{h.mutable_data(),          gates.mutable_data(),
+                                        input_norm.mutable_data(), input_rstd.mutable_data(),
+                                        recurrent_norm.mutable_data(), recurrent_rstd.mutable_data()};
+  {
+    py::gil_scoped_release release;
+    LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths)).run_cached(y.mutable_data(), cache, x.data());
+  }
+  std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
+  py::dict out;
+  out["h"] = h;
+  out["gates"] = gates;
+  out["input_norm"] = input_norm;
+  out["input_rstd"] = input_rstd;
+  out["recurrent_norm"] = recurrent_norm;
+  out["recurrent_rstd"] = recurrent_rstd;
+  return py::make_tuple(y, h_n, out);
+}
+
+template <typename Scalar>
+py::dict layer_norm_gru_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, const py::dict& cache,
+                                      py::handle x_obj, py::handle kernel, py::handle recurrent, py::handle bias,
+                                      py::handle input_gamma, py::handle recurrent_gamma, py::handle lengths_obj) {
+  auto x = args.sequence<Scalar>(x_obj);
+  const auto w = layer_norm_gru_args<Scalar>(args, x, kernel, recurrent, bias, input_gamma, recurrent_gamma);
+  const py::ssize_t T = w.T, N = w.N, I = w.I, H = w.H;
+  const Dim steps{"T", T}, rows{"N", N}, units{"H", H}, gates{"3*H", 3 * H};
+  auto dy = args.optional_array<Scalar>("dy", dy_obj, {steps, rows, units});
+  auto dh_n = args.optional_array<Scalar>("dh_n", dh_obj, {rows, units});
+  auto h = cache_entry<Scalar>(args, cache, "h", {{"T+1", T + 1}, rows, units});
+  auto gate_values = cache_entry<Scalar>(args, cache, "gates", {steps, rows, gates});
+  auto input_norm = cache_entry<Scalar>(args, cache, "input_norm", {steps, rows, gates});
+  auto input_rstd = cache_entry<Scalar>(args, cache, "input_rstd", {steps, rows});
+  auto recurrent_norm = cache_entry<Scalar>(args, cache, "recurrent_norm", {steps, rows, gates});
+  auto recurrent_rstd = cache_entry<Scalar>(args, cache, "recurrent_rstd", {steps, rows});
+  auto lengths = args.lengths(lengths_obj, T, N);
+
+  CArray<Scalar> dx({T, N, I}), dkernel({I, 3 * H}), drecurrent({H, 3 * H}), dbias({py::ssize_t(2), 3 * H});
+  CArray<Scalar> dinput_gamma({3 * H}), drecurrent_gamma({3 * H});
+  CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
+  const LayerNormGruCache<const Scalar> state{h.data(),          gate_values.data(),    input_norm.data(),
+                                              input_rstd.data(), recurrent_norm.data(), recurrent_rstd.data()};
+  const LayerNormGruGrads<Scalar> grads_out{dx.mutable_data(),         dh0.mutable_data(),
+                                            dkernel.mutable_data(),    drecurrent.mutable_data(),
+                                            dbias.mutable_data(),      dinput_gamma.mutable_data(),
+                                            drecurrent_gamma.mutable_data()};
+  {
+    py::gil_scoped_release release;
+    layer_norm_gru_backward(grads_out, data_or_null(dy), state, x.data(), w.weights(), data_or_null(lengths), w.dims());
+  }
+  py::dict grads;
+  grads["x"] = dx;
+  grads["h0"] = dh0;
+  grads["kernel"] = dkernel;
+  grads["recurrent_kernel"] = drecurrent;
+  grads["bias"] = dbias;
+  grads["ln_input_gamma"] = dinput_gamma;
+  grads["ln_recurrent_gamma"] = drecurrent_gamma;
+  return grads;
+}
+
+}  // namespace
+
+void bind_layer_norm(py::module_& m) {
+  m.def(
+      "layer_norm_lstm_forward",
+      [](py::handle x, py::handle h0, py::handle c0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
+         py::handle ln_input_gamma, py::handle ln_recurrent_gamma, py::handle ln_cell_gamma, py::handle ln_cell_beta,
+         py::handle lengths, bool keep_cache) {
+        const Args args("layer_norm_lstm_forward");
+        return with_dtype(args, x, [&](auto scalar) {
+          return layer_norm_lstm_forward_impl<decltype(scalar)>(args, x, h0, c0, kernel, recurrent_kernel, bias,
+                                                                ln_input_gamma, ln_recurrent_gamma, ln_cell_gamma,
+                                                                ln_cell_beta, lengths, keep_cache);
+        });
+      },
+      py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("ln_input_gamma"), py::arg("ln_recurrent_gamma"), py::arg("ln_cell_gamma"), py::arg("ln_cell_beta"),
+      py::arg("lengths") = py::none(), py::arg("keep_cache") = true,
+      "Layer-normalised LSTM forward over x [T, N, I] from (h0, c0) [N, H]; gate order i,f,g,o. The input and\n"
+      "recurrent pre-activations are normalised over their 4H values with gains ln_input_gamma, ln_recurrent_gamma\n"
+      "[4H], c[t+1] over its H values with ln_cell_gamma, ln_cell_beta [H] before its tanh.\n"
+      "Returns (y [T, N, H], h_n [N, H], c_n [N, H], cache); keep_cache=False gives None for the cache.");
+  m.def(
+      "layer_norm_lstm_backward",
+      [](py::handle dy, py::handle dh_n, py::handle dc_n, py::handle cache, py::handle x, py::handle kernel,
+         py::handle recurrent_kernel, py::handle bias, py::handle ln_input_gamma, py::handle ln_recurrent_gamma,
+         py::handle ln_cell_gamma, py::handle ln_cell_beta, py::handle lengths) {
+        const Args args("layer_norm_lstm_backward");
+        return with_dtype(args, x, [&](auto scalar) {
+          return layer_norm_lstm_backward_impl<decltype(scalar)>(args, dy, dh_n, dc_n, forward_cache(args, cache), x,
+                                                                 kernel, recurrent_kernel, bias, ln_input_gamma,
+                                                                 ln_recurrent_gamma, ln_cell_gamma, ln_cell_beta, lengths);
+        });
+      },
+      py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"),
+      py::arg("recurrent_kernel"), py::arg("bias"), py::arg("ln_input_gamma"), py::arg("ln_recurrent_gamma"),
+      py::arg("ln_cell_gamma"), py::arg("ln_cell_beta"), py::arg("lengths") = py::none(),
+      "Layer-normalised LSTM backpropagation through time. dy, dh_n, dc_n may be None (zero).\n"
+      "Returns a dict of gradients keyed x, h0, c0, kernel, recurrent_kernel, bias, ln_input_gamma,\n"
+      "ln_recurrent_gamma, ln_cell_gamma, ln_cell_beta.");
+  m.def(
+      "layer_norm_gru_forward",
+      [](py::handle x, py::handle h0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
+         py::handle ln_input_gamma, py::handle ln_recurrent_gamma, py::handle lengths, bool keep_cache) {
+        const Args args("layer_norm_gru_forward");
+        return with_dtype(args, x, [&](auto scalar) {
+          return layer_norm_gru_forward_impl<decltype(scalar)>(args, x, h0, kernel, recurrent_kernel, bias,
+                                                               ln_input_gamma, ln_recurrent_gamma, lengths, keep_cache);
+        });
+      },
+      py::arg("x"), py::arg("h0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("ln_input_gamma"), py::arg("ln_recurrent_gamma"), py::arg("lengths") = py::none(),
+      py::arg("keep_cache") = true,
+      "Layer-normalised GRU (reset_after) forward over x [T, N, I] from h0 [N, H]; gate order r,z,n, bias [2, 3H].\n"
+      "The input and recurrent pre-activations are normalised over their 3H values with gains ln_input_gamma,\n"
+      "ln_recurrent_gamma [3H]. Returns (y [T, N, H], h_n [N, H], cache); keep_cache=False gives None for the cache.");
+  m.def(
+      "layer_norm_gru_backward",
+      [](py::handle dy, py::handle dh_n, py::handle cache, py::handle x, py::handle kernel, py::handle recurrent_kernel,
+         py::handle bias, py::handle ln_input_gamma, py::handle ln_recurrent_gamma, py::handle lengths) {
+        const Args args("layer_norm_gru_backward");
+        return with_dtype(args, x, [&](auto scalar) {
+          return layer_norm_gru_backward_impl<decltype(scalar)>(args, dy, dh_n, forward_cache(args, cache), x, kernel,
+                                                                recurrent_kernel, bias, ln_input_gamma,
+                                                                ln_recurrent_gamma, lengths);
+        });
+      },
+      py::arg("dy"), py::arg("dh_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
+      py::arg("bias"), py::arg("ln_input_gamma"), py::arg("ln_recurrent_gamma"), py::arg("lengths") = py::none(),
+      "Layer-normalised GRU backpropagation through time. dy, dh_n may be None (zero).\n"
+      "Returns a dict of gradients keyed x, h0, kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma.");
+}
+
+}  // namespace rnnext::bindings
