@@ -331,7 +331,8 @@ def measure(framework, cell, size, dtype, seed, threads, seconds):
         import rnnext
 
         # build_info() alone does not change when the engine is rebuilt from edited sources; the file does
-        core = rnnext._core.__file__
+        # (the extension of the instruction-set path in use, which rnnext._core re-exports)
+        core = rnnext._core._engine.__file__
         result["build_info"] = dict(rnnext.build_info(), core_file=core, core_mtime=os.path.getmtime(core))
     return result
 

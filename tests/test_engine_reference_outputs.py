@@ -2,10 +2,12 @@
 at 1 and 2 threads, hashed and compared with tests/engine_reference_hashes.json, written by an earlier build.
 
 A refactor of the engine that must not change a single result (issue 11, one time loop for every cell) is checked
-by this test. Bits depend on the build: the instruction set (AVX-512 and AVX2 builds round differently, FMA fuses
-products), the GEMM micro-kernel, the compiler and Eigen. The file records those facts and the test skips, naming
-the difference, on any other build. To pin a new build's bits on purpose (after a change that is meant to alter
-results), rerun:  python tests/test_engine_reference_outputs.py --write
+by this test. Bits depend on the build: the instruction-set path in use (AVX-512 and AVX2 round differently, FMA
+fuses products; build_info()["isa"]), the GEMM micro-kernel, the compiler and Eigen. The file holds one entry per
+path with those facts (and, for a -march=native build, the processor's flags); the test skips, naming the
+difference, on any other build. To pin a path's bits on purpose (after a change that is meant to alter results),
+rerun once per path, leaving the other paths' entries as they are:
+    RNNEXT_ISA=sse2 python tests/test_engine_reference_outputs.py --write   (and avx2, avx512, native)
 """
 import argparse
 import hashlib
@@ -32,17 +34,24 @@ ABSENT = ("dy", "final-state")
 
 
 def build_facts():
-    """What the output bits depend on besides the source: build_info's SIMD sets and GEMM kernel, the compiler, Eigen,
-    and the processor's FMA / AVX2 / AVX-512 flags (Eigen's SIMD string is the same for AVX and AVX2+FMA, and the
-    default build is -march=native)."""
+    """What the output bits depend on besides the source: the path in use, build_info's SIMD sets and GEMM kernel, the
+    compiler, Eigen, and for a native build the processor's FMA / AVX2 / AVX-512 flags (Eigen's SIMD string is the
+    same for AVX and AVX2+FMA). A portable path's bits do not depend on the processor that runs it."""
     info = rnnext.build_info()
-    try:
-        flags = set(pathlib.Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        flags = None
-    cpu = None if flags is None else sorted(f for f in ("avx2", "fma", "avx512f") if f in flags)
-    return {"simd": info["simd"], "gemm_kernel": info["gemm_kernel"], "compiler": info["compiler"],
-            "eigen_version": info["eigen_version"], "cpu_flags": cpu}
+    facts = {"isa": info["isa"], "simd": info["simd"], "gemm_kernel": info["gemm_kernel"],
+             "compiler": info["compiler"], "eigen_version": info["eigen_version"]}
+    if info["isa"] == "native":
+        try:
+            flags = set(pathlib.Path("/proc/cpuinfo").read_text().split())
+        except OSError:
+            flags = None
+        facts["cpu_flags"] = None if flags is None else sorted(f for f in ("avx2", "fma", "avx512f") if f in flags)
+    return facts
+
+
+def read_reference():
+    """{path: {"build": facts, "digests": {key: {name: digest}}}} from HASHES, empty when it is missing."""
+    return json.loads(HASHES.read_text())["paths"] if HASHES.is_file() else {}
 
 
 def digest(array):
@@ -101,10 +110,11 @@ def all_digests():
 
 @pytest.fixture(scope="module")
 def reference():
-    if not HASHES.is_file():
-        pytest.skip(f"{HASHES.name} is missing; write it with: python {pathlib.Path(__file__).name} --write")
-    saved = json.loads(HASHES.read_text())
     facts = build_facts()
+    saved = read_reference().get(facts["isa"])
+    if saved is None:
+        pytest.skip(f"{HASHES.name} has no entry for the {facts['isa']} path; write it with: "
+                    f"RNNEXT_ISA={facts['isa']} python {pathlib.Path(__file__).name} --write")
     different = {k: (saved["build"].get(k), v) for k, v in facts.items() if saved["build"].get(k) != v}
     if different:
         pytest.skip("the reference bits were written by another build, so they may round differently: " +
@@ -141,8 +151,16 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if not args.write:
         parser.error("pass --write to overwrite the reference (run the test with pytest)")
-    digests = all_digests()
-    body = ",\n".join(f"{json.dumps(key)}: {json.dumps(names)}" for key, names in digests.items())
-    HASHES.write_text(f'{{"build": {json.dumps(build_facts())},\n"digests": {{\n{body}}}}}\n')
+    facts = build_facts()
+    entries = read_reference()
+    entries[facts["isa"]] = {"build": facts, "digests": all_digests()}
+    # One line per call pair, so a change of bits shows up as a readable diff.
+    body = ",\n".join(
+        f'{json.dumps(path)}: {{"build": {json.dumps(entry["build"])}, "digests": {{\n' +
+        ",\n".join(f"{json.dumps(key)}: {json.dumps(names)}" for key, names in entry["digests"].items()) + "}}"
+        for path, entry in sorted(entries.items()))
+    HASHES.write_text(f'{{"paths": {{\n{body}}}}}\n')
+    digests = entries[facts["isa"]]["digests"]
     count = sum(len(names) for names in digests.values())
-    print(f"wrote {HASHES}: {len(digests)} forward+backward call pairs, {count} outputs, identical at {THREADS} threads")
+    print(f"wrote the {facts['isa']} entry of {HASHES}: {len(digests)} forward+backward call pairs, {count} outputs, "
+          f"identical at {THREADS} threads")

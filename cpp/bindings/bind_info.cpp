@@ -1,12 +1,29 @@
 // Bindings for build facts and thread control.
 #include <Eigen/Core>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "bindings/checks.h"
 #include "rnnext/common.h"
 #include "rnnext/gemm.h"
 #include "rnnext/thread_tuner.h"
 
 namespace rnnext::bindings {
+
+namespace {
+std::vector<std::string> split_names(const std::string& comma_separated) {
+  std::vector<std::string> names;
+  std::string::size_type begin = 0;
+  while (begin <= comma_separated.size()) {
+    const auto end = std::min(comma_separated.find(',', begin), comma_separated.size());
+    names.push_back(comma_separated.substr(begin, end - begin));
+    begin = end + 1;
+  }
+  return names;
+}
+}  // namespace
 
 void bind_info(py::module_& m) {
   m.def(
@@ -22,6 +39,11 @@ void bind_info(py::module_& m) {
         info["openmp"] = false;
 #endif
         info["num_threads"] = max_threads();
+        // This extension's instruction set, and every one that the build compiled (CMakeLists.txt).
+        info["isa"] = RNNEXT_ISA;
+        py::list isas;
+        for (const auto& isa : split_names(RNNEXT_ISAS)) isas.append(isa);
+        info["isas"] = isas;
         info["simd"] = std::string(Eigen::SimdInstructionSetsInUse());
         // The targeted instruction sets that choose the micro-kernel (Eigen's string says "AVX" for AVX2 + FMA).
         py::list target_isa;
@@ -50,8 +72,8 @@ void bind_info(py::module_& m) {
 #endif
         return info;
       },
-      "Facts about this build: Eigen version, OpenMP and its thread count, SIMD sets, the targeted AVX2 / FMA / "
-      "AVX-512 sets, GEMM micro-kernel per dtype, CUDA, compiler.");
+      "Facts about this build: Eigen version, OpenMP and its thread count, the instruction set in use and those "
+      "compiled, SIMD sets, the targeted AVX2 / FMA / AVX-512 sets, GEMM micro-kernel per dtype, CUDA, compiler.");
   m.def(
       "set_num_threads",
       [](py::handle n_obj) {

@@ -4,7 +4,8 @@
 namespace rnnext::bindings {
 
 void bind_stepper(py::module_& m) {
-  py::class_<StepperHandle>(m, "Stepper",
+  // module_local: each instruction set's extension registers its own Stepper, so two can share a process.
+  py::class_<StepperHandle>(m, "Stepper", py::module_local(),
                             "A stack of single-direction recurrent layers stepped one time step at a time, with its "
                             "own copies of the weights packed once (made by lstm_stepper, gru_stepper, rnn_stepper).")
       .def("step", &StepperHandle::step, py::arg("x"), py::arg("states"),

@@ -1,8 +1,9 @@
-// rnnext._core: the engine's Python module, one bind_* function per concept.
+// The engine's Python module, one bind_* function per concept. CMake compiles it once per instruction set as
+// rnnext._core_<isa> (RNNEXT_MODULE); python/rnnext/_core.py re-exports the one chosen at import.
 #include "bindings/checks.h"
 #include "bindings/scan_checks.h"
 
-PYBIND11_MODULE(_core, m) {
+PYBIND11_MODULE(RNNEXT_MODULE, m) {
   m.doc() = "rnnext engine: Eigen recurrent cells (RNN, LSTM, GRU) with forward and BPTT, the dense layer and the "
             "losses. See docs/conventions.md.";
   rnnext::bindings::bind_info(m);

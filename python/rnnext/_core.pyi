@@ -13,6 +13,8 @@ class BuildInfo(TypedDict):
     eigen_version: str
     openmp: bool
     num_threads: int
+    isa: str                        # the instruction-set path in use: "sse2", "avx2", "avx512", "neon", "native", ...
+    isas: list[str]                 # the paths this build compiled, most portable first
     simd: str
     target_isa: list[str]           # of "avx2", "fma", "avx512f": the sets that choose the GEMM micro-kernel
     gemm_kernel: dict[str, str]
