@@ -105,7 +105,7 @@ void bind_info(py::module_& m) {
       "thread_tuning", []() { return thread_tuning().load(std::memory_order_relaxed); },
       "Whether the time loops choose their thread count by measurement (until set_num_threads fixes it).");
   // The time loops' choice between one thread and many (thread_tuner.h), for tests that feed it times.
-  py::class_<ThreadChooser>(m, "ThreadChooser")
+  py::class_<ThreadChooser>(m, "ThreadChooser", py::module_local())
       .def(py::init([](int many) {
              if (many < 1) throw py::value_error("ThreadChooser: many is " + std::to_string(many) + ", expected >= 1");
              return ThreadChooser(many);
