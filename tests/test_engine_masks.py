@@ -140,7 +140,7 @@ BAD = [
     ("zoneout_h", lambda N, I, H, G, T: -0.1, "masks['zoneout_h']"),
     ("zoneout_h", lambda N, I, H, G, T: np.ones((T, N, H + 1)), "masks['zoneout_h']"),
     ("zoneout_h", lambda N, I, H, G, T: np.full((T, N, H), 2.0), "masks['zoneout_h']"),
-    ("bogus", lambda N, I, H, G, T: np.ones((N, H)), "bogus"),
+    ("bogus", lambda N, I, H, G, T: np.ones((N, H)), "masks"),
 ]
 
 
@@ -153,7 +153,7 @@ def test_bad_masks_name_the_argument(case, key, make, name, module):
     params, options = make_problem(case, shape, np.float64)
     masks = {key: make(N, I, H, gates_of(case), T)}
     if key.startswith("zoneout") and cell_of(case) == "rnn":
-        name = "zoneout_h"  # not a key of the RNN's masks
+        name = "masks"  # zoneout_h is not a key of the RNN's masks
     with pytest.raises(ValueError) as info:
         run_forward(module, case, {**forward_kwargs(case, params, options, None), "masks": masks})
     assert mentions(str(info.value), name), str(info.value)

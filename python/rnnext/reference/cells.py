@@ -35,6 +35,8 @@ class _Masks:
                 value = dtype.type(value)
             elif value is not None:
                 value = _check(fn, f"masks[{key!r}]", value, [("T", T), ("N", N), ("H", H)], dtype)
+                if not ((value >= 0) & (value <= 1)).all():
+                    raise ValueError(f"{fn}: masks[{key!r}] holds values outside [0, 1], expected keep masks")
             self.zoneout[key] = value
 
     def inputs(self, x):
