@@ -30,7 +30,7 @@ def build_model(vocab_size: int = 10_000, hidden: int = 200, num_layers: int = 2
     stack = [layers.Embedding(vocab_size, hidden)]
     if dropout:
         stack.append(layers.Dropout(dropout))
-    stack.append(layers.LSTM(hidden, num_layers=num_layers, dropout=dropout, return_sequences=True,
+    stack.append(layers.LSTM(hidden, num_layers=num_layers, layer_dropout=dropout, return_sequences=True,
                              stateful=True, seed=seed))
     if dropout:
         stack.append(layers.Dropout(dropout))

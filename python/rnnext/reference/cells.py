@@ -51,12 +51,19 @@ class _Masks:
     def unmask_recurrent(self, d_kernel):
         return d_kernel if self.weight is None else d_kernel * self.weight
 
-    def keep(self, key, t):
-        """The share of the previous value kept at step t (0 without zoneout)."""
+    def mix(self, key, t, previous, candidate):
+        """Zoneout's new value at step t: the share kept of `previous` plus the rest of `candidate`."""
+        keep = self._keep(key, t)
+        return candidate if keep is None else keep * previous + (1 - keep) * candidate
+
+    def split(self, key, t, grad):
+        """Backprop through mix: (the gradient on `previous` through the kept share, the one on `candidate`)."""
+        keep = self._keep(key, t)
+        return (0, grad) if keep is None else (keep * grad, (1 - keep) * grad)
+
+    def _keep(self, key, t):
         value = self.zoneout.get(key)
-        if value is None:
-            return 0
-        return value if np.ndim(value) == 0 else value[t]
+        return value if value is None or np.ndim(value) == 0 else value[t]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -207,9 +214,8 @@ def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, peephole=None, lengt
         o = _sigmoid(z_o + _peek(p_o, c_new))  # the output gate peeks at the new cell
         h_new = o * np.tanh(c_new)
         # zoneout: keep a share of the previous states
-        k_h, k_c = m.keep("zoneout_h", t), m.keep("zoneout_c", t)
-        h_new = k_h * h[t] + (1 - k_h) * h_new
-        c_new = k_c * c[t] + (1 - k_c) * c_new
+        h_new = m.mix("zoneout_h", t, h[t], h_new)
+        c_new = m.mix("zoneout_c", t, c[t], c_new)
         gates[t] = np.concatenate([f, g, o] if coupled else [i, f, g, o], axis=1)
         c[t + 1] = np.where(valid, c_new, c[t])
         h[t + 1] = np.where(valid, h_new, h[t])
@@ -263,9 +269,8 @@ def lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peep
         dh_new = np.where(valid, dh + dy[t], 0)
         dc_next = np.where(valid, dc, 0)
         # backprop through zoneout's mix into the candidates (c_cand recomputed) and straight into h[t], c[t]
-        k_h, k_c = m.keep("zoneout_h", t), m.keep("zoneout_c", t)
-        dh_kept, dc_kept = k_h * dh_new, k_c * dc_next
-        dh_new, dc_next = (1 - k_h) * dh_new, (1 - k_c) * dc_next
+        dh_kept, dh_new = m.split("zoneout_h", t, dh_new)
+        dc_kept, dc_next = m.split("zoneout_c", t, dc_next)
         c_cand = f * c[t] + i * g
         # backprop through h_cand = o * tanh(c_cand)
         tc = np.tanh(c_cand)
@@ -360,8 +365,7 @@ def gru_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, reset_after
             n = np.tanh(xw_n + m.states(rh) @ U_n)  # reset applied to the state before the projection
             extra[t] = rh
         h_new = (1 - z) * n + z * h[t]  # the unmasked state: the mask is on the recurrent product only
-        k = m.keep("zoneout_h", t)
-        h_new = k * h[t] + (1 - k) * h_new
+        h_new = m.mix("zoneout_h", t, h[t], h_new)
         gates[t] = np.concatenate([r, z, n], axis=1)
         h[t + 1] = np.where(valid, h_new, h[t])
         y[t] = np.where(valid, h_new, 0)
@@ -402,8 +406,7 @@ def gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=Non
         # backprop into h_new from step t+1 and y[t]; masked rows never ran this step
         dh_new = np.where(valid, dh + dy[t], 0)
         # backprop through zoneout's mix, straight into h[t] and into the candidate
-        k = m.keep("zoneout_h", t)
-        dh_kept, dh_new = k * dh_new, (1 - k) * dh_new
+        dh_kept, dh_new = m.split("zoneout_h", t, dh_new)
         # backprop through h_cand = (1 - z) * n + z * h[t]
         dn = dh_new * (1 - z)
         dz = dh_new * (h[t] - n)
