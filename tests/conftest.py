@@ -112,10 +112,10 @@ requires_openmp = pytest.mark.skipif(not rnnext.build_info()["openmp"], reason="
 
 @pytest.fixture
 def restore_threads():
-    """Puts the engine's thread count back after the test."""
-    saved = rnnext.get_num_threads()
+    """Puts the engine's thread count back after the test, and its tuning (a count the test fixed is undone)."""
+    saved, tuning = rnnext.get_num_threads(), rnnext._core.thread_tuning()
     yield
-    rnnext.set_num_threads(saved)
+    rnnext.set_num_threads(None if tuning else saved)
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -16,7 +16,8 @@ def stub_functions():
 
 def stub_classes():
     tree = ast.parse(STUB.read_text())
-    return {node.name: sorted(item.name for item in node.body if isinstance(item, ast.FunctionDef))
+    return {node.name: sorted(item.name for item in node.body
+                              if isinstance(item, ast.FunctionDef) and not item.name.startswith("_"))
             for node in tree.body if isinstance(node, ast.ClassDef) and "TypedDict" not in ast.unparse(node.bases)}
 
 

@@ -219,6 +219,24 @@ def test_layer_stepper_matches_step_and_refuses_what_it_cannot_do(cell):
         layer.stepper(0)
 
 
+@pytest.mark.parametrize("cell", sorted(LAYERS))
+def test_stepper_advance_is_step_on_the_internal_states(cell):
+    layer = LAYERS[cell](16, num_layers=2, seed=0, input_size=5)
+    x = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    stepper = layer.stepper(3)
+    state, states = None, None
+    for _ in range(3):
+        h_step, state = stepper.step(x, state)
+        h_advance, states = stepper.advance(x, states)
+        same_bits(h_advance, h_step, f"{cell} advance output")
+        for a, b in zip([array for entry in states for array in entry], state_arrays(state)):
+            same_bits(a, b, f"{cell} advance state")
+    with pytest.raises((TypeError, ValueError), match="states"):  # the engine checks what advance passes on
+        stepper.advance(x, states[:1])
+    with pytest.raises(ValueError, match="x"):
+        stepper.advance(x[:2], states)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # generation
 
@@ -257,3 +275,5 @@ def test_a_cell_without_an_engine_stepper_steps_layer_by_layer():
     same_bits(y, expected_y, "the layer-by-layer stepper's output")
     for (a,), (b,) in zip(new_states, expected_states):
         same_bits(a, b, "the layer-by-layer stepper's states")
+    with pytest.raises(ValueError, match="states must be a list of 3 tuples"):
+        by_layer.step(x, states[:2])

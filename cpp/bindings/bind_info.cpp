@@ -4,6 +4,7 @@
 #include "bindings/checks.h"
 #include "rnnext/common.h"
 #include "rnnext/gemm.h"
+#include "rnnext/thread_tuner.h"
 
 namespace rnnext::bindings {
 
@@ -54,10 +55,15 @@ void bind_info(py::module_& m) {
   m.def(
       "set_num_threads",
       [](py::handle n_obj) {
+        if (n_obj.is_none()) {  // back to the default: the processors (or OMP_NUM_THREADS), tuned per shape
+          set_threads(default_threads());
+          thread_tuning().store(true, std::memory_order_relaxed);
+          return;
+        }
         // Any Python integer (or NumPy integer), checked before it can become a C int; bool is not a count.
         if (PyBool_Check(n_obj.ptr()) || !PyIndex_Check(n_obj.ptr()))
           throw py::type_error("set_num_threads: n is " + std::string(py::str(py::type::of(n_obj))) +
-                               ", expected an int");
+                               ", expected an int or None");
         const py::int_ n_int = py::reinterpret_steal<py::int_>(PyNumber_Index(n_obj.ptr()));
         if (!n_int) throw py::error_already_set();
         int overflow = 0;
@@ -67,10 +73,27 @@ void bind_info(py::module_& m) {
           throw py::value_error("set_num_threads: n is " + std::string(py::str(n_int)) + ", expected 1 <= n <= " +
                                 std::to_string(limit) + " (max_num_threads())");
         set_threads(int(n));
+        thread_tuning().store(false, std::memory_order_relaxed);
       },
       py::arg("n"),
-      "Use n threads for every engine call in this process, from any Python thread (1 <= n <= "
-      "max_num_threads()).");
+      "Use exactly n threads for every engine call in this process, from any Python thread (1 <= n <= "
+      "max_num_threads()); None goes back to the default, where each time loop times itself and runs on one "
+      "thread or on all of them, whichever is faster now (thread_tuner.h).");
+  m.def(
+      "thread_tuning", []() { return thread_tuning().load(std::memory_order_relaxed); },
+      "Whether the time loops choose their thread count by measurement (until set_num_threads fixes it).");
+  // The time loops' choice between one thread and many (thread_tuner.h), for tests that feed it times.
+  py::class_<ThreadChooser>(m, "ThreadChooser")
+      .def(py::init([](int many) {
+             if (many < 1) throw py::value_error("ThreadChooser: many is " + std::to_string(many) + ", expected >= 1");
+             return ThreadChooser(many);
+           }),
+           py::arg("many"))
+      .def("choose", &ThreadChooser::choose)
+      .def("record", &ThreadChooser::record, py::arg("threads"), py::arg("seconds_per_step"))
+      .def("mean", &ThreadChooser::mean, py::arg("threads"))
+      .def("tries", &ThreadChooser::tries, py::arg("threads"))
+      .def_property_readonly("many", &ThreadChooser::many);
   m.def("max_num_threads", &thread_limit, "The most threads set_num_threads accepts: 4 per processor.");
   m.def("get_num_threads", &max_threads, "Threads used by engine calls (the same for every Python thread).");
 }

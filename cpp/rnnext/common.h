@@ -54,10 +54,17 @@ struct Dims {
 // Threads. One count for the whole process, read by every parallel region of the engine: OpenMP's own setting
 // (omp_set_num_threads) belongs to the calling thread, so a new Python thread would not see it.
 #ifdef _OPENMP
-inline std::atomic<int>& thread_setting() {
-  static std::atomic<int> threads{omp_get_max_threads()};  // OMP_NUM_THREADS, or one per processor
+// OMP_NUM_THREADS, or one per processor, as the process started.
+inline int default_threads() {
+  static const int threads = omp_get_max_threads();
   return threads;
 }
+inline std::atomic<int>& thread_setting() {
+  static std::atomic<int> threads{default_threads()};
+  return threads;
+}
+#else
+inline int default_threads() { return 1; }
 #endif
 
 inline int max_threads() {

@@ -19,6 +19,7 @@
 #include "rnnext/common.h"
 #include "rnnext/kernel_avx2.h"
 #include "rnnext/kernel_avx512.h"
+#include "rnnext/thread_tuner.h"
 
 namespace rnnext {
 
@@ -396,7 +397,8 @@ void rows_times_weight(Scalar* out, Index out_stride, const Scalar* in, Index in
   const GemmDepth depth = row_product_depth<Scalar>(k, n, rows);
   PackedLhs<Scalar> weight_t;
   weight_t.allocate(n, depth);
-#pragma omp parallel num_threads(max_threads()) if (worth_threads(rows, k, n))
+  const TimedRun timed(typeid(PackedLhs<Scalar>), k, n, rows, worth_threads(rows, k, n) ? max_threads() : 1);
+#pragma omp parallel num_threads(timed.threads()) if (timed.threads() > 1)
   {
     pack_weight_splits(weight_t, weight, weight_stride, n, transpose_weight);
     multiply_row_chunks(out, out_stride, in, in_stride, rows, n, weight_t, depth, bias, accumulate);
@@ -417,7 +419,9 @@ class PackedWeight {
   // out [rows, n] = in [rows, k] . weight + bias [n], for the `rows` given at construction.
   void multiply_set(Scalar* out, Index out_stride, const Scalar* in, Index in_stride, const Scalar* bias) const {
     if (rows_ == 0 || n_ == 0) return;
-#pragma omp parallel num_threads(max_threads()) if (gemm_detail::worth_threads(rows_, k_, n_))
+    const TimedRun timed(typeid(PackedWeight), k_, n_, rows_,
+                         gemm_detail::worth_threads(rows_, k_, n_) ? max_threads() : 1);
+#pragma omp parallel num_threads(timed.threads()) if (timed.threads() > 1)
     gemm_detail::multiply_row_chunks(out, out_stride, in, in_stride, rows_, n_, weight_t_, depth_, bias, false);
   }
 
@@ -443,7 +447,8 @@ void transposed_times(Scalar* out, Index out_stride, const Scalar* a, Index a_st
   // One column chunk leaves nothing to share but the packing, not worth a barrier per depth chunk.
   const bool parallel = chunks > 1 && 2.0 * double(rows) * double(m) * double(n) > kParallelWork;
   PackedRhs<Scalar> a_chunk(GemmDepth{depth.chunk, depth.chunk}, m, false);
-#pragma omp parallel num_threads(max_threads()) if (parallel)
+  const TimedRun timed(typeid(PackedRhs<Scalar>), m, n, rows, parallel ? max_threads() : 1);
+#pragma omp parallel num_threads(timed.threads()) if (timed.threads() > 1)
   {
     PackedLhs<Scalar> b_slice;
     for (Index c = 0; c < depth.chunks(); ++c) {

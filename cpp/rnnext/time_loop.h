@@ -19,6 +19,7 @@
 
 #include "rnnext/common.h"
 #include "rnnext/gemm.h"
+#include "rnnext/thread_tuner.h"
 
 namespace rnnext {
 
@@ -163,8 +164,10 @@ class TimeLoop {
  private:
   template <typename First, typename... Rest>
   void run(Index first_t, Index end_t, Index dt, First& first, Rest&... rest) const {
-    // Chosen at each run, not once: a loop run many times (stepper.h) follows set_num_threads.
-    const int threads = loop_threads(N_, H_, G_, Index(blocks_.size()));
+    // Chosen at each run, not once: a loop run many times (stepper.h) follows set_num_threads, and unless that
+    // fixed the count, each run is timed for the next choice (thread_tuner.h).
+    const TimedRun timed(typeid(First), N_, H_, (end_t - first_t) * dt, loop_threads(N_, H_, G_, Index(blocks_.size())));
+    const int threads = timed.threads();
 #pragma omp parallel num_threads(threads) if (threads > 1)
     for (Index t = first_t; t != end_t; t += dt) step<First::packs>(t, first, rest...);
   }

@@ -36,6 +36,11 @@ def sampling_distribution(logits, temperature: float = 1.0, top_k=None, top_p=No
     temperature, top_k, top_p = check_sampling("sampling_distribution", temperature, top_k, top_p)
     if temperature == 0:
         raise ValueError("sampling_distribution: temperature is 0 (greedy), expected a number > 0")
+    return _distribution(logits, temperature, top_k, top_p)
+
+
+def _distribution(logits, temperature, top_k, top_p) -> np.ndarray:
+    """sampling_distribution on checked arguments."""
     probabilities = softmax(np.asarray(logits, dtype=np.float64) / temperature)
     if top_k is None and top_p is None:
         return probabilities
@@ -56,12 +61,16 @@ def sampling_distribution(logits, temperature: float = 1.0, top_k=None, top_p=No
 def sample(logits, rng: np.random.Generator, temperature: float = 1.0, top_k=None, top_p=None) -> np.ndarray:
     """Next token ids [N] for logits [N, V]: the most likely with temperature 0, else one draw per row (in row
     order, one `rng.choice` each) from `sampling_distribution`."""
-    logits = np.asarray(logits)
     temperature, top_k, top_p = check_sampling("sample", temperature, top_k, top_p)
+    return sample_checked(logits, rng, temperature, top_k, top_p)
+
+
+def sample_checked(logits, rng, temperature, top_k, top_p) -> np.ndarray:
+    """`sample` on arguments check_sampling has passed (a generation loop checks them once, not per step)."""
+    logits = np.asarray(logits)
     if temperature == 0:
         return np.argmax(logits, axis=-1)
-    probabilities = sampling_distribution(logits, temperature, top_k, top_p)
-    return _draw_rows(rng, probabilities)
+    return _draw_rows(rng, _distribution(logits, temperature, top_k, top_p))
 
 
 def _draw_rows(rng: np.random.Generator, probabilities: np.ndarray) -> np.ndarray:

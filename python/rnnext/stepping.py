@@ -29,6 +29,14 @@ class Stepper:
         h_t, new_states = self._engine.step(x_t, states)
         return h_t, layer._states_to_api(new_states)
 
+    def advance(self, x_t, states=None):
+        """`step` on the stepper's own form of the states, for loops of thousands of steps (generation): `states`
+        as the last `advance` returned them (a list of one tuple per layer) or None for zeros, and x_t a
+        contiguous [batch_size, I] array of the layer's dtype. Nothing is converted; the engine checks both."""
+        if states is None:
+            states = self.layer._zero_states(self.batch_size, self.layer.num_layers)
+        return self._engine.step(x_t, states)
+
 
 class LayerByLayer:
     """The stepper of a cell the engine has none for: each layer's cache-free forward with T = 1, in turn, on
@@ -41,6 +49,8 @@ class LayerByLayer:
         self._masks = masks
 
     def step(self, x, states):
+        if not isinstance(states, (list, tuple)) or len(states) != len(self._weights):
+            raise ValueError(f"states must be a list of {len(self._weights)} tuples (one per layer)")
         layer_input, new_states = x[None], []
         for state, w in zip(states, self._weights):
             y, final, _ = self._forward(layer_input, state, w, None, False, self._masks)

@@ -26,7 +26,7 @@ from .. import distributed, layers, optim, train
 from ..layer_base import inference_mode
 from ..losses import softmax_cross_entropy
 from ..models import Sequential
-from ..sampling import check_sampling, sample
+from ..sampling import check_sampling, sample_checked
 from ..models import load_checkpoint as _load_checkpoint
 
 __all__ = ["main", "generate_main", "build_parser", "parse_args", "build_generate_parser", "builtin_corpus",
@@ -317,7 +317,7 @@ def generate(model, vocab, length: int, prime="", temperature: float = 1.0, seed
     prime and draws from the generator in row order, so a batch of one gives what a lone prime gives.
     """
     rng = np.random.default_rng(seed)
-    check_sampling("generate", temperature, top_k, top_p)
+    temperature, top_k, top_p = check_sampling("generate", temperature, top_k, top_p)
     primes = [prime] if isinstance(prime, str) else list(prime)
     if not primes or not all(isinstance(p, str) for p in primes):
         raise ValueError(f"generate: prime is {prime!r}, expected a str or a non-empty list of str")
@@ -338,10 +338,11 @@ def generate(model, vocab, length: int, prime="", temperature: float = 1.0, seed
     def advance(token_ids, state, active):
         """Logits [N, V] after feeding token_ids [N]; rows not `active` keep their state (a shorter prime)."""
         x_t = eye[token_ids] if embedding is None else embedding.forward(token_ids[:, None])[:, 0, :]
-        h_t, new_state = stepper.step(x_t, state)
+        x_t = np.ascontiguousarray(x_t, dtype=rnn.dtype)
+        h_t, new_state = stepper.advance(x_t, state)
         if state is not None and not active.all():
-            new_state = [tuple(np.where(active[:, None], n, o) for n, o in zip(new, old)) if isinstance(new, tuple)
-                         else np.where(active[:, None], new, old) for new, old in zip(new_state, state)]
+            new_state = [tuple(np.where(active[:, None], n, o) for n, o in zip(new, old))
+                         for new, old in zip(new_state, state)]
         out = h_t
         for layer in head:
             out = layer.forward(out)
@@ -360,7 +361,7 @@ def generate(model, vocab, length: int, prime="", temperature: float = 1.0, seed
                 step_logits, state = advance(ids, state, active)
                 logits[active] = step_logits[active]  # each row's logits after its own last prime character
             for _ in range(length):
-                ids = sample(logits, rng, temperature, top_k, top_p)
+                ids = sample_checked(logits, rng, temperature, top_k, top_p)
                 for row, token_id in enumerate(ids):
                     out[row].append(vocab.id_to_token(int(token_id)))
                 logits, state = advance(ids, state, np.ones(rows, dtype=bool))

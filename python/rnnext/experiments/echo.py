@@ -89,8 +89,9 @@ def train_echo_model(cell: str, num_steps: int, args, progress: bool = False):
 
 @contextlib.contextmanager
 def engine_threads(count):
-    """Run the engine with `count` threads (None: leave it), restoring the previous count afterwards."""
-    previous = _core.get_num_threads()
+    """Run the engine with `count` threads (None: leave it), restoring the previous setting afterwards (a fixed
+    count, or the default tuning)."""
+    previous = None if _core.thread_tuning() else _core.get_num_threads()
     if count:
         _core.set_num_threads(count)
     try:
