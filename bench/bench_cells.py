@@ -3,7 +3,10 @@
 
 Each size is validated (outputs and gradients) before it is timed; the report is one markdown table per cell
 with median times, GFLOP/s, the share of the machine's GEMM ceiling (the best rate of one large square product,
-rnnext's own and torch.mm, measured in the same run) and the ratio of each peer to rnnext. See bench/README.md.
+rnnext's own and torch.mm, measured in the same run) and the ratio of each peer to rnnext. With --variants, the
+regularisers' masks (dropout, recurrent dropout, weight-drop, zoneout; issue 15) are timed too, validated
+against the twin with the same masks, each as rows of their own with the ratio to the plain cell. See
+bench/README.md.
 """
 import os
 import sys
@@ -39,6 +42,40 @@ MIN_SAMPLES, MAX_SAMPLES = 3, 20
 # accumulation over 12,800 rows in a different order gives about 1e-6 here, 1e-4 leaves room without hiding
 # a wrong formula (those give O(1) errors).
 TOLERANCES = {"float32": {"forward": 1e-4, "grads": 1e-4}, "float64": {"forward": 1e-10, "grads": 1e-10}}
+
+
+# The regularisers timed with --variants, at one rate each; zoneout only for the cells that have it.
+VARIANT_RATE = 0.25
+VARIANTS = ("dropout", "recurrent-dropout", "weight-drop", "zoneout", "all")
+
+
+def variants_of(cell, variants):
+    return [v for v in variants if cell != "rnn" or v not in ("zoneout", "all")]
+
+
+def variant_masks(cell, variant, T, N, I, H, dtype, seed):
+    """The engine masks of one variant, drawn as the layers draw them in training (docs/api.md)."""
+    import numpy as np
+
+    if variant is None:
+        return None
+    rng = np.random.default_rng(seed + 17)
+    keep = 1 - VARIANT_RATE
+
+    def dropout(shape):
+        return ((rng.random(shape) >= VARIANT_RATE) / keep).astype(dtype)
+
+    masks = {}
+    if variant in ("dropout", "all"):
+        masks["input"] = dropout((N, I))
+    if variant in ("recurrent-dropout", "all"):
+        masks["state"] = dropout((N, H))
+    if variant in ("weight-drop", "all"):
+        masks["weight"] = dropout((H, CELLS[cell] * H))
+    if variant in ("zoneout", "all"):
+        for key in ("zoneout_h", "zoneout_c") if cell == "lstm" else ("zoneout_h",):
+            masks[key] = (rng.random((T, N, H)) < VARIANT_RATE).astype(dtype)
+    return masks
 
 
 def forward_flops(cell, T, N, I, H):
@@ -78,25 +115,25 @@ def make_problem(cell, T, N, I, H, dtype, seed):
     return p
 
 
-def engine_call(mod, cell, p, backward):
+def engine_call(mod, cell, p, backward, masks=None):
     """Forward (and backward with dy, dh_n = None) through rnnext or its twin; both have the same signatures."""
     x, K, R, b = p["x"], p["kernel"], p["recurrent_kernel"], p["bias"]
     grads = None
     if cell == "lstm":
-        y, h_n, c_n, cache = mod.lstm_forward(x, p["h0"], p["c0"], K, R, b)
+        y, h_n, c_n, cache = mod.lstm_forward(x, p["h0"], p["c0"], K, R, b, masks=masks)
         out = {"y": y, "h_n": h_n, "c_n": c_n}
         if backward:
-            grads = mod.lstm_backward(p["dy"], None, None, cache, x, K, R, b)
+            grads = mod.lstm_backward(p["dy"], None, None, cache, x, K, R, b, masks=masks)
     elif cell == "gru":
-        y, h_n, cache = mod.gru_forward(x, p["h0"], K, R, b, reset_after=True)
+        y, h_n, cache = mod.gru_forward(x, p["h0"], K, R, b, reset_after=True, masks=masks)
         out = {"y": y, "h_n": h_n}
         if backward:
-            grads = mod.gru_backward(p["dy"], None, cache, x, K, R, b, reset_after=True)
+            grads = mod.gru_backward(p["dy"], None, cache, x, K, R, b, reset_after=True, masks=masks)
     else:
-        y, h_n, cache = mod.rnn_forward(x, p["h0"], K, R, b, activation="tanh")
+        y, h_n, cache = mod.rnn_forward(x, p["h0"], K, R, b, activation="tanh", masks=masks)
         out = {"y": y, "h_n": h_n}
         if backward:
-            grads = mod.rnn_backward(p["dy"], None, cache, x, K, R, b, activation="tanh")
+            grads = mod.rnn_backward(p["dy"], None, cache, x, K, R, b, activation="tanh", masks=masks)
     return out, grads
 
 
@@ -222,14 +259,19 @@ def compare(name_a, a, name_b, b):
             "grads": grads[0], "grads_worst": grads[1]}
 
 
-def validate(cell, T, N, I, H, dtype, seed, with_torch):
-    """rnnext against the twin, and against torch with weights converted from a torch-initialised module."""
+def validate(cell, T, N, I, H, dtype, seed, with_torch, variants=()):
+    """rnnext against the twin (also under each variant's masks), and against torch with weights converted from a
+    torch-initialised module."""
     import rnnext
     import rnnext.reference as reference
 
     p = make_problem(cell, T, N, I, H, dtype, seed)
     engine = engine_call(rnnext, cell, p, backward=True)
     checks = [compare("rnnext", engine, "numpy twin", engine_call(reference, cell, p, backward=True))]
+    for variant in variants_of(cell, variants):
+        masks = variant_masks(cell, variant, T, N, I, H, dtype, seed)
+        checks.append(compare(f"rnnext {variant}", engine_call(rnnext, cell, p, True, masks),
+                              f"numpy twin {variant}", engine_call(reference, cell, p, True, masks)))
     if with_torch:
         import torch
 
@@ -311,10 +353,12 @@ def set_threads(framework, threads):
         torch.set_num_threads(threads)
 
 
-def measure(framework, cell, size, dtype, seed, threads, seconds):
-    """Time the forward and the forward+backward of one framework at one size."""
+def measure(framework, cell, size, dtype, seed, threads, seconds, variant=None):
+    """Time the forward and the forward+backward of one framework at one size (rnnext and the twin: under the
+    masks of `variant`, or none)."""
     set_threads(framework, threads)
     p = make_problem(cell, size["T"], size["N"], size["I"], size["H"], dtype, seed)
+    masks = variant_masks(cell, variant, size["T"], size["N"], size["I"], size["H"], dtype, seed)
     if framework == "torch":
         m = torch_module(cell, size["I"], size["H"], dtype)
         torch_load(m, cell, p)
@@ -325,7 +369,8 @@ def measure(framework, cell, size, dtype, seed, threads, seconds):
         import rnnext.reference
 
         mod = rnnext if framework == "rnnext" else rnnext.reference
-        calls = {"fwd": lambda: engine_call(mod, cell, p, False), "fwd+bwd": lambda: engine_call(mod, cell, p, True)}
+        calls = {"fwd": lambda: engine_call(mod, cell, p, False, masks),
+                 "fwd+bwd": lambda: engine_call(mod, cell, p, True, masks)}
     result = {which: time_it(calls[which], seconds) for which in PASSES}
     if framework == "rnnext":
         import rnnext
@@ -501,10 +546,11 @@ def worker_main():
         if job["torch"]:
             set_threads("torch", job["threads"])
         s = job["size"]
-        result = validate(job["cell"], s["T"], s["N"], s["I"], s["H"], job["dtype"], job["seed"], job["torch"])
+        result = validate(job["cell"], s["T"], s["N"], s["I"], s["H"], job["dtype"], job["seed"], job["torch"],
+                          job["variants"])
     else:
         result = measure(job["framework"], job["cell"], job["size"], job["dtype"], job["seed"], job["threads"],
-                         job["seconds"])
+                         job["seconds"], job.get("variant"))
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")
 
 
@@ -629,7 +675,26 @@ def cell_table(cell, args, sizes, results, validation, frameworks, ceiling):
         notes.append("Noisy (half the spread over 5% of the median; spread = interquartile range, or max − min "
                      "with fewer than 5 samples): " + "; ".join(noisy) + ".")
     title = f"### {CELL_TITLES[cell]}, T={args.steps}, I=H, {args.dtype}, {args.threads} threads"
-    return "\n".join([title, "", *rows, "", *notes])
+    return "\n".join([title, "", *rows, "", *notes, *variant_table(cell, args, sizes, results)])
+
+
+def variant_table(cell, args, sizes, results):
+    """The rows of the regularisers (--variants): rnnext's time under each variant's masks and its ratio to the
+    plain cell's, both from this run (the issue's target: at most 1.3x)."""
+    variants = variants_of(cell, args.variants)
+    if not variants:
+        return []
+    rows = ["| N | H | pass | variant | rnnext ms | x plain |", "|---:|---:|:---|:---|---:|---:|"]
+    for s in sizes:
+        timed = results[(cell, s["N"], s["H"])]
+        for which in PASSES:
+            base = timed["rnnext"][which]["median"]
+            for variant in variants:
+                r = timed[f"rnnext+{variant}"]
+                rows.append(f"| {s['N']} | {s['H']} | {which} | {variant} | {fmt_ms(r[which]['median'])}"
+                            f"{' *' if busy(r) else ''} | {r[which]['median'] / base:.2f} |")
+    return ["", f"Regularisers (masks at rate {VARIANT_RATE}; 'all' = every mask at once), validated against the "
+            "twin with the same masks:", "", *rows]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -647,6 +712,9 @@ def parse_args(argv):
     ap.add_argument("--no-torch", action="store_true", help="skip torch (timing and validation)")
     ap.add_argument("--repeats-seconds", type=float, default=None,
                     help="target seconds per measurement (default 1, or 0.05 with --quick)")
+    ap.add_argument("--variants", nargs="*", choices=VARIANTS, default=[],
+                    help="also time rnnext under these regularisers' masks (issue 15), e.g. --variants "
+                         + " ".join(VARIANTS))
     ap.add_argument("--quick", action="store_true", help="tiny grid for a CI smoke run: T=10, N=2, H=16")
     ap.add_argument("--same-process", action="store_true",
                     help="measure every framework in this one process instead of a worker process each")
@@ -700,8 +768,10 @@ def main(argv=None):
                 return measure_ceiling(j["framework"], j["n"], j["dtype"], j["threads"], j["seconds"])
             if j["kind"] == "validate":
                 s = j["size"]
-                return validate(j["cell"], s["T"], s["N"], s["I"], s["H"], j["dtype"], j["seed"], j["torch"])
-            return measure(j["framework"], j["cell"], j["size"], j["dtype"], j["seed"], j["threads"], j["seconds"])
+                return validate(j["cell"], s["T"], s["N"], s["I"], s["H"], j["dtype"], j["seed"], j["torch"],
+                                j["variants"])
+            return measure(j["framework"], j["cell"], j["size"], j["dtype"], j["seed"], j["threads"], j["seconds"],
+                           j.get("variant"))
     else:
         mode = ("separate processes: each framework's measurements for each size run in a fresh worker "
                 "process, so only that framework's thread pools exist while it is timed")
@@ -748,7 +818,8 @@ def main(argv=None):
             f"{ceiling[fw]['median']:.1f}")
     for cell in args.cells:
         for s in sizes:
-            checks = job({"kind": "validate", "cell": cell, "size": s, "torch": want_torch, **common})
+            checks = job({"kind": "validate", "cell": cell, "size": s, "torch": want_torch, "variants": args.variants,
+                          **common})
             check_validation(cell, s, args.dtype, checks, log)
             validation[cell].append(checks)
             key = (cell, s["N"], s["H"])
@@ -762,6 +833,12 @@ def main(argv=None):
                 log(f"  timed {cell} N={s['N']} H={s['H']} {fw}: fwd {fmt_ms(r['fwd']['median'])} ms, "
                     f"fwd+bwd {fmt_ms(r['fwd+bwd']['median'])} ms  [{time.perf_counter() - started:.0f} s]"
                     + (f"  OTHER PROCESSES USED {100 * r['others']:.0f}% OF THE CPUS" if busy(r) else ""))
+            for variant in variants_of(cell, args.variants):
+                r = measured({"kind": "time", "framework": "rnnext", "cell": cell, "size": s, "variant": variant,
+                              "seconds": args.repeats_seconds, **common}, f"{cell} N={s['N']} H={s['H']} {variant}")
+                results[key][f"rnnext+{variant}"] = r
+                log(f"  timed {cell} N={s['N']} H={s['H']} rnnext {variant}: fwd+bwd "
+                    f"{fmt_ms(r['fwd+bwd']['median'])} ms ({r['fwd+bwd']['median'] / results[key]['rnnext']['fwd+bwd']['median']:.2f}x plain)")
 
     parts = [header(args, info, mode, command, (load_start, os.getloadavg()[0]), whole_run.stop(), ceiling)]
     if len(builds) > 1:

@@ -136,7 +136,7 @@ def test_stepper_bad_input_is_named(bad, message):
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["one-way", "bidirectional"])
 @pytest.mark.parametrize("cell", LAYERS)
 def test_inference_mode_gives_the_forward_bits_and_keeps_nothing(cell, bidirectional, dtype):
-    layer = LAYERS[cell](24, num_layers=2, bidirectional=bidirectional, dropout=0.3, return_sequences=True,
+    layer = LAYERS[cell](24, num_layers=2, bidirectional=bidirectional, layer_dropout=0.3, return_sequences=True,
                          return_state=True, dtype=dtype, seed=0)
     layer.eval()  # the same dropout (none) on both sides
     x = np.random.default_rng(0).standard_normal((5, 9, 6)).astype(dtype)

@@ -123,7 +123,7 @@ def test_from_torch_options_and_copies(torch):
     # dtype override, batch_first override, dropout and training mode carried over
     layer = from_torch(module, dtype=np.float32, batch_first=True, return_sequences=False, name="enc")
     assert layer.dtype == np.float32 and layer.batch_first and not layer.return_sequences
-    assert layer.dropout == 0.25 and layer.training and layer.name == "enc"
+    assert layer.layer_dropout == 0.25 and layer.training and layer.name == "enc"
     module.eval()
     assert not from_torch(module).training
     # weights copied: changing the module afterwards leaves the layer alone

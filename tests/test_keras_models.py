@@ -165,7 +165,7 @@ def test_masked_sequences_agree_at_the_valid_steps():
 
 
 def test_stacked_rnnext_layers_become_keras_layers():
-    model = rnnext.Sequential([rnnext.GRU(H, input_size=I, num_layers=3, bidirectional=True, dropout=0.2),
+    model = rnnext.Sequential([rnnext.GRU(H, input_size=I, num_layers=3, bidirectional=True, layer_dropout=0.2),
                                rnnext.Dense(2)])
     keras_model = to_keras(model)
     assert [layer.name for layer in keras_model.layers] == ["gru", "gru_dropout1", "gru_l1", "gru_dropout2",
@@ -177,9 +177,33 @@ def test_stacked_rnnext_layers_become_keras_layers():
     assert_close(again.eval().forward(x), model.forward(x), RTOL, "stacked GRU, back in rnnext")
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
+def test_keras_dropout_and_recurrent_dropout_carry_over(kind):
+    """Keras's dropout / recurrent_dropout are rnnext's: the rates go both ways, and in evaluation (no masks) the
+    outputs agree. The masks themselves are each side's own draws, so training outputs are not compared."""
+    keras_model = keras.Sequential([keras.Input((T, I)), getattr(keras.layers, kind)(
+        H, dropout=0.2, recurrent_dropout=0.3, return_sequences=True)])
+    model = from_keras(keras_model)
+    layer = model.layers[0]
+    assert (layer.dropout, layer.recurrent_dropout, layer.layer_dropout) == (0.2, 0.3, 0.0)
+    x = np.random.default_rng(5).standard_normal((N, T, I)).astype(np.float32)
+    assert_close(model.eval().forward(x), as_numpy(keras_model(x, training=False)), RTOL, f"{kind} in eval")
+    back = to_keras(model)
+    config = back.layers[0].get_config()
+    assert (config["dropout"], config["recurrent_dropout"]) == (0.2, 0.3)
+    assert_close(as_numpy(back(x, training=False)), model.forward(x), RTOL, f"{kind} back in Keras")
+    model.train()
+    assert not np.allclose(model.forward(x), model.eval().forward(x))  # the masks are on in training
+
+
+def test_to_keras_refuses_weight_drop_and_zoneout():
+    for options, message in (({"weight_drop": 0.3}, "weight_drop=0.3"), ({"zoneout": 0.1}, "zoneout=0.1")):
+        with pytest.raises(ValueError, match=message):
+            to_keras(rnnext.Sequential([rnnext.LSTM(H, input_size=I, **options)]))
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: keras.Sequential([keras.Input((T, I)), keras.layers.Conv1D(2, 3)]), "'conv1d' (Conv1D) has no rnnext"),
-    (lambda: keras.Sequential([keras.Input((T, I)), keras.layers.LSTM(H, dropout=0.2)]), "dropout=0.2"),
     (lambda: keras.Sequential([keras.Input((T, I)), keras.layers.GRU(H, go_backwards=True)]), "go_backwards"),
     (lambda: keras.Sequential([keras.Input((T, I)), keras.layers.Bidirectional(keras.layers.LSTM(H),
                                                                               merge_mode="sum")]), "merge_mode"),

@@ -51,7 +51,7 @@ MODES = {
     "lengths-final-state": ({"bidirectional": True}, {"lengths": LENGTHS}),
     "stacked-bidirectional-lengths": ({"num_layers": 2, "bidirectional": True, "return_sequences": True},
                                       {"lengths": np.array([4, 1, 5])}),
-    "dropout": ({"num_layers": 2, "dropout": 0.5, "return_sequences": True}, {}),
+    "dropout": ({"num_layers": 2, "layer_dropout": 0.5, "return_sequences": True}, {}),
     "time-major": ({"batch_first": False, "return_sequences": True, "bidirectional": True},
                    {"lengths": LENGTHS}),
 }
@@ -170,7 +170,7 @@ def test_stateful_second_call_gradients(cell):
 
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_gradcheck_recurrent(cell):
-    layer = make_layer(cell, num_layers=2, bidirectional=True, return_sequences=True, dropout=0.3)
+    layer = make_layer(cell, num_layers=2, bidirectional=True, return_sequences=True, layer_dropout=0.3)
     rng = np.random.default_rng(5)
     x = draw(rng, N, T, I)
     targets = draw(rng, N, T, 2 * H)
@@ -303,7 +303,7 @@ def test_dropout_train_and_eval():
 
 
 def test_recurrent_dropout_only_in_training():
-    layer = make_layer("lstm", num_layers=2, dropout=0.5, return_sequences=True)
+    layer = make_layer("lstm", num_layers=2, layer_dropout=0.5, return_sequences=True)
     x = draw(np.random.default_rng(0), N, T, I)
     trained = layer(x)
     masks = layer._cache["masks"]
@@ -378,7 +378,7 @@ def test_stateful_carries_and_resets():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_step_equals_sequence_forward(cell, dtype):
-    layer = CELLS[cell](num_layers=2, return_sequences=True, return_state=True, dropout=0.5, dtype=dtype, seed=0)
+    layer = CELLS[cell](num_layers=2, return_sequences=True, return_state=True, layer_dropout=0.5, dtype=dtype, seed=0)
     layer.eval()  # step never applies dropout, so compare with the inference forward
     check_step_matches_sequence(layer, np.random.default_rng(0).standard_normal((N, T, I)).astype(dtype), dtype)
 
@@ -449,7 +449,7 @@ def test_seeding():
 
 
 @pytest.mark.parametrize("layer", [
-    LSTM(4, input_size=3, num_layers=2, bidirectional=True, dropout=0.2, peephole=True, coupled=True,
+    LSTM(4, input_size=3, num_layers=2, bidirectional=True, layer_dropout=0.2, peephole=True, coupled=True,
          forget_bias=0.5, return_sequences=True, batch_first=False, stateful=True, dtype=F64, seed=3, name="enc"),
     GRU(4, reset_after=False, return_state=True),
     RNN(4, "relu", input_size=2),

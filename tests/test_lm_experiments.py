@@ -268,3 +268,24 @@ def test_parsers_document_every_option():
         for action in parser._actions:
             if not isinstance(action, argparse._HelpAction):
                 assert action.help, f"{parser.prog}: {action.option_strings or action.dest} has no help"
+
+
+def test_sentiment_lstm_dropout_is_the_course_keras_layer():
+    """The course's LSTM(32, dropout=0.2): Keras's per-sequence input mask, no extra layers or parameters."""
+    model = sentiment.build_model("lstm-dropout")
+    assert [type(layer).__name__ for layer in model.layers] == ["Embedding", "LSTM", "Dense"]
+    assert model.layers[1].dropout == 0.2 and model.layers[1].recurrent_dropout == 0.0
+    assert [layer.count_params() for layer in model.layers] == [320_000, 8_320, 33]
+
+
+@pytest.mark.parametrize("flags", [["--dropout", "0.2", "--recurrent-dropout", "0.2"], ["--weight-drop", "0.3"],
+                                   ["--zoneout", "0.1", "0.05"], ["--zaremba-dropout", "0.3"]])
+def test_word_lm_regularisation_flags(tmp_path, flags):
+    args = word_lm.parse_args(["--data", str(write_tiny_ptb(tmp_path)), "--quick", *flags])
+    args.epochs, args.max_words = 3, None
+    result = word_lm.run(args, log=quiet)
+    lstm = result["model"].layers[2 if "--zaremba-dropout" in flags else 1]
+    expected = dict(word_lm.regularisers(args))
+    assert {key: getattr(lstm, key) for key in expected} == expected
+    ppl = [h["valid_ppl"] for h in result["history"]]
+    assert ppl[-1] < ppl[0] and np.isfinite(result["test_ppl"]), ppl

@@ -136,7 +136,7 @@ def test_sequential_softmax_cross_entropy_gradients():
     ids, lengths = ids_and_lengths(rng)
     model = Sequential([
         Embedding(9, 4, padding_idx=0, dtype=F64, seed=1),
-        LSTM(3, num_layers=2, bidirectional=True, dropout=0.4, return_sequences=True, peephole=True, dtype=F64,
+        LSTM(3, num_layers=2, bidirectional=True, layer_dropout=0.4, return_sequences=True, peephole=True, dtype=F64,
              seed=2),
         Dense(5, dtype=F64, seed=3),
     ], input_shape=(None,))
@@ -221,7 +221,7 @@ def test_short_training_run_learns():
 def tagger(seed=0, dropout=0.3):
     return Sequential([
         Embedding(9, 4, padding_idx=0, seed=seed),
-        LSTM(5, bidirectional=True, num_layers=2, dropout=dropout, return_sequences=True, seed=seed + 1),
+        LSTM(5, bidirectional=True, num_layers=2, layer_dropout=dropout, return_sequences=True, seed=seed + 1),
         GRU(3, return_sequences=True, reset_after=False, seed=seed + 2),
         Dense(4, seed=seed + 3),
     ], input_shape=(None,))

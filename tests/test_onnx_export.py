@@ -65,9 +65,10 @@ def export_and_compare(model, tmp_path, x, lengths, what, states=True):
 def test_recurrent_layer_matches_onnxruntime(tmp_path, cell, bidirectional, num_layers, return_sequences,
                                              with_lengths):
     layer = CELLS[cell](input_size=I, num_layers=num_layers, bidirectional=bidirectional,
-                        return_sequences=return_sequences, dropout=0.25)
+                        return_sequences=return_sequences, layer_dropout=0.25, dropout=0.2, recurrent_dropout=0.3,
+                        weight_drop=0.1)
     model = randomize(rnnext.Sequential([layer]), seed=len(cell))
-    model.train()  # export and run_both use eval mode: the inter-layer dropout is the identity
+    model.train()  # export and run_both use eval mode: every dropout mask is the identity
     x = np.random.default_rng(1).standard_normal((N, T, I)).astype(np.float32)
     lengths = LENGTHS if with_lengths else None
     pairs = export_and_compare(model, tmp_path, x, lengths, cell)
@@ -211,3 +212,12 @@ def test_the_export_command_writes_and_checks_a_checkpoint(tmp_path):
     result = subprocess.run(command[:4] + ["missing.npz", "model.onnx"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 1 and "no such file: missing.npz" in result.stderr
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru-reset_after"])
+def test_zoneout_is_refused_by_name(tmp_path, cell):
+    """Zoneout's inference output is an expectation that mixes each state with the previous one: no ONNX
+    LSTM/GRU computes it, so the export refuses the layer by name."""
+    model = rnnext.Sequential([CELLS[cell](input_size=I, zoneout=0.1, name="zoned")])
+    with pytest.raises(ValueError, match="'zoned'.*zoneout=0.1"):
+        rnnext.onnx.export(model, tmp_path / "model.onnx")

@@ -145,7 +145,7 @@ def recurrent_setups(draw):
                    return_sequences=draw(st.booleans()), return_state=draw(st.booleans()),
                    batch_first=draw(st.booleans()), dtype=dtype, seed=draw(st.integers(0, 2**31)))
     if options["num_layers"] > 1 and draw(st.booleans()):
-        options["dropout"] = 0.5  # the layer runs in eval mode below: no dropout
+        options["layer_dropout"] = 0.5  # the layer runs in eval mode below: no dropout
     T, N, I, H = draw(st.integers(1, 5)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
     lengths = draw(st.none() | st.lists(st.integers(0, T), min_size=N, max_size=N))
     x_dtype = draw(st.sampled_from([dtype, np.float64, np.float32, np.int32]))
@@ -160,7 +160,7 @@ def build_layer(kind, H, options, I, seed):
     rng = np.random.default_rng(seed)
     for _, param in layer.named_parameters():  # non-zero biases and peepholes
         param.value += (0.3 * rng.standard_normal(param.shape)).astype(param.value.dtype)
-    if options.get("dropout"):
+    if options.get("layer_dropout"):
         layer.eval()
     return layer
 

@@ -41,7 +41,7 @@ MODES = {
     "lengths-final-state": ({"bidirectional": True}, {"lengths": LENGTHS}),
     "stacked-bidirectional-lengths": ({"num_layers": 2, "bidirectional": True, "return_sequences": True},
                                       {"lengths": np.array([4, 1, 5])}),
-    "dropout": ({"num_layers": 2, "dropout": 0.5, "return_sequences": True}, {}),
+    "dropout": ({"num_layers": 2, "layer_dropout": 0.5, "return_sequences": True}, {}),
     "time-major": ({"batch_first": False, "return_sequences": True, "bidirectional": True}, {"lengths": LENGTHS}),
 }
 
@@ -128,7 +128,7 @@ def test_bidirectional_with_lengths_equals_each_row_alone(cell):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_step_equals_sequence_forward(cell, dtype):
-    layer = CELLS[cell](num_layers=2, return_sequences=True, return_state=True, dropout=0.5, dtype=dtype, seed=0)
+    layer = CELLS[cell](num_layers=2, return_sequences=True, return_state=True, layer_dropout=0.5, dtype=dtype, seed=0)
     layer.eval()  # step never applies dropout, so compare with the inference forward
     check_step_matches_sequence(layer, np.random.default_rng(0).standard_normal((N, T, I)).astype(dtype), dtype)
 

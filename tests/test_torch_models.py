@@ -24,7 +24,7 @@ MODELS = {
     "course-lstm": lambda: [rnnext.Embedding(1000, 16), rnnext.LSTM(8), rnnext.Dense(1, activation="sigmoid")],
     "bi-lstm": lambda: [rnnext.Embedding(1000, 16), rnnext.LSTM(8, bidirectional=True), rnnext.Dropout(0.5),
                         rnnext.Dense(1, activation="sigmoid")],
-    "stacked": lambda: [rnnext.Embedding(1000, 16), rnnext.GRU(8, num_layers=2, dropout=0.1, return_sequences=True),
+    "stacked": lambda: [rnnext.Embedding(1000, 16), rnnext.GRU(8, num_layers=2, layer_dropout=0.1, return_sequences=True),
                         rnnext.RNN(6, activation="relu", bidirectional=True, return_sequences=True),
                         rnnext.Dense(5, activation="softmax")],
     "no-embedding": lambda: [rnnext.LSTM(8, input_size=3, return_sequences=True), rnnext.Dense(4, activation="tanh"),

@@ -1,5 +1,6 @@
 // Bindings for the GRU cell: check and convert arguments, release the GIL, call rnnext::gru_*.
 #include "bindings/checks.h"
+#include "bindings/mask_checks.h"
 #include "bindings/stepper.h"
 #include "rnnext/gru.h"
 
@@ -17,7 +18,7 @@ const char* recurrent_key(bool reset_after) { return reset_after ? "hn" : "rh"; 
 template <typename Scalar>
 py::tuple gru_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle kernel_obj,
                            py::handle recurrent_obj, py::handle bias_obj, py::handle lengths_obj, bool reset_after,
-                           bool keep_cache) {
+                           bool keep_cache, py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const py::ssize_t T = x.shape(0), N = x.shape(1), I = x.shape(2), H = args.hidden_size(recurrent_obj, 3, "3*H");
   auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", N}, {"H", H}});
@@ -25,6 +26,7 @@ py::tuple gru_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
   auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", H}, {"3*H", 3 * H}});
   auto bias = args.array<Scalar>("bias", bias_obj, gru_bias_dims(H, reset_after));
   auto lengths = args.lengths(lengths_obj, T, N);
+  const MaskArgs<Scalar> masks(args, masks_obj, {T, N, I, H, 3 * H, "3*H"}, {"zoneout_h"});
 
   const GruWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
   const Dims d{T, N, I, H};
@@ -35,7 +37,7 @@ py::tuple gru_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
     {
       py::gil_scoped_release release;
       with_variant<false, true>(reset_after, [&](auto variant) {
-        GruForward<Scalar, decltype(variant)::value>(weights, d, data_or_null(lengths), false)
+        GruForward<Scalar, decltype(variant)::value>(weights, d, data_or_null(lengths), false, masks.masks())
             .run(y.mutable_data(), states0, states_n, x.data());
       });
     }
@@ -47,7 +49,8 @@ py::tuple gru_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
   {
     py::gil_scoped_release release;
     with_variant<false, true>(reset_after, [&](auto variant) {
-      gru_forward<Scalar, decltype(variant)::value>(y.mutable_data(), state, x.data(), weights, data_or_null(lengths), d);
+      gru_forward<Scalar, decltype(variant)::value>(y.mutable_data(), state, x.data(), weights, data_or_null(lengths), d,
+                                                    masks.masks());
     });
   }
   std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
@@ -85,7 +88,7 @@ StepperHandle gru_stepper_impl(const Args& args, const std::vector<py::tuple>& l
 template <typename Scalar>
 py::dict gru_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, const py::dict& cache,
                            py::handle x_obj, py::handle kernel_obj, py::handle recurrent_obj, py::handle bias_obj,
-                           py::handle lengths_obj, bool reset_after) {
+                           py::handle lengths_obj, bool reset_after, py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const py::ssize_t T = x.shape(0), N = x.shape(1), I = x.shape(2), H = args.hidden_size(recurrent_obj, 3, "3*H");
   auto dy = args.optional_array<Scalar>("dy", dy_obj, {{"T", T}, {"N", N}, {"H", H}});
@@ -98,6 +101,7 @@ py::dict gru_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_ob
   const auto bias_dims = gru_bias_dims(H, reset_after);
   auto bias = args.array<Scalar>("bias", bias_obj, bias_dims);
   auto lengths = args.lengths(lengths_obj, T, N);
+  const MaskArgs<Scalar> masks(args, masks_obj, {T, N, I, H, 3 * H, "3*H"}, {"zoneout_h"});
 
   std::vector<py::ssize_t> bias_shape;
   for (const Dim& dim : bias_dims) bias_shape.push_back(dim.size);
@@ -111,7 +115,7 @@ py::dict gru_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_ob
     py::gil_scoped_release release;
     with_variant<false, true>(reset_after, [&](auto variant) {
       gru_backward<Scalar, decltype(variant)::value>(grads_out, data_or_null(dy), state, x.data(), weights,
-                                                     data_or_null(lengths), Dims{T, N, I, H});
+                                                     data_or_null(lengths), Dims{T, N, I, H}, masks.masks());
     });
   }
   py::dict grads;
@@ -129,18 +133,21 @@ void bind_gru(py::module_& m) {
   m.def(
       "gru_forward",
       [](py::handle x, py::handle h0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
-         py::handle lengths, bool reset_after, bool keep_cache) {
+         py::handle lengths, bool reset_after, bool keep_cache, py::handle masks) {
         const Args args("gru_forward");
         return with_dtype(args, x, [&](auto scalar) {
           return gru_forward_impl<decltype(scalar)>(args, x, h0, kernel, recurrent_kernel, bias, lengths, reset_after,
-                                                    keep_cache);
+                                                    keep_cache, masks);
         });
       },
       py::arg("x"), py::arg("h0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("lengths") = py::none(), py::arg("reset_after") = true, py::arg("keep_cache") = true,
+      py::arg("masks") = py::none(),
       "GRU forward over x [T, N, I] from h0 [N, H]; gate order r,z,n; h_new = (1 - z) * n + z * h.\n"
       "Returns (y [T, N, H], h_n [N, H], cache); with keep_cache=False the cache is None (an inference pass:\n"
-      "the same outputs, bit for bit). See docs/conventions.md.");
+      "the same outputs, bit for bit). masks: None or a dict of input [N, I], state [N, H], weight [H, 3H]\n"
+      "dropout masks and zoneout_h (a rate, or keep masks [T, N, H]); pass the same to gru_backward.\n"
+      "See docs/conventions.md.");
   m.def(
       "gru_stepper",
       [](py::handle layers, py::ssize_t batch_size, bool reset_after) {
@@ -158,15 +165,15 @@ void bind_gru(py::module_& m) {
   m.def(
       "gru_backward",
       [](py::handle dy, py::handle dh_n, py::handle cache, py::handle x, py::handle kernel,
-         py::handle recurrent_kernel, py::handle bias, py::handle lengths, bool reset_after) {
+         py::handle recurrent_kernel, py::handle bias, py::handle lengths, bool reset_after, py::handle masks) {
         const Args args("gru_backward");
         return with_dtype(args, x, [&](auto scalar) {
           return gru_backward_impl<decltype(scalar)>(args, dy, dh_n, forward_cache(args, cache), x, kernel, recurrent_kernel, bias,
-                                                     lengths, reset_after);
+                                                     lengths, reset_after, masks);
         });
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
-      py::arg("bias"), py::arg("lengths") = py::none(), py::arg("reset_after") = true,
+      py::arg("bias"), py::arg("lengths") = py::none(), py::arg("reset_after") = true, py::arg("masks") = py::none(),
       "GRU backpropagation through time. dy and dh_n may be None (zero).\n"
       "Returns a dict of gradients keyed x, h0, kernel, recurrent_kernel, bias.");
 }

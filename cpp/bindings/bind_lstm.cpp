@@ -1,5 +1,6 @@
 // Bindings for the LSTM cell: check and convert arguments, release the GIL, call rnnext::lstm_*.
 #include "bindings/checks.h"
+#include "bindings/mask_checks.h"
 #include "bindings/stepper.h"
 #include "rnnext/lstm.h"
 
@@ -10,6 +11,15 @@ struct LstmShapes {
   py::ssize_t T, N, I, H, G, P;
   std::string gates_label() const { return std::to_string(G) + "*H"; }
 };
+
+template <typename Scalar>
+MaskArgs<Scalar> lstm_masks(const Args& args, const py::handle& masks_obj, const LstmShapes& s, bool peephole) {
+  MaskArgs<Scalar> masks(args, masks_obj, {s.T, s.N, s.I, s.H, s.G * s.H, s.gates_label()}, {"zoneout_h", "zoneout_c"});
+  // Zoneout's candidate cell would be what the output peephole looks at, which the peephole gradient does not
+  // follow; the combination is refused rather than half supported.
+  if (peephole && masks.zoneout()) args.fail_value("masks: zoneout is not supported with peepholes");
+  return masks;
+}
 
 template <typename Scalar>
 LstmShapes lstm_shapes(const Args& args, const CArray<Scalar>& x, const py::handle& recurrent_kernel, bool coupled) {
@@ -29,7 +39,8 @@ void with_lstm_variant(bool peephole, bool coupled, Body&& body) {
 template <typename Scalar>
 py::tuple lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle c0_obj,
                             py::handle kernel_obj, py::handle recurrent_obj, py::handle bias_obj,
-                            py::handle peephole_obj, py::handle lengths_obj, bool coupled, bool keep_cache) {
+                            py::handle peephole_obj, py::handle lengths_obj, bool coupled, bool keep_cache,
+                            py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const LstmShapes s = lstm_shapes(args, x, recurrent_obj, coupled);
   const std::string gl = s.gates_label();
@@ -40,6 +51,7 @@ py::tuple lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_ob
   auto bias = args.array<Scalar>("bias", bias_obj, {{gl.c_str(), s.G * s.H}});
   auto peephole = args.optional_array<Scalar>("peephole", peephole_obj, {{coupled ? "P(f,o)" : "P(i,f,o)", s.P}, {"H", s.H}});
   auto lengths = args.lengths(lengths_obj, s.T, s.N);
+  const MaskArgs<Scalar> masks = lstm_masks<Scalar>(args, masks_obj, s, peephole.has_value());
 
   const LstmWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data(), data_or_null(peephole)};
   const Dims d{s.T, s.N, s.I, s.H};
@@ -51,7 +63,8 @@ py::tuple lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_ob
       py::gil_scoped_release release;
       with_lstm_variant(peephole.has_value(), coupled, [&](auto with_peephole, auto with_coupled) {
         LstmForward<Scalar, decltype(with_peephole)::value, decltype(with_coupled)::value>(
-            weights, d, data_or_null(lengths), false).run(y.mutable_data(), states0, states_n, x.data());
+            weights, d, data_or_null(lengths), false, masks.masks())
+            .run(y.mutable_data(), states0, states_n, x.data());
       });
     }
     return py::make_tuple(y, h_n, c_n, py::none());
@@ -64,7 +77,7 @@ py::tuple lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_ob
     py::gil_scoped_release release;
     with_lstm_variant(peephole.has_value(), coupled, [&](auto with_peephole, auto with_coupled) {
       lstm_forward<Scalar, decltype(with_peephole)::value, decltype(with_coupled)::value>(
-          y.mutable_data(), state, x.data(), weights, data_or_null(lengths), d);
+          y.mutable_data(), state, x.data(), weights, data_or_null(lengths), d, masks.masks());
     });
   }
   std::copy_n(h.data() + s.T * s.N * s.H, s.N * s.H, h_n.mutable_data());
@@ -114,7 +127,8 @@ StepperHandle lstm_stepper_impl(const Args& args, const std::vector<py::tuple>& 
 template <typename Scalar>
 py::dict lstm_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, py::handle dc_obj,
                             const py::dict& cache, py::handle x_obj, py::handle kernel_obj, py::handle recurrent_obj,
-                            py::handle bias_obj, py::handle peephole_obj, py::handle lengths_obj, bool coupled) {
+                            py::handle bias_obj, py::handle peephole_obj, py::handle lengths_obj, bool coupled,
+                            py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const LstmShapes s = lstm_shapes(args, x, recurrent_obj, coupled);
   const std::string gl = s.gates_label();
@@ -129,6 +143,7 @@ py::dict lstm_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_o
   auto bias = args.array<Scalar>("bias", bias_obj, {{gl.c_str(), s.G * s.H}});
   auto peephole = args.optional_array<Scalar>("peephole", peephole_obj, {{coupled ? "P(f,o)" : "P(i,f,o)", s.P}, {"H", s.H}});
   auto lengths = args.lengths(lengths_obj, s.T, s.N);
+  const MaskArgs<Scalar> masks = lstm_masks<Scalar>(args, masks_obj, s, peephole.has_value());
 
   CArray<Scalar> dx({s.T, s.N, s.I}), dkernel({s.I, s.G * s.H}), drecurrent({s.H, s.G * s.H}), dbias({s.G * s.H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, s.N, s.H), dc0 = copy_or_zeros(dc_n, s.N, s.H);
@@ -143,7 +158,8 @@ py::dict lstm_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_o
     py::gil_scoped_release release;
     with_lstm_variant(peephole.has_value(), coupled, [&](auto with_peephole, auto with_coupled) {
       lstm_backward<Scalar, decltype(with_peephole)::value, decltype(with_coupled)::value>(
-          grads_out, data_or_null(dy), state, x.data(), weights, data_or_null(lengths), Dims{s.T, s.N, s.I, s.H});
+          grads_out, data_or_null(dy), state, x.data(), weights, data_or_null(lengths), Dims{s.T, s.N, s.I, s.H},
+          masks.masks());
     });
   }
   py::dict grads;
@@ -163,20 +179,21 @@ void bind_lstm(py::module_& m) {
   m.def(
       "lstm_forward",
       [](py::handle x, py::handle h0, py::handle c0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
-         py::handle peephole, py::handle lengths, bool coupled, bool keep_cache) {
+         py::handle peephole, py::handle lengths, bool coupled, bool keep_cache, py::handle masks) {
         const Args args("lstm_forward");
         return with_dtype(args, x, [&](auto scalar) {
           return lstm_forward_impl<decltype(scalar)>(args, x, h0, c0, kernel, recurrent_kernel, bias, peephole,
-                                                     lengths, coupled, keep_cache);
+                                                     lengths, coupled, keep_cache, masks);
         });
       },
       py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("peephole") = py::none(), py::arg("lengths") = py::none(), py::arg("coupled") = false,
-      py::arg("keep_cache") = true,
+      py::arg("keep_cache") = true, py::arg("masks") = py::none(),
       "LSTM forward over x [T, N, I] from (h0, c0) [N, H]; gate order i,f,g,o (coupled: f,g,o).\n"
       "Returns (y [T, N, H], h_n [N, H], c_n [N, H], cache); with keep_cache=False the cache is None (an\n"
       "inference pass: the same outputs, bit for bit, without the memory a backward pass needs).\n"
-      "See docs/conventions.md.");
+      "masks: None or a dict of input [N, I], state [N, H], weight [H, G*H] dropout masks and zoneout_h,\n"
+      "zoneout_c (a rate, or keep masks [T, N, H]); pass the same to lstm_backward. See docs/conventions.md.");
   m.def(
       "lstm_stepper",
       [](py::handle layers, py::ssize_t batch_size, bool coupled) {
@@ -195,16 +212,17 @@ void bind_lstm(py::module_& m) {
   m.def(
       "lstm_backward",
       [](py::handle dy, py::handle dh_n, py::handle dc_n, py::handle cache, py::handle x, py::handle kernel,
-         py::handle recurrent_kernel, py::handle bias, py::handle peephole, py::handle lengths, bool coupled) {
+         py::handle recurrent_kernel, py::handle bias, py::handle peephole, py::handle lengths, bool coupled,
+         py::handle masks) {
         const Args args("lstm_backward");
         return with_dtype(args, x, [&](auto scalar) {
           return lstm_backward_impl<decltype(scalar)>(args, dy, dh_n, dc_n, forward_cache(args, cache), x, kernel, recurrent_kernel, bias,
-                                                      peephole, lengths, coupled);
+                                                      peephole, lengths, coupled, masks);
         });
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"),
       py::arg("recurrent_kernel"), py::arg("bias"), py::arg("peephole") = py::none(), py::arg("lengths") = py::none(),
-      py::arg("coupled") = false,
+      py::arg("coupled") = false, py::arg("masks") = py::none(),
       "LSTM backpropagation through time. dy, dh_n, dc_n may be None (zero).\n"
       "Returns a dict of gradients keyed x, h0, c0, kernel, recurrent_kernel, bias, peephole.");
 }

@@ -1,5 +1,6 @@
 // Bindings for the simple RNN cell: check and convert arguments, release the GIL, call rnnext::rnn_*.
 #include "bindings/checks.h"
+#include "bindings/mask_checks.h"
 #include "bindings/stepper.h"
 #include "rnnext/rnn.h"
 
@@ -22,7 +23,7 @@ void with_activation(Activation act, Body&& body) {
 template <typename Scalar>
 py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle kernel_obj,
                            py::handle recurrent_obj, py::handle bias_obj, py::handle lengths_obj, Activation act,
-                           bool keep_cache) {
+                           bool keep_cache, py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const py::ssize_t T = x.shape(0), N = x.shape(1), I = x.shape(2), H = args.hidden_size(recurrent_obj, 1, "H");
   auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", N}, {"H", H}});
@@ -30,6 +31,7 @@ py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
   auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", H}, {"H", H}});
   auto bias = args.array<Scalar>("bias", bias_obj, {{"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
+  const MaskArgs<Scalar> masks(args, masks_obj, {T, N, I, H, H, "H"}, {});
 
   const RnnWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
   const Dims d{T, N, I, H};
@@ -40,7 +42,7 @@ py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
     {
       py::gil_scoped_release release;
       with_activation(act, [&](auto variant) {
-        RnnForward<Scalar, decltype(variant)::value>(weights, d, data_or_null(lengths), false)
+        RnnForward<Scalar, decltype(variant)::value>(weights, d, data_or_null(lengths), false, masks.masks())
             .run(y.mutable_data(), states0, states_n, x.data());
       });
     }
@@ -52,7 +54,7 @@ py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
     py::gil_scoped_release release;
     with_activation(act, [&](auto variant) {
       rnn_forward<Scalar, decltype(variant)::value>(y.mutable_data(), h.mutable_data(), x.data(), weights,
-                                                    data_or_null(lengths), d);
+                                                    data_or_null(lengths), d, masks.masks());
     });
   }
   std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
@@ -87,7 +89,7 @@ StepperHandle rnn_stepper_impl(const Args& args, const std::vector<py::tuple>& l
 template <typename Scalar>
 py::dict rnn_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, const py::dict& cache,
                            py::handle x_obj, py::handle kernel_obj, py::handle recurrent_obj, py::handle bias_obj,
-                           py::handle lengths_obj, Activation act) {
+                           py::handle lengths_obj, Activation act, py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const py::ssize_t T = x.shape(0), N = x.shape(1), I = x.shape(2), H = args.hidden_size(recurrent_obj, 1, "H");
   auto dy = args.optional_array<Scalar>("dy", dy_obj, {{"T", T}, {"N", N}, {"H", H}});
@@ -97,6 +99,7 @@ py::dict rnn_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_ob
   auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", H}, {"H", H}});
   auto bias = args.array<Scalar>("bias", bias_obj, {{"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
+  const MaskArgs<Scalar> masks(args, masks_obj, {T, N, I, H, H, "H"}, {});
 
   CArray<Scalar> dx({T, N, I}), dkernel({I, H}), drecurrent({H, H}), dbias({H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
@@ -107,7 +110,7 @@ py::dict rnn_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_ob
     py::gil_scoped_release release;
     with_activation(act, [&](auto variant) {
       rnn_backward<Scalar, decltype(variant)::value>(grads_out, data_or_null(dy), h.data(), x.data(), weights,
-                                                     data_or_null(lengths), Dims{T, N, I, H});
+                                                     data_or_null(lengths), Dims{T, N, I, H}, masks.masks());
     });
   }
   py::dict grads;
@@ -125,19 +128,21 @@ void bind_rnn(py::module_& m) {
   m.def(
       "rnn_forward",
       [](py::handle x, py::handle h0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
-         py::handle lengths, const std::string& activation, bool keep_cache) {
+         py::handle lengths, const std::string& activation, bool keep_cache, py::handle masks) {
         const Args args("rnn_forward");
         const Activation act = parse_activation(args, activation);
         return with_dtype(args, x, [&](auto scalar) {
           return rnn_forward_impl<decltype(scalar)>(args, x, h0, kernel, recurrent_kernel, bias, lengths, act,
-                                                    keep_cache);
+                                                    keep_cache, masks);
         });
       },
       py::arg("x"), py::arg("h0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("lengths") = py::none(), py::arg("activation") = "tanh", py::arg("keep_cache") = true,
+      py::arg("masks") = py::none(),
       "Simple RNN forward over x [T, N, I] from h0 [N, H]: h_new = act(x.kernel + h.recurrent_kernel + bias).\n"
       "Returns (y [T, N, H], h_n [N, H], cache); with keep_cache=False the cache is None (an inference pass:\n"
-      "the same outputs, bit for bit). See docs/conventions.md.");
+      "the same outputs, bit for bit). masks: None or a dict of input [N, I], state [N, H], weight [H, H]\n"
+      "dropout masks; pass the same to rnn_backward. See docs/conventions.md.");
   m.def(
       "rnn_stepper",
       [](py::handle layers, py::ssize_t batch_size, const std::string& activation) {
@@ -156,16 +161,17 @@ void bind_rnn(py::module_& m) {
   m.def(
       "rnn_backward",
       [](py::handle dy, py::handle dh_n, py::handle cache, py::handle x, py::handle kernel,
-         py::handle recurrent_kernel, py::handle bias, py::handle lengths, const std::string& activation) {
+         py::handle recurrent_kernel, py::handle bias, py::handle lengths, const std::string& activation,
+         py::handle masks) {
         const Args args("rnn_backward");
         const Activation act = parse_activation(args, activation);
         return with_dtype(args, x, [&](auto scalar) {
           return rnn_backward_impl<decltype(scalar)>(args, dy, dh_n, forward_cache(args, cache), x, kernel, recurrent_kernel, bias,
-                                                     lengths, act);
+                                                     lengths, act, masks);
         });
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
-      py::arg("bias"), py::arg("lengths") = py::none(), py::arg("activation") = "tanh",
+      py::arg("bias"), py::arg("lengths") = py::none(), py::arg("activation") = "tanh", py::arg("masks") = py::none(),
       "Simple RNN backpropagation through time. dy and dh_n may be None (zero).\n"
       "Returns a dict of gradients keyed x, h0, kernel, recurrent_kernel, bias.");
 }

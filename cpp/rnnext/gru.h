@@ -3,6 +3,7 @@
 //   reset_after = true  (cuDNN, PyTorch, Keras): n = tanh(x.W_n + b_xn + r * (h.U_n + b_hn)), bias [2, 3H]
 //   reset_after = false (Cho et al. 2014):        n = tanh(x.W_n + (r * h).U_n + b_n),        bias [3H]
 //   h_new = (1 - z) * n + z * h[t]   (PyTorch, Keras and Cho et al.; some course notes swap z and 1 - z)
+// Zoneout keeps a share k of the previous state: h_new = k * h[t] + (1 - k) * ((1 - z) * n + z * h[t]).
 // The time loop is time_loop.h's; this file holds the products and pointwise math of each stage of a step,
 // forward and backward side by side, with the variant as a template parameter. reset_after = false needs one
 // more stage each way: n's product needs r * h[t] of every unit, and its gradient d(r * h) feeds dz_r.
@@ -50,6 +51,7 @@ template <typename Scalar>
 struct GruForwardBase {
   GateColumns<Scalar>& U;
   Sequence<Scalar> y, h, gates, recurrent;  // [T, N, H], [T+1, N, H], [T, N, 3H], [T, N, H]
+  Zoneout<Scalar> zoneout;
 
   template <typename W>
   auto gate(Index t, Index n, Index k, Index j, W w) const {
@@ -60,6 +62,10 @@ struct GruForwardBase {
     auto z = gate(t, n, kGateZ, j, w), cand = gate(t, n, kGateN, j, w);
     auto state = h.segment(t + 1, n, j, w);
     state = (Scalar(1) - z) * cand + z * h.segment(t, n, j, w);
+    if (zoneout.active()) {
+      const auto keep = zoneout.share(t, n, j, w, h.N, h.width);
+      state = keep * h.segment(t, n, j, w) + (Scalar(1) - keep) * state;
+    }
     y.segment(t, n, j, w) = state;
   }
   template <typename W>
@@ -79,6 +85,7 @@ struct GruForwardGates : GruForwardBase<Scalar> {
   static constexpr bool packs = true, rows = true;
 
   StepOperand<Scalar> operand(Index t) const { return U.operand(h.step(t), h.width); }
+  // rh = r * h[t] unmasked (cached so); the recurrent dropout mask joins it when the next stage packs it.
   void products(Index t, Index b, const UnitBlock& block) const {
     const Index H = h.width, j = block.begin;
     U.add(gates.step(t) + kGateR * H + j, gates.width, b, kGateR);
@@ -149,6 +156,7 @@ struct GruBackwardStep {
   Scalar* dh;                    // [N, H] gradient on h[t+1], turned into the one on h[t]
   Sequence<const Scalar> dy;     // [T, N, H], data null when absent
   Sequence<const Scalar> h, gates, recurrent;  // the cache: [T+1, N, H], [T, N, 3H], [T, N, H]
+  Zoneout<Scalar> zoneout;
 
   void products(Index, Index, const UnitBlock&) const {}
   template <typename W>
@@ -161,9 +169,15 @@ struct GruBackwardStep {
     auto dstate = segment(dh, n, H, j, w);
     BlockValues dh_total = dstate;
     if (dy.data != nullptr) dh_total += dy.segment(t, n, j, w);
+    BlockValues kept_path = BlockValues::Zero(w.size);  // zoneout's direct path into h[t]
+    if (zoneout.active()) {
+      const BlockValues keep = zoneout.share(t, n, j, w, h.N, H);
+      kept_path = keep * dh_total;
+      dh_total *= Scalar(1) - keep;
+    }
     const BlockValues dcand_pre = dh_total * (Scalar(1) - z) * (Scalar(1) - cand * cand);
     dgate(kGateZ) = dh_total * (h.segment(t, n, j, w) - cand) * z * (Scalar(1) - z);
-    dstate = dh_total * z;
+    dstate = dh_total * z + kept_path;
     if constexpr (ResetAfter) {
       auto hn = recurrent.segment(t, n, j, w);
       dgate(kGateR) = dcand_pre * hn * r * (Scalar(1) - r);
@@ -190,11 +204,17 @@ struct GruBackwardReset {
   Scalar* drh;                      // [N, H] gradient on r * h[t], this step's only
   Scalar* dh;                       // [N, H]
   Sequence<const Scalar> h, gates;  // [T+1, N, H], [T, N, 3H]
+  const Scalar* state_mask;         // [N, H] or null: the product gives the gradient on r * h[t] * mask
 
   StepOperand<Scalar> operand(Index t) const { return U_n.operand(dz.step(t) + kGateN * h.width, dz.width); }
   void products(Index, Index b, const UnitBlock& block) const {
-    for (Index n = 0; n < h.N; ++n) std::fill_n(drh + n * h.width + block.begin, block.size, Scalar(0));
-    U_n.add(drh + block.begin, h.width, b);
+    const Index H = h.width;
+    for (Index n = 0; n < h.N; ++n) std::fill_n(drh + n * H + block.begin, block.size, Scalar(0));
+    U_n.add(drh + block.begin, H, b);
+    if (state_mask != nullptr)
+      for (Index n = 0; n < h.N; ++n)
+        VectorMap<Scalar>(drh + n * H + block.begin, block.size) *=
+            ConstVectorMap<Scalar>(state_mask + n * H + block.begin, block.size);
   }
   template <typename W>
   void row(Index t, Index n, Index j, W w) const {
@@ -219,8 +239,9 @@ class GruForward : PackedForward<Scalar, GruWeights<Scalar>> {
   static constexpr int kStates = 1;  // h
   using Weights = GruWeights<Scalar>;
 
-  GruForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse)
-      : Base(weights, d, G, lengths, reuse), input_bias_(weights.bias, weights.bias + G * d.H) {
+  GruForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse,
+             const Masks<Scalar>& masks = {})
+      : Base(weights, d, G, lengths, reuse, masks), input_bias_(weights.bias, weights.bias + G * d.H) {
     // Every bias that is simply added joins the input projection: with reset_after the recurrent biases of r
     // and z, while b_hn stays inside r * (h.U_n + b_hn).
     if constexpr (ResetAfter)
@@ -251,11 +272,12 @@ class GruForward : PackedForward<Scalar, GruWeights<Scalar>> {
   void loop(Scalar* y, const Sequence<Scalar>& h, Scalar* gates, const Sequence<Scalar>& recurrent,
             const Scalar* x) const {
     const Index T = d_.T, N = d_.N, H = d_.H, GH = G * H;
-    project_inputs(gates, x, weights_.kernel, input_bias_.data(), T * N, d_.I, GH, this->packed_kernel());
+    this->project(gates, x, input_bias_.data(), GH);
     if constexpr (ResetAfter) {  // hn starts as b_hn; the loop adds h[t].U_n
       for (Index row = 0; row < T * N; ++row) std::copy_n(weights_.bias + GH + 2 * H, H, recurrent.data + row * H);
     }
-    const GruForwardBase<Scalar> base{U_, {y, N, H}, h, {gates, N, GH}, recurrent};  // U_ also packs r * h[t]
+    const GruForwardBase<Scalar> base{U_, {y, N, H}, h, {gates, N, GH}, recurrent,  // U_ also packs r * h[t]
+                                      this->masked_.masks().zoneout_h};
     GruForwardGates<Scalar, ResetAfter> gate_stage{base};
     if constexpr (ResetAfter) {
       loop_.forward(gate_stage);
@@ -271,36 +293,44 @@ class GruForward : PackedForward<Scalar, GruWeights<Scalar>> {
 // Forward over a whole sequence, cached for gru_backward (see GruForward::run_cached).
 template <typename Scalar, bool ResetAfter>
 void gru_forward(Scalar* y /* [T, N, H] */, const GruCache<Scalar>& cache, const Scalar* x /* [T, N, I] */,
-                 const GruWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
-  GruForward<Scalar, ResetAfter>(weights, d, lengths, false).run_cached(y, cache, x);
+                 const GruWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d,
+                 const Masks<Scalar>& masks = {}) {
+  GruForward<Scalar, ResetAfter>(weights, d, lengths, false, masks).run_cached(y, cache, x);
 }
 
-// Backward. grads.h0 holds dh_n on entry. dy may be null.
+// Backward. grads.h0 holds dh_n on entry. dy may be null. masks: the forward pass's.
 template <typename Scalar, bool ResetAfter>
 void gru_backward(const GruGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
-                  const GruCache<const Scalar>& cache, const Scalar* x /* [T, N, I] */,
-                  const GruWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
+                  const GruCache<const Scalar>& cache, const Scalar* x_in /* [T, N, I] */,
+                  const GruWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d,
+                  const Masks<Scalar>& masks = {}) {
   const Index T = d.T, N = d.N, H = d.H, I = d.I, G = kGruGates, GH = G * H, rows = T * N;
   Workspace<Scalar> dz(rows * GH);                       // [T, N, 3H]
   Workspace<Scalar> dx_cand(ResetAfter ? rows * H : 0);  // [T, N, H]
+  const MaskedOperands<Scalar> masked(masks, d, GH, weights.recurrent_kernel);
+  const Scalar* recurrent_kernel = masked.recurrent_kernel();
   const TimeLoop loop(d, G, lengths);
   GruBackwardStep<Scalar, ResetAfter> through_state{
       {dz.data(), N, GH}, {dx_cand.data(), N, H}, grads.h0, {dy, N, H}, {cache.h, N, H}, {cache.gates, N, GH},
-      {cache.recurrent, N, H}};
+      {cache.recurrent, N, H}, masks.zoneout_h};
   // reset_after: dh += dz . U^T over all 3H columns. Otherwise d(r*h) = dz_n . U_n^T first, then
   // dh += dz_rz . U_rz^T once dz_r is known.
-  UnitRows<Scalar> U(weights.recurrent_kernel, d, G, 0, ResetAfter ? GH : 2 * H, loop);
-  BackpropIntoState<Scalar> into_state(U, {dz.data(), N, GH}, grads.h0, d, lengths);
+  UnitRows<Scalar> U(recurrent_kernel, d, G, 0, ResetAfter ? GH : 2 * H, loop);
+  BackpropIntoState<Scalar> into_state(U, {dz.data(), N, GH}, grads.h0, d, lengths, masks.state);
   if constexpr (ResetAfter) {
     loop.backward(through_state, into_state);
   } else {
     Workspace<Scalar> drh(N * H);  // [N, H]
-    UnitRows<Scalar> U_n(weights.recurrent_kernel, d, G, kGateN * H, H, loop);
+    UnitRows<Scalar> U_n(recurrent_kernel, d, G, kGateN * H, H, loop);
     GruBackwardReset<Scalar> through_reset{U_n, {dz.data(), N, GH}, drh.data(), grads.h0, {cache.h, N, H},
-                                           {cache.gates, N, GH}};
+                                           {cache.gates, N, GH}, masks.state};
     loop.backward(through_state, through_reset, into_state);
   }
 
+  // The weight gradients read the operands as the products saw them: x, h[t] and r * h[t] under their masks.
+  const Scalar* x = masked.inputs(x_in);
+  Workspace<Scalar> masked_states(masks.state ? rows * H : 0), masked_reset(masks.state && !ResetAfter ? rows * H : 0);
+  const Scalar* states = masked.states(cache.h, masked_states);
   const Scalar* dz_all = dz.data();
   if constexpr (ResetAfter) {
     // The input side sees (dz_r, dz_z, dx_cand); the recurrent side sees dz = (dz_r, dz_z, dx_cand * r).
@@ -309,7 +339,7 @@ void gru_backward(const GruGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] o
     rows_times_weight(grads.x, I, dcand, H, rows, H, weights.kernel + 2 * H, GH, I, true, nullptr, true);
     transposed_times(grads.kernel, GH, x, I, I, dz_all, GH, 2 * H, rows);
     transposed_times(grads.kernel + 2 * H, GH, x, I, I, dcand, H, H, rows);
-    transposed_times(grads.recurrent_kernel, GH, cache.h, H, H, dz_all, GH, GH, rows);
+    transposed_times(grads.recurrent_kernel, GH, states, H, H, dz_all, GH, GH, rows);
     column_sums(grads.bias, dz_all, GH, rows, 2 * H);
     column_sums(grads.bias + 2 * H, dcand, H, rows, H);
     column_sums(grads.bias + GH, dz_all, GH, rows, GH);
@@ -317,10 +347,12 @@ void gru_backward(const GruGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] o
     // Both sides see dz; the n columns of U multiply r * h[t] ("rh"), the r and z columns multiply h[t].
     rows_times_weight(grads.x, I, dz_all, GH, rows, GH, weights.kernel, GH, I, true, nullptr, false);
     transposed_times(grads.kernel, GH, x, I, I, dz_all, GH, GH, rows);
-    transposed_times(grads.recurrent_kernel, GH, cache.h, H, H, dz_all, GH, 2 * H, rows);
-    transposed_times(grads.recurrent_kernel + 2 * H, GH, cache.recurrent, H, H, dz_all + 2 * H, GH, H, rows);
+    transposed_times(grads.recurrent_kernel, GH, states, H, H, dz_all, GH, 2 * H, rows);
+    transposed_times(grads.recurrent_kernel + 2 * H, GH, masked.states(cache.recurrent, masked_reset), H, H,
+                     dz_all + 2 * H, GH, H, rows);
     column_sums(grads.bias, dz_all, GH, rows, GH);
   }
+  masked.unmask(grads.x, grads.recurrent_kernel);
 }
 
 }  // namespace rnnext

@@ -2,8 +2,10 @@
 // (Gers & Schmidhuber 2000) and coupled input/forget gates (i = 1 - f).
 //   gates i,f,g,o (coupled: f,g,o) = x[t] . kernel + h[t] . recurrent_kernel + bias  [+ peepholes]
 //   c_new = f * c[t] + i * g,   h_new = o * tanh(c_new)
+// Zoneout (Krueger et al. 2016) keeps a share k of the previous states, with the candidates c~ = f * c[t] + i * g
+// and h~ = o * tanh(c~):  c_new = k_c * c[t] + (1 - k_c) * c~,  h_new = k_h * h[t] + (1 - k_h) * h~.
 // The time loop is time_loop.h's; this file holds the pointwise math of one step, forward and backward side by
-// side, with the two options as template parameters.
+// side, with the two options as template parameters; the masks of the regularisers are data (time_loop.h).
 #pragma once
 
 #include <optional>
@@ -60,13 +62,14 @@ struct LstmForwardStep {
   GateColumns<Scalar>& U;
   Sequence<Scalar> y, h, c, gates;  // [T, N, H], [T+1, N, H], [T+1, N, H], [T, N, G*H]
   const Scalar* peephole;           // [P, H] or null
+  Zoneout<Scalar> zoneout_h, zoneout_c;
 
   StepOperand<Scalar> operand(Index t) const { return U.operand(h.step(t), h.width); }
   void products(Index t, Index b, const UnitBlock& block) const {
     for (Index k = 0; k < L::G; ++k) U.add(gates.step(t) + k * h.width + block.begin, gates.width, b, k);
   }
 
-  // The gates and c[t+1], at masked rows too (they are cached).
+  // The gates and c[t+1] (the candidate c~ under zoneout), at masked rows too (they are cached).
   template <typename W>
   void activate(Index t, Index n, Index j, W w) const {
     const Index H = h.width;
@@ -101,7 +104,16 @@ struct LstmForwardStep {
   void row(Index t, Index n, Index j, W w) const {
     activate(t, n, j, w);
     auto state = h.segment(t + 1, n, j, w);
-    state = gates.segment(t, n, L::o * h.width + j, w) * tanh_of(c.segment(t + 1, n, j, w));
+    auto cell = c.segment(t + 1, n, j, w);
+    state = gates.segment(t, n, L::o * h.width + j, w) * tanh_of(cell);
+    if (zoneout_h.active()) {
+      const auto keep = zoneout_h.share(t, n, j, w, h.N, h.width);
+      state = keep * h.segment(t, n, j, w) + (Scalar(1) - keep) * state;
+    }
+    if (zoneout_c.active()) {
+      const auto keep = zoneout_c.share(t, n, j, w, h.N, h.width);
+      cell = keep * c.segment(t, n, j, w) + (Scalar(1) - keep) * cell;
+    }
     y.segment(t, n, j, w) = state;
   }
   template <typename W>
@@ -125,6 +137,7 @@ struct LstmBackwardStep {
   Scalar* dc;                          // [N, H] gradient on c[t+1], turned into the one on c[t]
   Sequence<const Scalar> dy, c, gates;  // [T, N, H] (data null when absent), [T+1, N, H], [T, N, G*H]
   const Scalar* peephole;              // [P, H] or null
+  Zoneout<Scalar> zoneout_h, zoneout_c;  // never with peepholes (the binding refuses)
 
   void products(Index, Index, const UnitBlock&) const {}
   template <typename W>
@@ -140,11 +153,36 @@ struct LstmBackwardStep {
     BlockValues dh_total = dstate;
     if (dy.data != nullptr) dh_total += dy.segment(t, n, j, w);
     dstate.setZero();  // restarted here, accumulated by the product of the next stage
-    const BlockValues tanh_cell = tanh_of(c.segment(t + 1, n, j, w));
+    BlockValues cell = c.segment(t + 1, n, j, w), dcell_next = dcell;
+    if (zoneout_h.active() || zoneout_c.active()) {
+      // Through the zoneout mix into the candidates h~ and c~ (recomputed, the cache holds c_new), and
+      // directly into h[t] and c[t].
+      cell = f * cell_prev;
+      if constexpr (Coupled) {
+        cell += (Scalar(1) - f) * g;
+      } else {
+        cell += gate(L::i) * g;
+      }
+      if (zoneout_h.active()) {
+        const BlockValues keep = zoneout_h.share(t, n, j, w, c.N, H);
+        dstate = keep * dh_total;
+        dh_total *= Scalar(1) - keep;
+      }
+      if (zoneout_c.active()) {
+        const BlockValues keep = zoneout_c.share(t, n, j, w, c.N, H);
+        dcell_next *= Scalar(1) - keep;
+        dcell *= keep;
+      } else {
+        dcell.setZero();
+      }
+    } else {
+      dcell.setZero();
+    }
+    const BlockValues tanh_cell = tanh_of(cell);
 
     // Backpropagate h_new = o * tanh(c_new) into the output gate and the cell.
     dgate(L::o) = dh_total * tanh_cell * o * (Scalar(1) - o);
-    BlockValues dcell_total = dcell + dh_total * o * (Scalar(1) - tanh_cell * tanh_cell);
+    BlockValues dcell_total = dcell_next + dh_total * o * (Scalar(1) - tanh_cell * tanh_cell);
     if constexpr (Peephole) dcell_total += dgate(L::o) * segment(peephole, L::peep_o, H, j, w);
     // Backpropagate c_new = f * c[t] + i * g into f, i (or 1 - f) and g.
     if constexpr (Coupled) {
@@ -156,8 +194,8 @@ struct LstmBackwardStep {
       dgate(L::i) = dcell_total * g * i * (Scalar(1) - i);
       dgate(L::g) = dcell_total * i * (Scalar(1) - g * g);
     }
-    // Into c[t]: directly through f, and through the i and f peepholes.
-    dcell = dcell_total * f;
+    // Into c[t]: directly through f, and through the i and f peepholes (dcell holds zoneout's direct path).
+    dcell += dcell_total * f;
     if constexpr (Peephole) {
       dcell += dgate(L::f) * segment(peephole, L::peep_f, H, j, w);
       if constexpr (!Coupled) dcell += dgate(L::i) * segment(peephole, L::peep_i, H, j, w);
@@ -182,8 +220,9 @@ class LstmForward : PackedForward<Scalar, LstmWeights<Scalar>> {
   static constexpr int kStates = 2;  // h, c
   using Weights = LstmWeights<Scalar>;
 
-  LstmForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse)
-      : Base(weights, d, G, lengths, reuse) {}
+  LstmForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse,
+              const Masks<Scalar>& masks = {})
+      : Base(weights, d, G, lengths, reuse, masks) {}
 
   // On entry cache.h[0], cache.c[0] hold h0, c0; on exit the cache holds every state and the activated gates
   // of every step, and y the outputs.
@@ -210,8 +249,10 @@ class LstmForward : PackedForward<Scalar, LstmWeights<Scalar>> {
   void loop(Scalar* y, const Sequence<Scalar>& h, const Sequence<Scalar>& c, Scalar* gates, const Scalar* x) const {
     const Index N = d_.N, H = d_.H, GH = G * H;
     // gates doubles as the buffer of input projections until step t activates its slice in place.
-    project_inputs(gates, x, weights_.kernel, weights_.bias, d_.T * N, d_.I, GH, this->packed_kernel());
-    LstmForwardStep<Scalar, Peephole, Coupled> step{U_, {y, N, H}, h, c, {gates, N, GH}, weights_.peephole};
+    this->project(gates, x, weights_.bias, GH);
+    const Masks<Scalar>& masks = this->masked_.masks();
+    LstmForwardStep<Scalar, Peephole, Coupled> step{
+        U_, {y, N, H}, h, c, {gates, N, GH}, weights_.peephole, masks.zoneout_h, masks.zoneout_c};
     loop_.forward(step);
   }
 };
@@ -219,27 +260,33 @@ class LstmForward : PackedForward<Scalar, LstmWeights<Scalar>> {
 // Forward over a whole sequence, cached for lstm_backward (see LstmForward::run_cached).
 template <typename Scalar, bool Peephole, bool Coupled>
 void lstm_forward(Scalar* y /* [T, N, H] */, const LstmCache<Scalar>& cache, const Scalar* x /* [T, N, I] */,
-                  const LstmWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
-  LstmForward<Scalar, Peephole, Coupled>(weights, d, lengths, false).run_cached(y, cache, x);
+                  const LstmWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d,
+                  const Masks<Scalar>& masks = {}) {
+  LstmForward<Scalar, Peephole, Coupled>(weights, d, lengths, false, masks).run_cached(y, cache, x);
 }
 
-// Backward. grads.h0 and grads.c0 hold dh_n and dc_n on entry. dy may be null.
+// Backward. grads.h0 and grads.c0 hold dh_n and dc_n on entry. dy may be null. masks: the forward pass's.
 template <typename Scalar, bool Peephole, bool Coupled>
 void lstm_backward(const LstmGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
                    const LstmCache<const Scalar>& cache, const Scalar* x /* [T, N, I] */,
-                   const LstmWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
+                   const LstmWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d,
+                   const Masks<Scalar>& masks = {}) {
   using L = LstmLayout<Coupled>;
   const Index T = d.T, N = d.N, H = d.H, GH = L::G * H;
   Workspace<Scalar> dz(T * N * GH);  // [T, N, G*H] gradient on the gate pre-activations
+  const MaskedOperands<Scalar> masked(masks, d, GH, weights.recurrent_kernel);
   const TimeLoop loop(d, L::G, lengths);
-  UnitRows<Scalar> U(weights.recurrent_kernel, d, L::G, 0, GH, loop);
+  UnitRows<Scalar> U(masked.recurrent_kernel(), d, L::G, 0, GH, loop);
   LstmBackwardStep<Scalar, Peephole, Coupled> through_gates{
-      {dz.data(), N, GH}, grads.h0, grads.c0, {dy, N, H}, {cache.c, N, H}, {cache.gates, N, GH}, weights.peephole};
-  BackpropIntoState<Scalar> into_state(U, {dz.data(), N, GH}, grads.h0, d, lengths);
+      {dz.data(), N, GH}, grads.h0, grads.c0, {dy, N, H}, {cache.c, N, H}, {cache.gates, N, GH}, weights.peephole,
+      masks.zoneout_h, masks.zoneout_c};
+  BackpropIntoState<Scalar> into_state(U, {dz.data(), N, GH}, grads.h0, d, lengths, masks.state);
   loop.backward(through_gates, into_state);
 
-  weight_gradients(grads.x, grads.kernel, grads.recurrent_kernel, grads.bias, dz.data(), x, weights.kernel, cache.h,
-                   T * N, d.I, H, GH);
+  Workspace<Scalar> masked_states(masks.state ? T * N * H : 0);  // [T, N, H]
+  weight_gradients(grads.x, grads.kernel, grads.recurrent_kernel, grads.bias, dz.data(), masked.inputs(x),
+                   weights.kernel, masked.states(cache.h, masked_states), T * N, d.I, H, GH);
+  masked.unmask(grads.x, grads.recurrent_kernel);
 
   if constexpr (Peephole) {
     // i and f look at c[t], o at c[t+1]; masked steps contribute nothing since their dz is zero.

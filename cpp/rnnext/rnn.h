@@ -91,8 +91,9 @@ class RnnForward : PackedForward<Scalar, RnnWeights<Scalar>> {
   static constexpr int kStates = 1;  // h
   using Weights = RnnWeights<Scalar>;
 
-  RnnForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse)
-      : Base(weights, d, 1, lengths, reuse) {}
+  RnnForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse,
+             const Masks<Scalar>& masks = {})
+      : Base(weights, d, 1, lengths, reuse, masks) {}
 
   // On entry h[0] holds h0; on exit h[1..T] hold the states and y the outputs.
   void run_cached(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, const Scalar* x /* [T, N, I] */) const {
@@ -113,7 +114,7 @@ class RnnForward : PackedForward<Scalar, RnnWeights<Scalar>> {
   void loop(Scalar* y, const Sequence<Scalar>& h, const Scalar* x) const {
     const Index N = d_.N, H = d_.H;
     // y doubles as the buffer of input projections: y[t] holds x[t].kernel + bias until step t overwrites it.
-    project_inputs(y, x, weights_.kernel, weights_.bias, d_.T * N, d_.I, H, this->packed_kernel());
+    this->project(y, x, weights_.bias, H);
     RnnForwardStep<Scalar, Act> step{U_, {y, N, H}, h};
     loop_.forward(step);
   }
@@ -122,25 +123,31 @@ class RnnForward : PackedForward<Scalar, RnnWeights<Scalar>> {
 // Forward over a whole sequence, cached for rnn_backward (see RnnForward::run_cached).
 template <typename Scalar, Activation Act>
 void rnn_forward(Scalar* y /* [T, N, H] */, Scalar* h /* [T+1, N, H] */, const Scalar* x /* [T, N, I] */,
-                 const RnnWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
-  RnnForward<Scalar, Act>(weights, d, lengths, false).run_cached(y, h, x);
+                 const RnnWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d,
+                 const Masks<Scalar>& masks = {}) {
+  RnnForward<Scalar, Act>(weights, d, lengths, false, masks).run_cached(y, h, x);
 }
 
-// Backward. grads.h0 holds dh_n on entry. dy may be null (no gradient on the outputs).
+// Backward. grads.h0 holds dh_n on entry. dy may be null (no gradient on the outputs). masks: the forward
+// pass's (zoneout is not an option of this cell).
 template <typename Scalar, Activation Act>
 void rnn_backward(const RnnGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
                   const Scalar* h /* [T+1, N, H] */, const Scalar* x /* [T, N, I] */,
-                  const RnnWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d) {
+                  const RnnWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */, const Dims& d,
+                  const Masks<Scalar>& masks = {}) {
   const Index T = d.T, N = d.N, H = d.H;
   Workspace<Scalar> dpre(T * N * H);  // [T, N, H] gradient on the pre-activations
+  const MaskedOperands<Scalar> masked(masks, d, H, weights.recurrent_kernel);
   const TimeLoop loop(d, 1, lengths);
-  UnitRows<Scalar> U(weights.recurrent_kernel, d, 1, 0, H, loop);
+  UnitRows<Scalar> U(masked.recurrent_kernel(), d, 1, 0, H, loop);
   RnnBackwardStep<Scalar, Act> through_activation{{dpre.data(), N, H}, grads.h0, {dy, N, H}, {h, N, H}};
-  BackpropIntoState<Scalar> into_state(U, {dpre.data(), N, H}, grads.h0, d, lengths);
+  BackpropIntoState<Scalar> into_state(U, {dpre.data(), N, H}, grads.h0, d, lengths, masks.state);
   loop.backward(through_activation, into_state);
 
-  weight_gradients(grads.x, grads.kernel, grads.recurrent_kernel, grads.bias, dpre.data(), x, weights.kernel, h,
-                   T * N, d.I, H, H);
+  Workspace<Scalar> masked_states(masks.state ? T * N * H : 0);  // [T, N, H]
+  weight_gradients(grads.x, grads.kernel, grads.recurrent_kernel, grads.bias, dpre.data(), masked.inputs(x),
+                   weights.kernel, masked.states(h, masked_states), T * N, d.I, H, H);
+  masked.unmask(grads.x, grads.recurrent_kernel);
 }
 
 }  // namespace rnnext

@@ -39,6 +39,10 @@ class ThreadChooser:
 
 # Forward passes return (y [T, N, H], h_n [N, H][, c_n [N, H]], cache); the cache goes to the matching backward.
 # Backward passes return gradients keyed by argument name (x, h0[, c0], kernel, recurrent_kernel, bias[, peephole]).
+# masks (the regularisers, the same dict for a forward and its backward): "input" [N, I], "state" [N, H] and
+# "weight" [H, G*H] dropout masks, and the LSTM's "zoneout_h", "zoneout_c" / the GRU's "zoneout_h": a rate in
+# [0, 1) (the expectation) or keep masks [T, N, H] of 0 and 1.
+Masks = Optional[dict[str, "Float | float"]]
 def rnn_forward(
     x: Float,                       # [T, N, I]
     h0: Float,                      # [N, H]
@@ -48,6 +52,7 @@ def rnn_forward(
     lengths: Optional[ArrayLike] = None,  # [N] integers in [0, T]
     activation: Literal["tanh", "relu", "sigmoid"] = "tanh",
     keep_cache: bool = True,        # False: an inference pass, cache None, the same outputs bit for bit
+    masks: Masks = None,
 ) -> tuple[Float, Float, Optional[dict[str, Float]]]: ...
 def rnn_backward(
     dy: Optional[Float],            # [T, N, H] or None (zero)
@@ -59,6 +64,7 @@ def rnn_backward(
     bias: Float,
     lengths: Optional[ArrayLike] = None,
     activation: Literal["tanh", "relu", "sigmoid"] = "tanh",
+    masks: Masks = None,
 ) -> dict[str, Float]: ...
 def lstm_forward(
     x: Float,                       # [T, N, I]
@@ -71,6 +77,7 @@ def lstm_forward(
     lengths: Optional[ArrayLike] = None,
     coupled: bool = False,
     keep_cache: bool = True,
+    masks: Masks = None,
 ) -> tuple[Float, Float, Float, Optional[dict[str, Float]]]: ...
 def lstm_backward(
     dy: Optional[Float],
@@ -84,6 +91,7 @@ def lstm_backward(
     peephole: Optional[Float] = None,
     lengths: Optional[ArrayLike] = None,
     coupled: bool = False,
+    masks: Masks = None,
 ) -> dict[str, Float]: ...
 def gru_forward(
     x: Float,                       # [T, N, I]
@@ -94,6 +102,7 @@ def gru_forward(
     lengths: Optional[ArrayLike] = None,
     reset_after: bool = True,
     keep_cache: bool = True,
+    masks: Masks = None,
 ) -> tuple[Float, Float, Optional[dict[str, Float]]]: ...
 def gru_backward(
     dy: Optional[Float],
@@ -105,6 +114,7 @@ def gru_backward(
     bias: Float,
     lengths: Optional[ArrayLike] = None,
     reset_after: bool = True,
+    masks: Masks = None,
 ) -> dict[str, Float]: ...
 
 # Steppers (cpp/rnnext/stepper.h): a stack of single-direction layers stepped one time step at a time, on copies

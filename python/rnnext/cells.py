@@ -1,5 +1,5 @@
 """The recurrent cells over the engine: RNN, LSTM and GRU. Each says how many gate blocks it has, its bias and
-extra parameters, and which engine functions run it; the stacking, directions, states and dropout are
+extra parameters, and which engine functions run it; the stacking, directions, states, dropout and zoneout are
 Recurrent's (recurrent.py)."""
 from __future__ import annotations
 
@@ -25,25 +25,27 @@ class RNN(Recurrent):
         self.activation = check_choice("RNN", "activation", activation, self._ACTIVATIONS)
         self._finish_init()
 
+    _takes_masks = True
+
     def _gates(self) -> int:
         return 1
 
     def get_config(self) -> dict:
         return {**super().get_config(), "activation": self.activation}
 
-    def _engine_forward(self, x, state, w, lengths, keep_cache=True):
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True, masks=None):
         y, h_n, cache = _core.rnn_forward(x, state[0], w["kernel"].value, w["recurrent_kernel"].value,
                                           w["bias"].value, lengths=lengths, activation=self.activation,
-                                          keep_cache=keep_cache)
+                                          keep_cache=keep_cache, masks=masks)
         return y, (h_n,), cache
 
     def _engine_stepper(self, layer_weights, batch_size):
         return _core.rnn_stepper([(w["kernel"].value, w["recurrent_kernel"].value, w["bias"].value)
                                   for w in layer_weights], batch_size, activation=self.activation)
 
-    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths, masks=None):
         grads = _core.rnn_backward(dy, dstate[0], cache, x, w["kernel"].value, w["recurrent_kernel"].value,
-                                   w["bias"].value, lengths=lengths, activation=self.activation)
+                                   w["bias"].value, lengths=lengths, activation=self.activation, masks=masks)
         return grads["x"], (grads["h0"],), grads
 
 
@@ -64,11 +66,16 @@ class LSTM(Recurrent):
     `recurrent_kernel` is [P, 4H] and c keeps H; see rnnext.reference.projection_cells."""
 
     _state_names = ("h", "c")
+    _takes_masks = True
+    _zoneout_parts = ("h", "c")
 
     def __init__(self, units, *, peephole=False, coupled=False, forget_bias=1.0, layer_norm=False, proj_size=0,
                  **kwargs):
         super().__init__(units, **kwargs)
         self.peephole = check_bool("LSTM", "peephole", peephole)
+        if self.peephole and self._zoneout_rates():
+            raise ValueError(f"LSTM: zoneout={self.zoneout!r} with peephole=True is not supported (the output "
+                             "peephole would look at zoneout's candidate cell); use one or the other")
         self.coupled = check_bool("LSTM", "coupled", coupled)
         # -- layer normalisation (its own engine kernel, layer_norm_lstm.h)
         self.layer_norm = check_bool("LSTM", "layer_norm", layer_norm)
@@ -84,6 +91,8 @@ class LSTM(Recurrent):
             raise ValueError(f"LSTM: proj_size={self.proj_size} with peephole={self.peephole}, coupled={self.coupled}, "
                              f"layer_norm={self.layer_norm} is not supported; the projected LSTM has the four plain "
                              "gates, as torch.nn.LSTM")
+        if self.layer_norm or self.proj_size:
+            _refuse_masks(self, "layer_norm=True" if self.layer_norm else f"proj_size={self.proj_size}")
         largest = float(np.finfo(self.dtype).max)  # a larger value would overflow the bias to inf
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.number)) \
                 or not math.isfinite(forget_bias) or abs(forget_bias) > largest:
@@ -130,7 +139,7 @@ class LSTM(Recurrent):
         return {**super().get_config(), "peephole": self.peephole, "coupled": self.coupled,
                 "forget_bias": self.forget_bias, "layer_norm": self.layer_norm, "proj_size": self.proj_size}
 
-    def _engine_forward(self, x, state, w, lengths, keep_cache=True):
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True, masks=None):
         if self.layer_norm:
             y, h_n, c_n, cache = _core.layer_norm_lstm_forward(x, state[0], state[1], *_layer_norm_lstm_weights(w),
                                                                lengths=lengths, keep_cache=keep_cache)
@@ -142,7 +151,8 @@ class LSTM(Recurrent):
         peephole = w["peephole"].value if self.peephole else None
         y, h_n, c_n, cache = _core.lstm_forward(x, state[0], state[1], w["kernel"].value,
                                                 w["recurrent_kernel"].value, w["bias"].value, peephole=peephole,
-                                                lengths=lengths, coupled=self.coupled, keep_cache=keep_cache)
+                                                lengths=lengths, coupled=self.coupled, keep_cache=keep_cache,
+                                                masks=masks)
         return y, (h_n, c_n), cache
 
     def _engine_stepper(self, layer_weights, batch_size):
@@ -152,7 +162,7 @@ class LSTM(Recurrent):
                                     w["peephole"].value if self.peephole else None) for w in layer_weights],
                                   batch_size, coupled=self.coupled)
 
-    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths, masks=None):
         if self.layer_norm:
             grads = _core.layer_norm_lstm_backward(dy, dstate[0], dstate[1], cache, x, *_layer_norm_lstm_weights(w),
                                                    lengths=lengths)
@@ -164,8 +174,17 @@ class LSTM(Recurrent):
         peephole = w["peephole"].value if self.peephole else None
         grads = _core.lstm_backward(dy, dstate[0], dstate[1], cache, x, w["kernel"].value,
                                     w["recurrent_kernel"].value, w["bias"].value, peephole=peephole,
-                                    lengths=lengths, coupled=self.coupled)
+                                    lengths=lengths, coupled=self.coupled, masks=masks)
         return grads["x"], (grads["h0"], grads["c0"]), grads
+
+
+def _refuse_masks(layer, variant):
+    """The regularisers' masks are fused into the plain cells' kernels only, not (yet) into the layer-normalised
+    and projected ones."""
+    if layer.dropout or layer.recurrent_dropout or layer.weight_drop or layer._zoneout_rates():
+        raise ValueError(f"{type(layer).__name__}: {variant} with dropout, recurrent_dropout, weight_drop or zoneout "
+                         "is not supported yet (their masks are fused into the plain cells' kernels only); "
+                         "layer_dropout, between stacked layers, is")
 
 
 # -- layer normalisation: the parameters and the engine's argument order
@@ -202,6 +221,9 @@ class GRU(Recurrent):
     recurrent pre-activations are each normalised over all 3H values with gains `ln_input_gamma`,
     `ln_recurrent_gamma` [3H] (start 1) before their biases; r multiplies n's normalised recurrent term."""
 
+    _takes_masks = True
+    _zoneout_parts = ("h",)
+
     def __init__(self, units, *, reset_after=True, layer_norm=False, **kwargs):
         super().__init__(units, **kwargs)
         self.reset_after = check_bool("GRU", "reset_after", reset_after)
@@ -210,6 +232,8 @@ class GRU(Recurrent):
         if self.layer_norm and not self.reset_after:
             raise ValueError("GRU: layer_norm=True needs reset_after=True (the reset gate multiplies the normalised "
                              "recurrent term; before the product it would need every unit's r first)")
+        if self.layer_norm:
+            _refuse_masks(self, "layer_norm=True")
         self._finish_init()
 
     def _gates(self) -> int:
@@ -224,14 +248,14 @@ class GRU(Recurrent):
     def get_config(self) -> dict:
         return {**super().get_config(), "reset_after": self.reset_after, "layer_norm": self.layer_norm}
 
-    def _engine_forward(self, x, state, w, lengths, keep_cache=True):
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True, masks=None):
         if self.layer_norm:
             y, h_n, cache = _core.layer_norm_gru_forward(x, state[0], *_layer_norm_gru_weights(w), lengths=lengths,
                                                          keep_cache=keep_cache)
             return y, (h_n,), cache
         y, h_n, cache = _core.gru_forward(x, state[0], w["kernel"].value, w["recurrent_kernel"].value,
                                           w["bias"].value, lengths=lengths, reset_after=self.reset_after,
-                                          keep_cache=keep_cache)
+                                          keep_cache=keep_cache, masks=masks)
         return y, (h_n,), cache
 
     def _engine_stepper(self, layer_weights, batch_size):
@@ -240,11 +264,11 @@ class GRU(Recurrent):
         return _core.gru_stepper([(w["kernel"].value, w["recurrent_kernel"].value, w["bias"].value)
                                   for w in layer_weights], batch_size, reset_after=self.reset_after)
 
-    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths, masks=None):
         if self.layer_norm:
             grads = _core.layer_norm_gru_backward(dy, dstate[0], cache, x, *_layer_norm_gru_weights(w),
                                                   lengths=lengths)
             return grads["x"], (grads["h0"],), grads
         grads = _core.gru_backward(dy, dstate[0], cache, x, w["kernel"].value, w["recurrent_kernel"].value,
-                                   w["bias"].value, lengths=lengths, reset_after=self.reset_after)
+                                   w["bias"].value, lengths=lengths, reset_after=self.reset_after, masks=masks)
         return grads["x"], (grads["h0"],), grads

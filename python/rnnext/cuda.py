@@ -64,6 +64,8 @@ def check_device(layer, device) -> str:
         return device
     if _cell_kind(layer) is None:
         raise ValueError(f"{where}: device='cuda' is available for RNN, LSTM and GRU layers only")
+    if getattr(layer, "layer_norm", False) or getattr(layer, "proj_size", 0):
+        raise ValueError(f"{where}: device='cuda' has no layer-normalised or projected cells; use device='cpu'")
     if _cuda is None:
         raise RuntimeError(f"{where}: device='cuda' cannot run: {_missing_module_reason()}")
     if _cuda.device_count() == 0:
@@ -98,7 +100,10 @@ def engine_forward(layer):
     """layer's forward on the GPU: (x, state, w, lengths, keep_cache) -> (y, final state, DeviceCache or None)."""
     kind = _cell_kind(layer)
 
-    def forward(x, state, w, lengths, keep_cache=True):
+    def forward(x, state, w, lengths, keep_cache=True, masks=None):
+        if masks is not None:
+            raise ValueError(f"{type(layer).__name__}: device='cuda' runs without dropout, recurrent_dropout, "
+                             "weight_drop and zoneout (their masks are fused into the CPU engine only)")
         weights = (w["kernel"].value, w["recurrent_kernel"].value, w["bias"].value)
         if kind == "rnn":
             y, h_n, cache = _cuda.rnn_forward(x, state[0], *weights, lengths=lengths, activation=layer.activation,
@@ -121,7 +126,7 @@ def engine_backward(layer):
     (dx, initial state gradient, parameter gradients by name). x, w and lengths are on the device already."""
     kind = _cell_kind(layer)
 
-    def backward(dy, dstate, cache, x, w, lengths):
+    def backward(dy, dstate, cache, x, w, lengths, masks=None):  # masks: always None here (forward refuses them)
         if kind == "lstm":
             grads = _cuda.lstm_backward(dy, dstate[0], dstate[1], cache)
             return grads["x"], (grads["h0"], grads["c0"]), grads

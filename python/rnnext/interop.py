@@ -123,7 +123,7 @@ def from_torch(module, *, dtype=None, return_sequences=True, batch_first=None, *
     if not isinstance(module, torch.nn.RNNBase) or getattr(module, "mode", None) not in _TORCH_MODES:
         raise TypeError(f"{where}: module is {type(module).__name__}, expected torch.nn.RNN, torch.nn.LSTM or "
                         "torch.nn.GRU")
-    _check_layer_kwargs(layer_kwargs, where, ("units", "input_size", "num_layers", "bidirectional", "dropout",
+    _check_layer_kwargs(layer_kwargs, where, ("units", "input_size", "num_layers", "bidirectional", "layer_dropout",
                                               "activation", "reset_after", "peephole", "coupled", "proj_size"))
     kind, activation = _TORCH_MODES[module.mode]
     first = module.weight_ih_l0
@@ -133,7 +133,7 @@ def from_torch(module, *, dtype=None, return_sequences=True, batch_first=None, *
     batch_first = module.batch_first if batch_first is None else batch_first
 
     options = dict(input_size=module.input_size, num_layers=module.num_layers, bidirectional=module.bidirectional,
-                   dropout=float(module.dropout), return_sequences=return_sequences, batch_first=batch_first,
+                   layer_dropout=float(module.dropout), return_sequences=return_sequences, batch_first=batch_first,
                    dtype=dtype, **layer_kwargs)
     if kind == "rnn":
         options["activation"] = activation
@@ -234,8 +234,14 @@ def to_torch(layer):
         from .interop_torch import sequential_to_torch
         return sequential_to_torch(layer)
     kind = _check_torch_expressible(layer, where)
+    for option in ("dropout", "recurrent_dropout", "weight_drop", "zoneout"):
+        if layer.get_config()[option]:
+            raise ValueError(f"{where}: {layer.name} has {option}={getattr(layer, option)!r}, which torch.nn."
+                             f"{type(layer).__name__.replace('SimpleRNN', 'RNN')} does not have (its dropout acts "
+                             "between stacked layers: layer_dropout here); set it to 0, or use to_torch_state_dict "
+                             "for the weights")
     # torch warns about dropout with a single layer; there it is a no-op in both libraries anyway
-    dropout = layer.dropout if layer.num_layers > 1 else 0.0
+    dropout = layer.layer_dropout if layer.num_layers > 1 else 0.0
     options = dict(num_layers=layer.num_layers, bias=True, batch_first=layer.batch_first, dropout=dropout,
                    bidirectional=layer.bidirectional,
                    dtype=torch.float64 if layer.dtype == np.float64 else torch.float32)

@@ -90,14 +90,12 @@ def _recurrent_from_keras(keras, layer, where, bidirectional=None):
                      ("stateful", "is stateful (Keras fixes its batch size)")):
         if config.get(key):
             raise ValueError(f"{where}: {label} {why}; from_keras converts layers without {key}")
-    for key in ("dropout", "recurrent_dropout"):
-        if config.get(key, 0):
-            raise ValueError(f"{where}: {label} has {key}={config[key]}, which rnnext's recurrent layers do not have "
-                             "(their dropout acts between stacked layers); put a Dropout layer before it instead, "
-                             f"or set {key}=0")
     kind = _KERAS_RECURRENT[type(inner).__name__]
+    # Keras's dropout and recurrent_dropout are rnnext's (the same rates; the masks are drawn by each side)
     options = dict(bidirectional=bool(bidirectional), use_bias=config["use_bias"],
-                   activation=config["activation"], return_sequences=config["return_sequences"], name=layer.name)
+                   activation=config["activation"], return_sequences=config["return_sequences"], name=layer.name,
+                   dropout=float(config.get("dropout", 0.0)),
+                   recurrent_dropout=float(config.get("recurrent_dropout", 0.0)))
     if kind != "rnn":
         options["recurrent_activation"] = config["recurrent_activation"]
     if kind == "gru":
@@ -167,12 +165,15 @@ def from_keras(keras_model):
 
 def _keras_recurrent(keras, layer, name, return_sequences):
     """The Keras layer of one level of `layer` (an rnnext RNN, LSTM or GRU), named `name`."""
+    masks = dict(dropout=layer.dropout, recurrent_dropout=layer.recurrent_dropout)
     if isinstance(layer, RNN):
-        cell = keras.layers.SimpleRNN(layer.units, activation=layer.activation, return_sequences=return_sequences)
+        cell = keras.layers.SimpleRNN(layer.units, activation=layer.activation, return_sequences=return_sequences,
+                                      **masks)
     elif isinstance(layer, LSTM):
-        cell = keras.layers.LSTM(layer.units, return_sequences=return_sequences)
+        cell = keras.layers.LSTM(layer.units, return_sequences=return_sequences, **masks)
     elif isinstance(layer, GRU):
-        cell = keras.layers.GRU(layer.units, reset_after=layer.reset_after, return_sequences=return_sequences)
+        cell = keras.layers.GRU(layer.units, reset_after=layer.reset_after, return_sequences=return_sequences,
+                                **masks)
     else:
         raise ValueError(f"to_keras: layer {layer.name!r} ({type(layer).__name__}) has no Keras equivalent")
     if layer.bidirectional:
@@ -207,9 +208,13 @@ def to_keras(model, *, mask_zero=None):
             if not layer.batch_first or layer.stateful:
                 raise ValueError(f"{where}: {label} has batch_first={layer.batch_first}, stateful={layer.stateful}; "
                                  "Keras layers are batch-first and to_keras converts layers that are not stateful")
+            for option in ("weight_drop", "zoneout"):
+                if getattr(layer, option):
+                    raise ValueError(f"{where}: {label} has {option}={getattr(layer, option)!r}, which Keras's "
+                                     "recurrent layers do not have; set it to 0")
             for k, single in enumerate(_single_layers(layer)):
-                if k > 0 and layer.dropout > 0:
-                    keras_layers.append(keras.layers.Dropout(layer.dropout, name=f"{layer.name}_dropout{k}"))
+                if k > 0 and layer.layer_dropout > 0:
+                    keras_layers.append(keras.layers.Dropout(layer.layer_dropout, name=f"{layer.name}_dropout{k}"))
                     weights.append([])
                 top = k == layer.num_layers - 1
                 try:
@@ -237,7 +242,7 @@ def _single_layers(layer):
     """The layers of a stacked recurrent layer as num_layers=1 layers of the same cell, sharing no memory with it
     (each gets copies of its layer's weights)."""
     options = {key: value for key, value in layer.get_config().items()
-               if key not in ("input_size", "num_layers", "dropout", "name", "return_sequences", "return_state")}
+               if key not in ("input_size", "num_layers", "layer_dropout", "name", "return_sequences", "return_state")}
     singles = []
     for k in range(layer.num_layers):
         input_size = layer.input_size if k == 0 else layer.num_directions * layer.units

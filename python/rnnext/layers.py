@@ -285,4 +285,5 @@ def layer_from_config(spec: dict, *, custom_objects: dict | None = None) -> Laye
                          "pass custom_objects={name: class} for your own layers")
     if not isinstance(spec["config"], dict):
         raise ValueError(f"layer_from_config: config is {spec['config']!r}, expected a dict")
-    return cls(**spec["config"])
+    upgrade = getattr(cls, "upgrade_config", None)  # configs saved by older versions, read with their meaning
+    return cls(**(spec["config"] if upgrade is None else upgrade(spec["config"])))

@@ -213,6 +213,9 @@ def _check_exportable(model, where: str):
         if isinstance(layer, Recurrent) and layer.stateful:
             raise ValueError(f"{where}: {label} is stateful; the graph would start every call from zero states, "
                              "not from the carried ones: export a copy built with stateful=False")
+        if isinstance(layer, Recurrent) and layer._zoneout_rates():
+            raise ValueError(f"{where}: {label} has zoneout={layer.zoneout!r}; its inference output mixes each "
+                             "state with the previous one, which no ONNX RNN/LSTM/GRU operator computes")
         if not isinstance(layer, Dropout):
             dtypes.add(np.dtype(layer.dtype))
     if len(dtypes) != 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import cuda
-from .layer_base import Layer, dropout_mask, glorot_uniform, inference_active, orthogonal
+from .layer_base import Layer, batch_uniforms, dropout_mask, glorot_uniform, inference_active, orthogonal
 from .stepping import LayerByLayer, Stepper
 from .validation import as_array, check_bool, check_int, check_rate, ndim, real_array, shape_text
 
@@ -37,18 +37,18 @@ def _reverse_time(a, index):
     return a[index, np.arange(a.shape[1])[None, :]]
 
 
-def _forward_layer(cell_forward, layer_input, states, weights, lengths, reverse, keep_cache):
+def _forward_layer(cell_forward, layer_input, states, weights, lengths, reverse, keep_cache, masks):
     """One layer of the stack, each direction over layer_input [T, N, I]: the forward direction as it is, the
-    reverse one on the input reversed within each row's length. Returns the outputs side by side [T, N, D*H],
-    the final states per direction and what backward needs per direction, (engine input, engine cache), the
-    cache None unless keep_cache."""
+    reverse one on the input reversed within each row's length, each with its engine masks (or None). Returns the
+    outputs side by side [T, N, D*H], the final states per direction and what backward needs per direction,
+    (engine input, engine cache, masks), the cache None unless keep_cache."""
     outputs, finals, runs = [], [], []
-    for d, (state, w) in enumerate(zip(states, weights)):
+    for d, (state, w, m) in enumerate(zip(states, weights, masks)):
         x_dir = layer_input if d == 0 else _reverse_time(layer_input, reverse)
-        y, final, cache = cell_forward(x_dir, state, w, lengths, keep_cache)
+        y, final, cache = cell_forward(x_dir, state, w, lengths, keep_cache, m)
         outputs.append(y if d == 0 else _reverse_time(y, reverse))
         finals.append(final)
-        runs.append((x_dir, cache))
+        runs.append((x_dir, cache, m))
     out = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
     return out, finals, runs
 
@@ -59,12 +59,12 @@ def _backward_layer(cell_backward, d_out, dstates, runs, weights, lengths, rever
     states per direction."""
     D = len(runs)
     dx_layer, dstates0 = None, []
-    for d, ((x_dir, cache), dstate, w) in enumerate(zip(runs, dstates, weights)):
+    for d, ((x_dir, cache, masks), dstate, w) in enumerate(zip(runs, dstates, weights)):
         dy_dir = None
         if d_out is not None:
             dy_dir = d_out[:, :, d * units:(d + 1) * units] if D > 1 else d_out
             dy_dir = _reverse_time(dy_dir, reverse) if d == 1 else np.ascontiguousarray(dy_dir)
-        dx_dir, dstate0, grads = cell_backward(dy_dir, dstate, cache, x_dir, w, lengths)
+        dx_dir, dstate0, grads = cell_backward(dy_dir, dstate, cache, x_dir, w, lengths, masks)
         for param_name, param in w.items():
             param.grad += grads[param_name]
         dstates0.append(dstate0)
@@ -94,7 +94,12 @@ class Recurrent(Layer):
     layouts), named "kernel" ... for one layer and one direction, else "l{k}.forward.kernel" /
     "l{k}.reverse.kernel". I_0 is the input size, I_k = D*H above it (D = 2 when bidirectional).
 
-    `dropout` is applied to the outputs of every layer but the top one (PyTorch semantics), in training mode only.
+    Regularisation, in training mode only (docs/api.md, "Dropout and zoneout in the recurrent layers"):
+    `dropout` and `recurrent_dropout` as Keras means them, one mask per sequence (per layer and direction, the same
+    at every step) on the layer's inputs and on h[t] where it enters the recurrent product; `weight_drop` one mask
+    per forward call on `recurrent_kernel` (Merity et al. 2017); `zoneout` (Krueger et al. 2016) on h (and c: a pair
+    (z_h, z_c) for the LSTM), whose expectation is used outside training; `layer_dropout` on the outputs of every
+    layer but the top one (PyTorch's `dropout`). All masks come from the layer's generator `rng`.
     After backward, `initial_state_grad` holds the gradient of the initial states (the structure of `states`),
     for example to continue backpropagation into an encoder whose final states were passed as `initial_state`.
     `step()` runs without dropout and does not touch the cache of the last forward.
@@ -106,6 +111,7 @@ class Recurrent(Layer):
     _state_names = ("h",)  # the parts of one layer's state: ("h",), ("h", "c") or QRNN's ("h", "c", "x")
 
     def __init__(self, units, *, input_size=None, num_layers=1, bidirectional=False, dropout=0.0,
+                 recurrent_dropout=0.0, weight_drop=0.0, zoneout=0.0, layer_dropout=0.0,
                  return_sequences=False, return_state=False, batch_first=True, stateful=False,
                  dtype=np.float32, seed=None, name=None, device="cpu"):
         super().__init__(dtype=dtype, seed=seed, name=name)
@@ -113,7 +119,18 @@ class Recurrent(Layer):
         self.units = check_int(where, "units", units, minimum=1)
         self.num_layers = check_int(where, "num_layers", num_layers, minimum=1)
         self.bidirectional = check_bool(where, "bidirectional", bidirectional)
+        # -- regularisers (issue 15)
         self.dropout = check_rate(where, "dropout", dropout)
+        self.recurrent_dropout = check_rate(where, "recurrent_dropout", recurrent_dropout)
+        self.weight_drop = check_rate(where, "weight_drop", weight_drop)
+        self.layer_dropout = check_rate(where, "layer_dropout", layer_dropout)
+        self.zoneout = self._check_zoneout(where, zoneout)
+        if not self._takes_masks:
+            for arg in ("dropout", "recurrent_dropout", "weight_drop"):
+                if getattr(self, arg):
+                    raise ValueError(f"{where}: {arg}={getattr(self, arg)} is not an option of this cell (RNN, LSTM "
+                                     "and GRU have it); use layer_dropout between stacked layers or a Dropout layer")
+        # --
         self.return_sequences = check_bool(where, "return_sequences", return_sequences)
         self.return_state = check_bool(where, "return_state", return_state)
         self.batch_first = check_bool(where, "batch_first", batch_first)
@@ -142,6 +159,58 @@ class Recurrent(Layer):
     @device.setter
     def device(self, value) -> None:
         self._device = cuda.check_device(self, value)
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """A config saved before the Keras-style masks existed (no "layer_dropout" key) meant by "dropout" the
+        dropout between stacked layers: it loads with that meaning."""
+        if "layer_dropout" in config:
+            return config
+        config = dict(config)
+        config["layer_dropout"] = config.pop("dropout", 0.0)
+        return config
+
+    # Whether the engine cell takes masks (dropout, recurrent_dropout, weight_drop), and the zoneout rates it
+    # takes: ("h",), or ("h", "c") for the LSTM; () for a cell without zoneout.
+    _takes_masks = False
+    _zoneout_parts = ()
+
+    def _check_zoneout(self, where, zoneout):
+        """zoneout as a tuple of rates, one per part of _zoneout_parts (a single number is used for each)."""
+        parts = self._zoneout_parts
+        single = not isinstance(zoneout, (tuple, list))
+        rates = [zoneout] * max(len(parts), 1) if single else list(zoneout)
+        if len(rates) != max(len(parts), 1):
+            raise ValueError(f"{where}: zoneout is {zoneout!r}, expected a rate or a pair of rates {tuple(parts)}")
+        rates = tuple(check_rate(where, "zoneout", rate) for rate in rates)
+        if not parts and any(rates):
+            raise ValueError(f"{where}: zoneout is {zoneout!r}, but this cell has no zoneout (LSTM and GRU have)")
+        return rates[0] if single or len(rates) == 1 else rates
+
+    def _zoneout_rates(self):
+        """{engine key: rate} of the zoneout rates that are on."""
+        rates = self.zoneout if isinstance(self.zoneout, tuple) else (self.zoneout,) * len(self._zoneout_parts)
+        return {f"zoneout_{part}": rate for part, rate in zip(self._zoneout_parts, rates) if rate > 0}
+
+    def _draw_masks(self, T, N, layer_input):
+        """The engine masks of one layer and direction for this forward, or None: in training the dropout masks
+        (batch axis marked, see batch_uniforms) and zoneout's keep masks; outside training zoneout's rates."""
+        H, G = self.units, self._gates()
+        masks = {}
+        zoneout = self._zoneout_rates()
+        if self.training:
+            if self.dropout > 0:
+                masks["input"] = dropout_mask(self.rng, (N, layer_input), self.dropout, self.dtype, batch_axis=0)
+            if self.recurrent_dropout > 0:
+                masks["state"] = dropout_mask(self.rng, (N, H), self.recurrent_dropout, self.dtype, batch_axis=0)
+            if self.weight_drop > 0:  # one mask for the whole batch: no batch axis
+                masks["weight"] = ((self.rng.random((H, G * H)) >= self.weight_drop).astype(self.dtype)
+                                   * np.dtype(self.dtype).type(1.0 / (1.0 - self.weight_drop)))
+            for key, rate in zoneout.items():
+                masks[key] = (batch_uniforms(self.rng, (T, N, H), batch_axis=1) < rate).astype(self.dtype)
+        else:
+            masks.update(zoneout)
+        return masks or None
 
     @property
     def num_directions(self) -> int:
@@ -172,12 +241,12 @@ class Recurrent(Layer):
                 "recurrent_kernel": self._draw(orthogonal, (H, G * H)),
                 "bias": self._initial_bias(), **self._extra_parameters()}
 
-    def _engine_forward(self, x, state, w, lengths, keep_cache=True):
-        """(y [T, N, H], final state tuple, engine cache) for one layer and direction; without keep_cache the
-        engine keeps no cache (None) and gives the same outputs, bit for bit."""
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True, masks=None):
+        """(y [T, N, H], final state tuple, engine cache) for one layer and direction under its engine masks;
+        without keep_cache the engine keeps no cache (None) and gives the same outputs, bit for bit."""
         raise NotImplementedError
 
-    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths, masks=None):
         """(dx, initial state gradient tuple, parameter gradients by name); dy and parts of dstate may be None."""
         raise NotImplementedError
 
@@ -224,6 +293,10 @@ class Recurrent(Layer):
             "num_layers": self.num_layers,
             "bidirectional": self.bidirectional,
             "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "weight_drop": self.weight_drop,
+            "zoneout": self.zoneout,
+            "layer_dropout": self.layer_dropout,
             "return_sequences": self.return_sequences,
             "return_state": self.return_state,
             "batch_first": self.batch_first,
@@ -435,14 +508,15 @@ class Recurrent(Layer):
         runs, masks, final_states = [], [], []  # masks: the dropout on the output of layer k < L-1, or None
         layer_input = x_tm
         for k in range(L):
+            cell_masks = [self._draw_masks(T, N, layer_input.shape[2]) for _ in range(D)]
             out, finals, layer_runs = _forward_layer(engine_forward, layer_input, states0[k * D:(k + 1) * D],
-                                                     self._weights[k], lengths, reverse, keep_cache)
+                                                     self._weights[k], lengths, reverse, keep_cache, cell_masks)
             runs += layer_runs
             final_states += finals
             if k < L - 1:
                 mask = None
-                if self.training and self.dropout > 0:
-                    mask = dropout_mask(self.rng, out.shape, self.dropout, self.dtype, batch_axis=1)  # time-major
+                if self.training and self.layer_dropout > 0:
+                    mask = dropout_mask(self.rng, out.shape, self.layer_dropout, self.dtype, batch_axis=1)  # time-major
                     out = out * mask
                 masks.append(mask)
             layer_input = out
@@ -510,7 +584,10 @@ class Recurrent(Layer):
             raise ValueError(f"{where}: the layer is not built yet; call build(input_shape), pass input_size, or "
                              "run forward or step once")
         batch_size = check_int(where, "batch_size", batch_size, minimum=1)
-        return Stepper(self, self._engine_stepper([w[0] for w in self._weights], batch_size), batch_size)
+        layer_weights = [w[0] for w in self._weights]
+        if self._zoneout_rates():  # zoneout's expectation: the engine's steppers have no masks
+            return Stepper(self, LayerByLayer(self, layer_weights, masks=self._zoneout_rates()), batch_size)
+        return Stepper(self, self._engine_stepper(layer_weights, batch_size), batch_size)
 
     def _engine_stepper(self, layer_weights, batch_size):
         """The engine's stepper over the single-direction weights of every layer: an object whose

@@ -55,12 +55,12 @@ class IndRNN(Recurrent):
     def get_config(self) -> dict:
         return {**super().get_config(), "activation": self.activation, "time_steps": self.time_steps}
 
-    def _engine_forward(self, x, state, w, lengths, keep_cache=True):  # the engine keeps its cache either way
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True, masks=None):  # keeps its cache either way
         y, h_n, cache = _core.indrnn_forward(x, state[0], w["kernel"].value, w["recurrent_weight"].value,
                                              w["bias"].value, lengths=lengths, activation=self.activation)
         return y, (h_n,), cache
 
-    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths, masks=None):
         grads = _core.indrnn_backward(dy, dstate[0], cache, x, w["kernel"].value, w["recurrent_weight"].value,
                                       w["bias"].value, lengths=lengths, activation=self.activation)
         return grads["x"], (grads["h0"],), grads
@@ -86,11 +86,11 @@ class _GatesFromInput(Recurrent):
                                      (layer_input, GH)),
                 "bias": self._draw(lambda rng, shape, dtype: _linear_uniform(rng, shape, dtype, layer_input), (GH,))}
 
-    def _engine_forward(self, x, state, w, lengths, keep_cache=True):  # the engine keeps its cache either way
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True, masks=None):  # keeps its cache either way
         y, h_n, cache = self._forward(x, state[0], w["kernel"].value, w["bias"].value, lengths=lengths)
         return y, (h_n,), cache
 
-    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths, masks=None):
         grads = self._backward(dy, dstate[0], cache, x, w["kernel"].value, w["bias"].value, lengths=lengths)
         return grads["x"], (grads["h0"],), grads
 
@@ -139,12 +139,12 @@ class SRU(Recurrent):
                 "recurrent_weight": np.zeros((2, H), dtype=self.dtype),
                 "bias": np.zeros((2, H), dtype=self.dtype)}
 
-    def _engine_forward(self, x, state, w, lengths, keep_cache=True):  # the engine keeps its cache either way
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True, masks=None):  # keeps its cache either way
         y, h_n, c_n, cache = _core.sru_forward(x, state[0], state[1], w["kernel"].value, w["recurrent_weight"].value,
                                                w["bias"].value, lengths=lengths)
         return y, (h_n, c_n), cache
 
-    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths, masks=None):
         grads = _core.sru_backward(dy, dstate[0], dstate[1], cache, x, w["kernel"].value,
                                    w["recurrent_weight"].value, w["bias"].value, lengths=lengths)
         return grads["x"], (grads["h0"], grads["c0"]), grads
@@ -188,11 +188,11 @@ class QRNN(Recurrent):
     def get_config(self) -> dict:
         return {**super().get_config(), "window": self.window}
 
-    def _engine_forward(self, x, state, w, lengths, keep_cache=True):  # the engine keeps its cache either way
+    def _engine_forward(self, x, state, w, lengths, keep_cache=True, masks=None):  # keeps its cache either way
         y, h_n, c_n, x_n, cache = _core.qrnn_forward(x, *state, w["kernel"].value, w["bias"].value, lengths=lengths)
         return y, (h_n, c_n, x_n), (cache, state[2])  # backward reads the history this call started from
 
-    def _engine_backward(self, dy, dstate, cache, x, w, lengths):
+    def _engine_backward(self, dy, dstate, cache, x, w, lengths, masks=None):
         engine_cache, x0 = cache
         grads = _core.qrnn_backward(dy, *dstate, engine_cache, x, x0, w["kernel"].value, w["bias"].value,
                                     lengths=lengths)

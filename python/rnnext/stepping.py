@@ -40,18 +40,20 @@ class Stepper:
 
 class LayerByLayer:
     """The stepper of a cell the engine has none for: each layer's cache-free forward with T = 1, in turn, on
-    copies of the weights taken when it was made (as the engine's steppers keep theirs)."""
+    copies of the weights taken when it was made (as the engine's steppers keep theirs); `masks`: the engine
+    masks of every step (zoneout's rates, for a layer stepped in evaluation)."""
 
-    def __init__(self, layer, layer_weights):
+    def __init__(self, layer, layer_weights, masks=None):
         self._forward = layer._engine_forward
         self._weights = [{name: _Frozen(param.value.copy()) for name, param in w.items()} for w in layer_weights]
+        self._masks = masks
 
     def step(self, x, states):
         if not isinstance(states, (list, tuple)) or len(states) != len(self._weights):
             raise ValueError(f"states must be a list of {len(self._weights)} tuples (one per layer)")
         layer_input, new_states = x[None], []
         for state, w in zip(states, self._weights):
-            y, final, _ = self._forward(layer_input, state, w, None, False)
+            y, final, _ = self._forward(layer_input, state, w, None, False, self._masks)
             new_states.append(final)
             layer_input = y
         return layer_input[0], new_states

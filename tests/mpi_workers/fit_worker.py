@@ -22,13 +22,14 @@ CLASSES, FEATURES, STEPS, VOCAB = 5, 3, 6, 7
 
 
 def lengths_model(dropout=0.0):
-    """With dropout: a Dropout on the inputs and two LSTM layers with dropout between them, whose masks under
-    MPI must be the ones one process draws for the combined batch."""
+    """With dropout: a Dropout on the inputs and two LSTM layers with dropout between them and recurrent dropout
+    inside, whose masks under MPI must be the ones one process draws for the combined batch."""
     stack = [layers.LSTM(6, return_sequences=True, dtype=np.float64, seed=1),
              layers.Dense(CLASSES, dtype=np.float64, seed=2)]
     if dropout:
         stack = [layers.Dropout(dropout, seed=3),
-                 layers.LSTM(6, num_layers=2, dropout=dropout, return_sequences=True, dtype=np.float64, seed=1),
+                 layers.LSTM(6, num_layers=2, layer_dropout=dropout, recurrent_dropout=dropout, return_sequences=True,
+                             dtype=np.float64, seed=1),
                  stack[1]]
     model = Sequential(stack)
     model.build((None, FEATURES))

@@ -124,7 +124,7 @@ def build_model(vocab_size: int, cell: str = "lstm", num_layers: int = 2, hidden
         stack.append(layers.Embedding(vocab_size, embedding, seed=next(other_seeds)))
     if dropout and embedding:
         stack.append(layers.Dropout(dropout, seed=next(other_seeds)))
-    stack.append(recurrent_class(cell)(hidden, num_layers=num_layers, dropout=dropout, return_sequences=True,
+    stack.append(recurrent_class(cell)(hidden, num_layers=num_layers, layer_dropout=dropout, return_sequences=True,
                                        stateful=True, seed=seed))
     if dropout:
         stack.append(layers.Dropout(dropout, seed=next(other_seeds)))

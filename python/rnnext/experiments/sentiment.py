@@ -44,7 +44,7 @@ def build_model(kind: str, num_words: int = 10_000, dim: int = 32, units: int = 
     elif kind in ("lstm", "pretrained-embedding"):
         stack = [embedding, layers.LSTM(units, seed=seed)]
     elif kind == "lstm-dropout":
-        stack = [embedding, layers.Dropout(0.2), layers.LSTM(units, seed=seed), layers.Dropout(0.2)]
+        stack = [embedding, layers.LSTM(units, dropout=0.2, seed=seed)]  # the course's LSTM(32, dropout=0.2), as Keras
     elif kind == "stacked-lstm":
         stack = [embedding,
                  layers.LSTM(units, return_sequences=True, seed=None if seed is None else seed + 1),

@@ -24,18 +24,22 @@ from .char_lm import ResumePoint, evaluate_lm, train_lm
 __all__ = ["main", "build_parser", "parse_args", "build_model", "run"]
 
 
-def build_model(vocab_size: int = 10_000, hidden: int = 200, num_layers: int = 2, dropout: float = 0.0,
-                init_scale: float = 0.1, seed=None, layer_norm: bool = False):
+def build_model(vocab_size: int = 10_000, hidden: int = 200, num_layers: int = 2, zaremba_dropout: float = 0.0,
+                init_scale: float = 0.1, seed=None, **lstm_options):
     """The Zaremba model; every weight (biases and the embedding too) drawn from uniform(-init_scale, init_scale).
-    layer_norm=True: a layer-normalised LSTM, whose gains and shifts keep their start (1 and 0): a normalisation
-    with gains near zero would switch its signal off."""
+
+    zaremba_dropout: Zaremba et al.'s, a fresh mask per element and step on the non-recurrent connections (the
+    embedding's outputs, between the LSTM layers, before the softmax). lstm_options: the LSTM's own regularisers
+    (dropout, recurrent_dropout, weight_drop, zoneout, layer_norm: docs/api.md), e.g. build_model(...,
+    weight_drop=0.3). With layer_norm=True the normalisations' gains and shifts keep their start (1 and 0): a
+    normalisation with gains near zero would switch its signal off."""
     stack = [layers.Embedding(vocab_size, hidden)]
-    if dropout:
-        stack.append(layers.Dropout(dropout))
-    stack.append(layers.LSTM(hidden, num_layers=num_layers, dropout=dropout, return_sequences=True,
-                             stateful=True, seed=seed, layer_norm=layer_norm))
-    if dropout:
-        stack.append(layers.Dropout(dropout))
+    if zaremba_dropout:
+        stack.append(layers.Dropout(zaremba_dropout))
+    stack.append(layers.LSTM(hidden, num_layers=num_layers, layer_dropout=zaremba_dropout, return_sequences=True,
+                             stateful=True, seed=seed, **lstm_options))
+    if zaremba_dropout:
+        stack.append(layers.Dropout(zaremba_dropout))
     stack.append(layers.Dense(vocab_size))
     model = Sequential(stack, name="ptb_lm")
     model.build((None,))
@@ -64,8 +68,19 @@ def build_parser(prog: str = "rnnext train word-lm") -> argparse.ArgumentParser:
     p.add_argument("--decay-after", type=int, default=4, help="epochs at the full lr (default: %(default)s)")
     p.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip (default: %(default)s)")
     p.add_argument("--init-scale", type=float, default=0.1, help="weights uniform in [-s, s] (default: %(default)s)")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout (default: %(default)s; the paper's "
-                   "medium model uses 0.5)")
+    # -- regularisation (issue 15): Zaremba's dropout, and the LSTM's own masks (docs/api.md)
+    p.add_argument("--zaremba-dropout", type=float, default=0.0, metavar="P", help="Zaremba et al.'s dropout on the "
+                   "non-recurrent connections, a fresh mask per step (the paper's medium model uses 0.5; this flag "
+                   "was --dropout before the LSTM's own masks existed) (default: %(default)s)")
+    p.add_argument("--dropout", type=float, default=0.0, metavar="P", help="the LSTM's dropout as Keras means it: one "
+                   "mask per sequence (per BPTT chunk) on every LSTM layer's inputs (default: %(default)s)")
+    p.add_argument("--recurrent-dropout", type=float, default=0.0, metavar="P", help="one mask per sequence on h "
+                   "where it enters the recurrent product (default: %(default)s)")
+    p.add_argument("--weight-drop", type=float, default=0.0, metavar="P", help="DropConnect on the recurrent "
+                   "kernel, one mask per batch (AWD-LSTM) (default: %(default)s)")
+    p.add_argument("--zoneout", type=float, nargs="+", default=[0.0], metavar="Z", help="zoneout rate of h and c, "
+                   "or two rates: h, c (default: 0)")
+    # --
     p.add_argument("--vocab-size", type=int, default=10_000, help="largest vocabulary, <unk> included "
                    "(default: %(default)s, all of PTB)")
     p.add_argument("--max-words", type=int, default=None, help="use only the first N training words (for quick runs)")
@@ -83,6 +98,15 @@ def build_parser(prog: str = "rnnext train word-lm") -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny preset for CI: 2,000 training words, 32 units, "
                    "vocabulary 200, 2 epochs")
     return p
+
+
+def regularisers(args) -> dict:
+    """The LSTM options of the regularisation flags."""
+    if len(args.zoneout) not in (1, 2):
+        raise ValueError(f"word-lm: --zoneout takes one rate or two (h, c), got {len(args.zoneout)}")
+    zoneout = args.zoneout[0] if len(args.zoneout) == 1 else tuple(args.zoneout)
+    return dict(dropout=args.dropout, recurrent_dropout=args.recurrent_dropout, weight_drop=args.weight_drop,
+                zoneout=zoneout)
 
 
 def run(args, log=print) -> dict:
@@ -104,8 +128,8 @@ def _run(args, log, parallel) -> dict:
         model, vocab = point.model, rdata.Vocabulary.from_dict(point.metadata["vocab"])
     else:
         vocab = rdata.Vocabulary.build(train_words, max_size=args.vocab_size, specials=("<unk>",))
-        model = build_model(len(vocab), args.hidden, args.layers, args.dropout, args.init_scale, seed=args.seed,
-                            layer_norm=args.layer_norm)
+        model = build_model(len(vocab), args.hidden, args.layers, args.zaremba_dropout, args.init_scale,
+                            seed=args.seed, layer_norm=args.layer_norm, **regularisers(args))
     train = rdata.batchify(vocab.encode(train_words), args.batch)
     valid = rdata.batchify(vocab.encode(splits["valid"]), args.eval_batch)
     test = rdata.batchify(vocab.encode(splits["test"]), args.eval_batch)

@@ -8,9 +8,68 @@ from ._common import _check, _check_activation, _check_cache, _check_lengths, _c
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The regularisers' masks (the engine's `masks` argument, time_loop.h): x * input mask at every step, h[t] * state
+# mask where it enters the recurrent product, recurrent_kernel * weight mask, and zoneout's share of the previous
+# state kept: a rate (evaluation, the expectation) or keep masks [T, N, H] (training).
+
+class _Masks:
+    def __init__(self, fn, masks, T, N, I, H, G, dtype, zoneout_keys=()):
+        masks = dict(masks or {})
+        known = ("input", "state", "weight") + tuple(zoneout_keys)
+        for key in masks:
+            if key not in known:
+                raise ValueError(f"{fn}: masks has the key {key!r}, expected some of {known}")
+
+        def get(key, dims):
+            return None if masks.get(key) is None else _check(fn, f"masks[{key!r}]", masks[key], dims, dtype)
+
+        self.input = get("input", [("N", N), ("I", I)])
+        self.state = get("state", [("N", N), ("H", H)])
+        self.weight = get("weight", [("H", H), (f"{G}H", G * H)])
+        self.zoneout = {}
+        for key in zoneout_keys:
+            value = masks.get(key)
+            if value is not None and np.ndim(value) == 0:
+                if not 0 <= float(value) < 1:
+                    raise ValueError(f"{fn}: masks[{key!r}] is {value}, expected a rate in [0, 1)")
+                value = dtype.type(value)
+            elif value is not None:
+                value = _check(fn, f"masks[{key!r}]", value, [("T", T), ("N", N), ("H", H)], dtype)
+                if not ((value >= 0) & (value <= 1)).all():
+                    raise ValueError(f"{fn}: masks[{key!r}] holds values outside [0, 1], expected keep masks")
+            self.zoneout[key] = value
+
+    def inputs(self, x):
+        return x if self.input is None else x * self.input
+
+    def recurrent(self, kernel):
+        return kernel if self.weight is None else kernel * self.weight
+
+    def states(self, h):
+        return h if self.state is None else h * self.state
+
+    def unmask_recurrent(self, d_kernel):
+        return d_kernel if self.weight is None else d_kernel * self.weight
+
+    def mix(self, key, t, previous, candidate):
+        """Zoneout's new value at step t: the share kept of `previous` plus the rest of `candidate`."""
+        keep = self._keep(key, t)
+        return candidate if keep is None else keep * previous + (1 - keep) * candidate
+
+    def split(self, key, t, grad):
+        """Backprop through mix: (the gradient on `previous` through the kept share, the one on `candidate`)."""
+        keep = self._keep(key, t)
+        return (0, grad) if keep is None else (keep * grad, (1 - keep) * grad)
+
+    def _keep(self, key, t):
+        value = self.zoneout.get(key)
+        return value if value is None or np.ndim(value) == 0 else value[t]
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Simple RNN (Elman):  h[t+1] = act(x[t] @ W_xh + h[t] @ W_hh + b_h)
 
-def rnn_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, activation="tanh"):
+def rnn_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, activation="tanh", masks=None):
     """x [T, N, I], h0 [N, H], kernel [I, H], recurrent_kernel [H, H], bias [H] -> (y [T, N, H], h_n [N, H], cache).
 
     cache = {"h": [T+1, N, H]} with h[0] = h0.
@@ -26,20 +85,22 @@ def rnn_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, activation=
     W_hh = _check(fn, "recurrent_kernel", recurrent_kernel, [("H", H), ("H", H)], dtype)  # hidden -> hidden
     b_h = _check(fn, "bias", bias, [("H", H)], dtype)
     lengths = _check_lengths(fn, lengths, N, T)
+    m = _Masks(fn, masks, T, N, I, H, 1, dtype)
+    x, W_hh = m.inputs(x), m.recurrent(W_hh)
 
     h = np.zeros((T + 1, N, H), dtype=dtype)  # h[t] is the state before step t
     y = np.zeros((T, N, H), dtype=dtype)
     h[0] = h0
     for t in range(T):
         valid = _valid_rows(lengths, t, N)
-        a = x[t] @ W_xh + h[t] @ W_hh + b_h
+        a = x[t] @ W_xh + m.states(h[t]) @ W_hh + b_h
         h_new = act(a)
         h[t + 1] = np.where(valid, h_new, h[t])  # rows past their length carry their state
         y[t] = np.where(valid, h_new, 0)
     return y, h[T].copy(), {"h": h}
 
 
-def rnn_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=None, activation="tanh"):
+def rnn_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=None, activation="tanh", masks=None):
     """Gradients of rnn_forward given dy [T, N, H] and dh_n [N, H] (either may be None, meaning zero).
 
     Returns {"x", "h0", "kernel", "recurrent_kernel", "bias"}, each with the shape of that argument.
@@ -57,6 +118,8 @@ def rnn_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=Non
     dy = _check_or_zeros(fn, "dy", dy, [("T", T), ("N", N), ("H", H)], dtype)
     dh = _check_or_zeros(fn, "dh_n", dh_n, [("N", N), ("H", H)], dtype)
     h = _check_cache(fn, cache, "h", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
+    m = _Masks(fn, masks, T, N, I, H, 1, dtype)
+    x_masked, W_hh = m.inputs(x), m.recurrent(W_hh)
 
     dx = np.zeros_like(x)
     dW_xh = np.zeros_like(W_xh)
@@ -70,13 +133,13 @@ def rnn_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=Non
         # backprop through h_new = act(a); at valid rows h_new is h[t+1]
         da = act_grad(dh_new, h[t + 1])
         # backprop through a = x[t] @ W_xh + h[t] @ W_hh + b_h
-        dx[t] = da @ W_xh.T
-        dW_xh += x[t].T @ da
-        dW_hh += h[t].T @ da
+        dx[t] = m.inputs(da @ W_xh.T)
+        dW_xh += x_masked[t].T @ da
+        dW_hh += m.states(h[t]).T @ da
         db_h += da.sum(axis=0)
-        dh_prev = da @ W_hh.T
+        dh_prev = m.states(da @ W_hh.T)
         dh = np.where(valid, dh_prev, dh)  # a carried state passes its gradient straight through
-    return {"x": dx, "h0": dh, "kernel": dW_xh, "recurrent_kernel": dW_hh, "bias": db_h}
+    return {"x": dx, "h0": dh, "kernel": dW_xh, "recurrent_kernel": m.unmask_recurrent(dW_hh), "bias": db_h}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -106,7 +169,7 @@ def _check_peephole(fn, peephole, coupled, H, dtype):
     return _check(fn, "peephole", peephole, [("P", 3), ("H", H)], dtype, note=": rows (i, f, o)")
 
 
-def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, peephole=None, lengths=None, coupled=False):
+def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, peephole=None, lengths=None, coupled=False, masks=None):
     """x [T, N, I], h0 and c0 [N, H], kernel [I, G*H], recurrent_kernel [H, G*H], bias [G*H], peephole None or [P, H]
     -> (y [T, N, H], h_n [N, H], c_n [N, H], cache).  G = 3 if coupled else 4; P = 2 if coupled else 3.
 
@@ -126,6 +189,8 @@ def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, peephole=None, lengt
     peephole = _check_peephole(fn, peephole, coupled, H, dtype)
     lengths = _check_lengths(fn, lengths, N, T)
     p_i, p_f, p_o = _peephole_rows(peephole, coupled)
+    m = _Masks(fn, masks, T, N, I, H, G, dtype, ("zoneout_h", "zoneout_c"))
+    x, W_hz = m.inputs(x), m.recurrent(W_hz)
 
     h = np.zeros((T + 1, N, H), dtype=dtype)
     c = np.zeros((T + 1, N, H), dtype=dtype)
@@ -135,7 +200,7 @@ def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, peephole=None, lengt
     c[0] = c0
     for t in range(T):
         valid = _valid_rows(lengths, t, N)
-        z = x[t] @ W_xz + h[t] @ W_hz + b_z  # gate pre-activations, blocks in gate order
+        z = x[t] @ W_xz + m.states(h[t]) @ W_hz + b_z  # gate pre-activations, blocks in gate order
         if coupled:
             z_f, z_g, z_o = np.split(z, 3, axis=1)
             f = _sigmoid(z_f + _peek(p_f, c[t]))
@@ -148,6 +213,9 @@ def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, peephole=None, lengt
         c_new = f * c[t] + i * g
         o = _sigmoid(z_o + _peek(p_o, c_new))  # the output gate peeks at the new cell
         h_new = o * np.tanh(c_new)
+        # zoneout: keep a share of the previous states
+        h_new = m.mix("zoneout_h", t, h[t], h_new)
+        c_new = m.mix("zoneout_c", t, c[t], c_new)
         gates[t] = np.concatenate([f, g, o] if coupled else [i, f, g, o], axis=1)
         c[t + 1] = np.where(valid, c_new, c[t])
         h[t + 1] = np.where(valid, h_new, h[t])
@@ -156,7 +224,7 @@ def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, peephole=None, lengt
 
 
 def lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peephole=None, lengths=None,
-                  coupled=False):
+                  coupled=False, masks=None):
     """Gradients of lstm_forward given dy [T, N, H], dh_n and dc_n [N, H] (each may be None, meaning zero).
 
     Returns {"x", "h0", "c0", "kernel", "recurrent_kernel", "bias", "peephole"}; "peephole" is None without
@@ -180,6 +248,8 @@ def lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peep
     c = _check_cache(fn, cache, "c", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
     gates = _check_cache(fn, cache, "gates", [("T", T), ("N", N), (f"{G}H", G * H)], dtype)
     p_i, p_f, p_o = _peephole_rows(peephole, coupled)
+    m = _Masks(fn, masks, T, N, I, H, G, dtype, ("zoneout_h", "zoneout_c"))
+    x_masked, W_hz = m.inputs(x), m.recurrent(W_hz)
 
     dx = np.zeros_like(x)
     dW_xz = np.zeros_like(W_xz)
@@ -198,8 +268,12 @@ def lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peep
         # backprop into h_new and c_new from step t+1 (and y[t]); masked rows never ran this step
         dh_new = np.where(valid, dh + dy[t], 0)
         dc_next = np.where(valid, dc, 0)
-        # backprop through h_new = o * tanh(c_new)
-        tc = np.tanh(c[t + 1])
+        # backprop through zoneout's mix into the candidates (c_cand recomputed) and straight into h[t], c[t]
+        dh_kept, dh_new = m.split("zoneout_h", t, dh_new)
+        dc_kept, dc_next = m.split("zoneout_c", t, dc_next)
+        c_cand = f * c[t] + i * g
+        # backprop through h_cand = o * tanh(c_cand)
+        tc = np.tanh(c_cand)
         dz_o = dh_new * tc * o * (1 - o)
         # backprop into c_new: from step t+1, through tanh(c_new), and through the output-gate peephole
         dc_new = dc_next + dh_new * o * (1 - tc * tc) + _peek(p_o, dz_o)
@@ -214,17 +288,17 @@ def lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peep
             dz_i = dc_new * g * i * (1 - i)
             dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)
         # backprop into c[t]: through the forget gate and the i, f peepholes
-        dc_prev = dc_new * f + _peek(p_i, dz_i) + _peek(p_f, dz_f)
-        # backprop through z = x[t] @ W_xz + h[t] @ W_hz + b_z (+ peephole terms)
-        dx[t] = dz @ W_xz.T
-        dW_xz += x[t].T @ dz
-        dW_hz += h[t].T @ dz
+        dc_prev = dc_new * f + _peek(p_i, dz_i) + _peek(p_f, dz_f) + dc_kept
+        # backprop through z = x[t] @ W_xz + h[t] @ W_hz + b_z (+ peephole terms), under the masks
+        dx[t] = m.inputs(dz @ W_xz.T)
+        dW_xz += x_masked[t].T @ dz
+        dW_hz += m.states(h[t]).T @ dz
         db_z += dz.sum(axis=0)
         if peephole is not None:
             dp_i += (dz_i * c[t]).sum(axis=0)
             dp_f += (dz_f * c[t]).sum(axis=0)
-            dp_o += (dz_o * c[t + 1]).sum(axis=0)
-        dh_prev = dz @ W_hz.T
+            dp_o += (dz_o * c_cand).sum(axis=0)
+        dh_prev = m.states(dz @ W_hz.T) + dh_kept
         dh = np.where(valid, dh_prev, dh)  # a carried state passes its gradients straight through
         dc = np.where(valid, dc_prev, dc)
     if peephole is None:
@@ -233,7 +307,7 @@ def lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peep
         dpeephole = np.stack([dp_f, dp_o])
     else:
         dpeephole = np.stack([dp_i, dp_f, dp_o])
-    return {"x": dx, "h0": dh, "c0": dc, "kernel": dW_xz, "recurrent_kernel": dW_hz, "bias": db_z,
+    return {"x": dx, "h0": dh, "c0": dc, "kernel": dW_xz, "recurrent_kernel": m.unmask_recurrent(dW_hz), "bias": db_z,
             "peephole": dpeephole}
 
 
@@ -245,7 +319,7 @@ def _gru_bias_dims(reset_after, H):
     return [("2", 2), ("3H", 3 * H)] if reset_after else [("3H", 3 * H)]
 
 
-def gru_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, reset_after=True):
+def gru_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, reset_after=True, masks=None):
     """x [T, N, I], h0 [N, H], kernel [I, 3H], recurrent_kernel [H, 3H], bias [2, 3H] (reset_after) or [3H]
     -> (y [T, N, H], h_n [N, H], cache).
 
@@ -262,6 +336,8 @@ def gru_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, reset_after
     W_hg = _check(fn, "recurrent_kernel", recurrent_kernel, [("H", H), ("3H", 3 * H)], dtype)  # hidden -> gates
     bias = _check(fn, "bias", bias, _gru_bias_dims(reset_after, H), dtype)
     lengths = _check_lengths(fn, lengths, N, T)
+    m = _Masks(fn, masks, T, N, I, H, 3, dtype, ("zoneout_h",))
+    x, W_hg = m.inputs(x), m.recurrent(W_hg)
     U_r, U_z, U_n = np.split(W_hg, 3, axis=1)  # hidden -> r, z, n
 
     h = np.zeros((T + 1, N, H), dtype=dtype)
@@ -273,7 +349,7 @@ def gru_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, reset_after
         valid = _valid_rows(lengths, t, N)
         if reset_after:
             xw = x[t] @ W_xg + bias[0]
-            hu = h[t] @ W_hg + bias[1]
+            hu = m.states(h[t]) @ W_hg + bias[1]
             xw_r, xw_z, xw_n = np.split(xw, 3, axis=1)
             hu_r, hu_z, hu_n = np.split(hu, 3, axis=1)
             r = _sigmoid(xw_r + hu_r)
@@ -283,12 +359,13 @@ def gru_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, reset_after
         else:
             xw = x[t] @ W_xg + bias
             xw_r, xw_z, xw_n = np.split(xw, 3, axis=1)
-            r = _sigmoid(xw_r + h[t] @ U_r)
-            z = _sigmoid(xw_z + h[t] @ U_z)
+            r = _sigmoid(xw_r + m.states(h[t]) @ U_r)
+            z = _sigmoid(xw_z + m.states(h[t]) @ U_z)
             rh = r * h[t]
-            n = np.tanh(xw_n + rh @ U_n)  # reset applied to the state before the projection
+            n = np.tanh(xw_n + m.states(rh) @ U_n)  # reset applied to the state before the projection
             extra[t] = rh
-        h_new = (1 - z) * n + z * h[t]
+        h_new = (1 - z) * n + z * h[t]  # the unmasked state: the mask is on the recurrent product only
+        h_new = m.mix("zoneout_h", t, h[t], h_new)
         gates[t] = np.concatenate([r, z, n], axis=1)
         h[t + 1] = np.where(valid, h_new, h[t])
         y[t] = np.where(valid, h_new, 0)
@@ -296,7 +373,7 @@ def gru_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, reset_after
     return y, h[T].copy(), cache
 
 
-def gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=None, reset_after=True):
+def gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=None, reset_after=True, masks=None):
     """Gradients of gru_forward given dy [T, N, H] and dh_n [N, H] (either may be None, meaning zero).
 
     Returns {"x", "h0", "kernel", "recurrent_kernel", "bias"}; "bias" has the bias's shape.
@@ -315,6 +392,8 @@ def gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=Non
     h = _check_cache(fn, cache, "h", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
     gates = _check_cache(fn, cache, "gates", [("T", T), ("N", N), ("3H", 3 * H)], dtype)
     extra = _check_cache(fn, cache, "hn" if reset_after else "rh", [("T", T), ("N", N), ("H", H)], dtype)
+    m = _Masks(fn, masks, T, N, I, H, 3, dtype, ("zoneout_h",))
+    x_masked, W_hg = m.inputs(x), m.recurrent(W_hg)
     U_r, U_z, U_n = np.split(W_hg, 3, axis=1)
 
     dx = np.zeros_like(x)
@@ -326,10 +405,12 @@ def gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=Non
         r, z, n = np.split(gates[t], 3, axis=1)
         # backprop into h_new from step t+1 and y[t]; masked rows never ran this step
         dh_new = np.where(valid, dh + dy[t], 0)
-        # backprop through h_new = (1 - z) * n + z * h[t]
+        # backprop through zoneout's mix, straight into h[t] and into the candidate
+        dh_kept, dh_new = m.split("zoneout_h", t, dh_new)
+        # backprop through h_cand = (1 - z) * n + z * h[t]
         dn = dh_new * (1 - z)
         dz = dh_new * (h[t] - n)
-        dh_prev = dh_new * z
+        dh_prev = dh_new * z + dh_kept
         # backprop through the activations
         da_n = dn * (1 - n * n)
         if reset_after:
@@ -340,26 +421,27 @@ def gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=Non
         else:
             rh = extra[t]
             # backprop through n = tanh(xw_n + rh @ U_n), rh = r * h[t]
-            drh = da_n @ U_n.T
+            drh = m.states(da_n @ U_n.T)
             dr = drh * h[t]
             dh_prev = dh_prev + drh * r
         da_z = dz * z * (1 - z)
         da_r = dr * r * (1 - r)
         dxw = np.concatenate([da_r, da_z, da_n], axis=1)
         # backprop through xw = x[t] @ W_xg + input bias
-        dx[t] = dxw @ W_xg.T
-        dW_xg += x[t].T @ dxw
+        dx[t] = m.inputs(dxw @ W_xg.T)
+        dW_xg += x_masked[t].T @ dxw
         if reset_after:
             # backprop through hu = h[t] @ W_hg + recurrent bias
             dhu = np.concatenate([da_r, da_z, dhu_n], axis=1)
-            dW_hg += h[t].T @ dhu
+            dW_hg += m.states(h[t]).T @ dhu
             dbias[0] += dxw.sum(axis=0)
             dbias[1] += dhu.sum(axis=0)
-            dh_prev = dh_prev + dhu @ W_hg.T
+            dh_prev = dh_prev + m.states(dhu @ W_hg.T)
         else:
             # backprop through h[t] @ U_r, h[t] @ U_z and rh @ U_n
-            dW_hg += np.concatenate([h[t].T @ da_r, h[t].T @ da_z, rh.T @ da_n], axis=1)
+            h_masked = m.states(h[t])
+            dW_hg += np.concatenate([h_masked.T @ da_r, h_masked.T @ da_z, m.states(rh).T @ da_n], axis=1)
             dbias += dxw.sum(axis=0)
-            dh_prev = dh_prev + da_r @ U_r.T + da_z @ U_z.T
+            dh_prev = dh_prev + m.states(da_r @ U_r.T + da_z @ U_z.T)
         dh = np.where(valid, dh_prev, dh)  # a carried state passes its gradient straight through
-    return {"x": dx, "h0": dh, "kernel": dW_xg, "recurrent_kernel": dW_hg, "bias": dbias}
+    return {"x": dx, "h0": dh, "kernel": dW_xg, "recurrent_kernel": m.unmask_recurrent(dW_hg), "bias": dbias}
