@@ -132,3 +132,24 @@ def test_cells_without_the_option_refuse_it():
         GRU(H, zoneout=(0.1, 0.2))
     with pytest.raises(ValueError, match="recurrent_dropout=0.2 is not an option of this cell"):
         rnnext.SRU(H, recurrent_dropout=0.2)
+
+
+@pytest.mark.parametrize("make", [lambda **o: LSTM(8, layer_norm=True, **o), lambda **o: LSTM(8, proj_size=4, **o),
+                                  lambda **o: GRU(8, layer_norm=True, **o)])
+@pytest.mark.parametrize("option", [{"dropout": 0.2}, {"recurrent_dropout": 0.2}, {"weight_drop": 0.2},
+                                    {"zoneout": 0.1}])
+def test_layer_normalised_and_projected_cells_refuse_the_masks(make, option):
+    # the masks are fused into the plain cells' kernels only; the dropout between stacked layers works for all
+    with pytest.raises(ValueError, match="is not supported yet"):
+        make(**option)
+    layer = make(num_layers=2, layer_dropout=0.3, seed=0, input_size=3)
+    out = layer.forward(np.ones((2, 4, 3), np.float32))
+    assert np.all(np.isfinite(out))
+
+
+def test_the_cuda_device_refuses_layer_normalised_and_projected_cells():
+    from rnnext import cuda
+
+    for layer in (LSTM(8, layer_norm=True), LSTM(8, proj_size=4), GRU(8, layer_norm=True)):
+        with pytest.raises(ValueError, match="no layer-normalised or projected cells"):
+            cuda.check_device(layer, "cuda")

@@ -272,7 +272,7 @@ template <typename Scalar, typename Weights>
 class PackedForward {
  protected:
   PackedForward(const Weights& weights, const Dims& d, Index G, const int64_t* lengths /* [N] or null */, bool reuse,
-                const Masks<Scalar>& masks)
+                const Masks<Scalar>& masks = Masks<Scalar>{})  // none: the layer-normalised cells take no masks
       : weights_(weights),
         d_(d),
         masked_(masks, d, G * d.H, weights.recurrent_kernel),
