@@ -199,8 +199,8 @@ def to_torch_state_dict(layer) -> dict:
     reset_after=False GRU, sigmoid RNN) and ImportError without torch.
     """
     where = "to_torch_state_dict"
+    kind = _check_torch_expressible(layer, where)  # before the import: the same refusal with or without torch
     torch = _import_torch(where)
-    kind = _check_torch_expressible(layer, where)
     params = dict(layer.named_parameters())
     state = {}
     for k in range(layer.num_layers):
