@@ -56,22 +56,24 @@ def engine_step(name, p, masks=None):
 
 
 # The variants whose kernels take the masks, with their gate blocks and zoneout keys.
-MASKED = {"layer_norm_gru": (3, ("zoneout_h",))}
+MASKED = {"layer_norm_gru": (3, ("zoneout_h",)), "projected_lstm": (4, ("zoneout_h", "zoneout_c"))}
 MASK_RATE = 0.25
 
 
 def all_masks(name, p, seed=17):
     """Every regulariser's mask at MASK_RATE, as the layers draw them in training (docs/api.md)."""
     T, N, I = p["x"].shape
-    H = p["h0"].shape[1]
+    S = p["h0"].shape[1]  # h's width: P with a projection
+    H = p["c0"].shape[1] if "c0" in p else S
     G, zoneout_keys = MASKED[name]
     rng = np.random.default_rng(seed)
 
     def dropout(*shape):
         return ((rng.random(shape) >= MASK_RATE) / (1 - MASK_RATE)).astype(np.float32)
 
-    masks = {"input": dropout(N, I), "state": dropout(N, H), "weight": dropout(H, G * H)}
-    masks.update({key: (rng.random((T, N, H)) < MASK_RATE).astype(np.float32) for key in zoneout_keys})
+    masks = {"input": dropout(N, I), "state": dropout(N, S), "weight": dropout(S, G * H)}
+    masks.update({key: (rng.random((T, N, S if key == "zoneout_h" else H)) < MASK_RATE).astype(np.float32)
+                  for key in zoneout_keys})
     return masks
 
 
