@@ -5,7 +5,10 @@ with torch ops), the layer-normalised GRU, and the LSTM with projection (also ag
 first (the engine against its NumPy twin at a small size, torch's LSTMP against the engine at the timed size).
 Prints one markdown table of medians and ratios to the plain rnnext cell of the same family.
 
-    python bench/bench_variants.py --threads 2 [--N 32 --H 256 --T 100 --I 256 --proj 128 --seconds 3]
+    python bench/bench_variants.py --threads 2 [--N 32 --H 256 --T 100 --I 256 --proj 128 --seconds 3] [--masks]
+
+--masks also times the variants whose kernels take the regularisers' masks (issue 15) under all of them at once
+(dropout, recurrent dropout, weight-drop and zoneout at 0.25 each, drawn as the layers draw them in training).
 """
 import argparse
 import os
@@ -43,23 +46,47 @@ STATES = {"lstm": 2, "layer_norm_lstm": 2, "projected_lstm": 2, "gru": 1, "layer
 PLAIN = {"lstm": "lstm", "layer_norm_lstm": "lstm", "projected_lstm": "lstm", "gru": "gru", "layer_norm_gru": "gru"}
 
 
-def engine_step(name, p):
+def engine_step(name, p, masks=None):
     """One forward with cache and one backward from a gradient on y, through rnnext._core."""
     forward, backward = getattr(_core, f"{name}_forward"), getattr(_core, f"{name}_backward")
-    y, *_, cache = forward(**p)
+    extra = {} if masks is None else {"masks": masks}
+    y, *_, cache = forward(**p, **extra)
     weights = {k: v for k, v in p.items() if k not in ("x", "h0", "c0")}
-    return backward(np.ones_like(y), *[None] * STATES[name], cache, p["x"], **weights)
+    return backward(np.ones_like(y), *[None] * STATES[name], cache, p["x"], **weights, **extra)
 
 
-def validate_engine(name, module):
+# The variants whose kernels take the masks, with their gate blocks and zoneout keys.
+MASKED = {"layer_norm_gru": (3, ("zoneout_h",)), "projected_lstm": (4, ("zoneout_h", "zoneout_c"))}
+MASK_RATE = 0.25
+
+
+def all_masks(name, p, seed=17):
+    """Every regulariser's mask at MASK_RATE, as the layers draw them in training (docs/api.md)."""
+    T, N, I = p["x"].shape
+    S = p["h0"].shape[1]  # h's width: P with a projection
+    H = p["c0"].shape[1] if "c0" in p else S
+    G, zoneout_keys = MASKED[name]
+    rng = np.random.default_rng(seed)
+
+    def dropout(*shape):
+        return ((rng.random(shape) >= MASK_RATE) / (1 - MASK_RATE)).astype(np.float32)
+
+    masks = {"input": dropout(N, I), "state": dropout(N, S), "weight": dropout(S, G * H)}
+    masks.update({key: (rng.random((T, N, S if key == "zoneout_h" else H)) < MASK_RATE).astype(np.float32)
+                  for key in zoneout_keys})
+    return masks
+
+
+def validate_engine(name, module, with_masks=False):
     """The engine's forward and gradients against the twin's at a small size (the tests do this thoroughly)."""
     p = problem(6, 4, 8, 40, 12, seed=1)[name]
-    y, *_, cache = getattr(_core, f"{name}_forward")(**p)
-    y_ref, *_, cache_ref = getattr(module, f"{name}_forward")(**p)
+    extra = {"masks": all_masks(name, p)} if with_masks else {}
+    y, *_, cache = getattr(_core, f"{name}_forward")(**p, **extra)
+    y_ref, *_, cache_ref = getattr(module, f"{name}_forward")(**p, **extra)
     weights = {k: v for k, v in p.items() if k not in ("x", "h0", "c0")}
     none = [None] * STATES[name]
-    grads = getattr(_core, f"{name}_backward")(np.ones_like(y), *none, cache, p["x"], **weights)
-    grads_ref = getattr(module, f"{name}_backward")(np.ones_like(y), *none, cache_ref, p["x"], **weights)
+    grads = getattr(_core, f"{name}_backward")(np.ones_like(y), *none, cache, p["x"], **weights, **extra)
+    grads_ref = getattr(module, f"{name}_backward")(np.ones_like(y), *none, cache_ref, p["x"], **weights, **extra)
     worst = max(np.abs(y - y_ref).max(), *(np.abs(grads[k] - grads_ref[k]).max() / max(1, np.abs(grads_ref[k]).max())
                                           for k in grads_ref))
     assert worst < 1e-4, f"{name}: engine and twin differ by {worst:g}"
@@ -137,16 +164,25 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--masks", action="store_true",
+                        help="also time the variants that take the fused masks under all of them")
     args = parser.parse_args()
 
     rnnext.set_num_threads(args.threads)
     for name, module in (("layer_norm_lstm", layer_norm_cells), ("layer_norm_gru", layer_norm_cells),
                          ("projected_lstm", projection_cells)):
         validate_engine(name, module)
+        if args.masks and name in MASKED:
+            validate_engine(name, module, with_masks=True)
     problems = problem(args.T, args.N, args.I, args.H, args.proj)
     rows = []  # (variant, framework, median, samples)
     for name in ("lstm", "layer_norm_lstm", "projected_lstm", "gru", "layer_norm_gru"):
         rows.append((name, "rnnext", *median_seconds(lambda: engine_step(name, problems[name]), args.seconds)))
+    if args.masks:
+        for name in MASKED:
+            masks = all_masks(name, problems[name])
+            rows.append((name, "rnnext, all masks",
+                         *median_seconds(lambda: engine_step(name, problems[name], masks), args.seconds)))
     if not args.no_torch:
         import torch
         torch.set_num_threads(args.threads)

@@ -10,13 +10,14 @@ from conftest import (CASES, GRADCHECK_TOL, RTOL, as_float64, assert_close, asse
                       cell_of, expected_grad_names, forward_kwargs, gates_of, make_douts, make_problem,
                       mentions, mixed_lengths, numerical_gradient, relative_error, run_backward, run_forward)
 
-# Which masks each variant passes; zoneout exists for the LSTM (h and c) and the GRU (h).
+# Which masks each variant passes; zoneout exists for the LSTM (h and c, with and without peepholes), the GRU and
+# the RNN (h).
 VARIANTS = ["dropout", "recurrent_dropout", "weight_drop", "zoneout", "zoneout_eval", "all"]
 SHAPES = [(1, 1, 3, 5), (4, 3, 6, 37), (5, 4, 9, 70), (3, 1, 5, 160), (4, 48, 24, 70)]
 
 
 def zoneout_keys(case):
-    return {"lstm": ("zoneout_h", "zoneout_c"), "gru": ("zoneout_h",), "rnn": ()}[cell_of(case)]
+    return {"lstm": ("zoneout_h", "zoneout_c"), "gru": ("zoneout_h",), "rnn": ("zoneout_h",)}[cell_of(case)]
 
 
 def make_masks(case, shape, variant, dtype, seed=5):
@@ -43,14 +44,7 @@ def make_masks(case, shape, variant, dtype, seed=5):
     return masks
 
 
-def cases_for(variant):
-    # zoneout and peepholes are refused together (tested below); the RNN has no zoneout
-    if variant.startswith("zoneout") or variant == "all":
-        return [c for c in CASES if cell_of(c) != "rnn" and not CASES[c][1].get("peephole")]
-    return list(CASES)
-
-
-PARAMS = [(v, c) for v in VARIANTS for c in cases_for(v)]
+PARAMS = [(v, c) for v in VARIANTS for c in CASES]
 
 
 def problem(case, shape, variant, dtype, with_lengths):
@@ -152,15 +146,27 @@ def test_bad_masks_name_the_argument(case, key, make, name, module):
     T, N, I, H = shape
     params, options = make_problem(case, shape, np.float64)
     masks = {key: make(N, I, H, gates_of(case), T)}
-    if key.startswith("zoneout") and cell_of(case) == "rnn":
-        name = "masks"  # zoneout_h is not a key of the RNN's masks
     with pytest.raises(ValueError) as info:
         run_forward(module, case, {**forward_kwargs(case, params, options, None), "masks": masks})
     assert mentions(str(info.value), name), str(info.value)
 
 
-def test_zoneout_with_peepholes_is_refused():
-    params, options = make_problem("lstm-peephole", (3, 2, 4, 5), np.float64)
-    with pytest.raises(ValueError, match="zoneout is not supported with peepholes"):
-        run_forward(rnnext, "lstm-peephole", {**forward_kwargs("lstm-peephole", params, options, None),
-                                              "masks": {"zoneout_h": 0.1}})
+@pytest.mark.parametrize("case", ["lstm-peephole", "lstm-peephole-coupled"])
+def test_zoneout_peephole_looks_at_the_kept_cell(case):
+    """With zoneout on c only and every unit kept (k_c = 1), c[t+1] = c[t]: the output gate's peephole sees c[t]
+    (the kept cell), not the candidate, so the outputs equal a hand computation from the gates."""
+    shape = (3, 2, 4, 5)
+    T, N, I, H = shape
+    params, options = make_problem(case, shape, np.float64)
+    params["peephole"] = params["peephole"] + 0.7  # a peephole large enough to matter
+    masks = {"zoneout_c": np.ones((T, N, H))}
+    outs, cache = run_forward(rnnext, case, {**forward_kwargs(case, params, options, None), "masks": masks})
+    assert_same_bits({"c": cache["c"][1:]}, {"c": np.broadcast_to(params["c0"], (T, N, H)).copy()},
+                     f"{case}: every cell unit kept")
+    G = gates_of(case)
+    z_o = None
+    for t in range(T):  # the output gate's pre-activation recomputed from the gates before it
+        z = params["x"][t] @ params["kernel"] + cache["h"][t] @ params["recurrent_kernel"] + params["bias"]
+        z_o = z[:, (G - 1) * H:] + params["peephole"][-1] * cache["c"][t + 1]
+        o = 1 / (1 + np.exp(-z_o))
+        assert_close({"o": cache["gates"][t][:, (G - 1) * H:]}, {"o": o}, 1e-12, f"{case} step {t}: o")

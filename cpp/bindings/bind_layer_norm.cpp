@@ -1,6 +1,7 @@
 // Bindings for the layer-normalised cells: check and convert arguments, release the GIL, call
 // rnnext::layer_norm_lstm_* and layer_norm_gru_*.
 #include "bindings/checks.h"
+#include "bindings/mask_checks.h"
 #include "rnnext/layer_norm_gru.h"
 #include "rnnext/layer_norm_lstm.h"
 
@@ -174,17 +175,19 @@ LayerNormGruArgs<Scalar> layer_norm_gru_args(const Args& args, const CArray<Scal
 template <typename Scalar>
 py::tuple layer_norm_gru_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle kernel,
                                       py::handle recurrent, py::handle bias, py::handle input_gamma,
-                                      py::handle recurrent_gamma, py::handle lengths_obj, bool keep_cache) {
+                                      py::handle recurrent_gamma, py::handle lengths_obj, bool keep_cache,
+                                      py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const auto w = layer_norm_gru_args<Scalar>(args, x, kernel, recurrent, bias, input_gamma, recurrent_gamma);
   const py::ssize_t T = w.T, N = w.N, H = w.H;
   auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", N}, {"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
+  const MaskArgs<Scalar> masks(args, masks_obj, {T, N, w.I, H, 3 * H, "3*H"}, {"zoneout_h"});
   CArray<Scalar> y({T, N, H}), h_n({N, H});
   if (!keep_cache) {
     {
       py::gil_scoped_release release;
-      LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths))
+      LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths), masks.masks())
           .run(y.mutable_data(), h0.data(), h_n.mutable_data(), x.data());
     }
     return py::make_tuple(y, h_n, py::none());
@@ -197,7 +200,8 @@ py::tuple layer_norm_gru_forward_impl(const Args& args, py::handle x_obj, py::ha
                                         recurrent_norm.mutable_data(), recurrent_rstd.mutable_data()};
   {
     py::gil_scoped_release release;
-    LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths)).run_cached(y.mutable_data(), cache, x.data());
+    LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths), masks.masks())
+        .run_cached(y.mutable_data(), cache, x.data());
   }
   std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
   py::dict out;
@@ -213,7 +217,8 @@ py::tuple layer_norm_gru_forward_impl(const Args& args, py::handle x_obj, py::ha
 template <typename Scalar>
 py::dict layer_norm_gru_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, const py::dict& cache,
                                       py::handle x_obj, py::handle kernel, py::handle recurrent, py::handle bias,
-                                      py::handle input_gamma, py::handle recurrent_gamma, py::handle lengths_obj) {
+                                      py::handle input_gamma, py::handle recurrent_gamma, py::handle lengths_obj,
+                                      py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const auto w = layer_norm_gru_args<Scalar>(args, x, kernel, recurrent, bias, input_gamma, recurrent_gamma);
   const py::ssize_t T = w.T, N = w.N, I = w.I, H = w.H;
@@ -227,6 +232,7 @@ py::dict layer_norm_gru_backward_impl(const Args& args, py::handle dy_obj, py::h
   auto recurrent_norm = cache_entry<Scalar>(args, cache, "recurrent_norm", {steps, rows, gates});
   auto recurrent_rstd = cache_entry<Scalar>(args, cache, "recurrent_rstd", {steps, rows});
   auto lengths = args.lengths(lengths_obj, T, N);
+  const MaskArgs<Scalar> masks(args, masks_obj, {T, N, I, H, 3 * H, "3*H"}, {"zoneout_h"});
 
   CArray<Scalar> dx({T, N, I}), dkernel({I, 3 * H}), drecurrent({H, 3 * H}), dbias({py::ssize_t(2), 3 * H});
   CArray<Scalar> dinput_gamma({3 * H}), drecurrent_gamma({3 * H});
@@ -239,7 +245,8 @@ py::dict layer_norm_gru_backward_impl(const Args& args, py::handle dy_obj, py::h
                                             drecurrent_gamma.mutable_data()};
   {
     py::gil_scoped_release release;
-    layer_norm_gru_backward(grads_out, data_or_null(dy), state, x.data(), w.weights(), data_or_null(lengths), w.dims());
+    layer_norm_gru_backward(grads_out, data_or_null(dy), state, x.data(), w.weights(), data_or_null(lengths), w.dims(),
+                            masks.masks());
   }
   py::dict grads;
   grads["x"] = dx;
@@ -295,32 +302,37 @@ void bind_layer_norm(py::module_& m) {
   m.def(
       "layer_norm_gru_forward",
       [](py::handle x, py::handle h0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
-         py::handle ln_input_gamma, py::handle ln_recurrent_gamma, py::handle lengths, bool keep_cache) {
+         py::handle ln_input_gamma, py::handle ln_recurrent_gamma, py::handle lengths, bool keep_cache,
+         py::handle masks) {
         const Args args("layer_norm_gru_forward");
         return with_dtype(args, x, [&](auto scalar) {
           return layer_norm_gru_forward_impl<decltype(scalar)>(args, x, h0, kernel, recurrent_kernel, bias,
-                                                               ln_input_gamma, ln_recurrent_gamma, lengths, keep_cache);
+                                                               ln_input_gamma, ln_recurrent_gamma, lengths, keep_cache,
+                                                               masks);
         });
       },
       py::arg("x"), py::arg("h0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("ln_input_gamma"), py::arg("ln_recurrent_gamma"), py::arg("lengths") = py::none(),
-      py::arg("keep_cache") = true,
+      py::arg("keep_cache") = true, py::arg("masks") = py::none(),
       "Layer-normalised GRU (reset_after) forward over x [T, N, I] from h0 [N, H]; gate order r,z,n, bias [2, 3H].\n"
       "The input and recurrent pre-activations are normalised over their 3H values with gains ln_input_gamma,\n"
-      "ln_recurrent_gamma [3H]. Returns (y [T, N, H], h_n [N, H], cache); keep_cache=False gives None for the cache.");
+      "ln_recurrent_gamma [3H]. Returns (y [T, N, H], h_n [N, H], cache); keep_cache=False gives None for the cache.\n"
+      "masks: as gru_forward's (input, state, weight, zoneout_h); pass the same to layer_norm_gru_backward.");
   m.def(
       "layer_norm_gru_backward",
       [](py::handle dy, py::handle dh_n, py::handle cache, py::handle x, py::handle kernel, py::handle recurrent_kernel,
-         py::handle bias, py::handle ln_input_gamma, py::handle ln_recurrent_gamma, py::handle lengths) {
+         py::handle bias, py::handle ln_input_gamma, py::handle ln_recurrent_gamma, py::handle lengths,
+         py::handle masks) {
         const Args args("layer_norm_gru_backward");
         return with_dtype(args, x, [&](auto scalar) {
           return layer_norm_gru_backward_impl<decltype(scalar)>(args, dy, dh_n, forward_cache(args, cache), x, kernel,
                                                                 recurrent_kernel, bias, ln_input_gamma,
-                                                                ln_recurrent_gamma, lengths);
+                                                                ln_recurrent_gamma, lengths, masks);
         });
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
       py::arg("bias"), py::arg("ln_input_gamma"), py::arg("ln_recurrent_gamma"), py::arg("lengths") = py::none(),
+      py::arg("masks") = py::none(),
       "Layer-normalised GRU backpropagation through time. dy, dh_n may be None (zero).\n"
       "Returns a dict of gradients keyed x, h0, kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma.");
 }

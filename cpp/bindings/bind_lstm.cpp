@@ -13,12 +13,8 @@ struct LstmShapes {
 };
 
 template <typename Scalar>
-MaskArgs<Scalar> lstm_masks(const Args& args, const py::handle& masks_obj, const LstmShapes& s, bool peephole) {
-  MaskArgs<Scalar> masks(args, masks_obj, {s.T, s.N, s.I, s.H, s.G * s.H, s.gates_label()}, {"zoneout_h", "zoneout_c"});
-  // Zoneout's candidate cell would be what the output peephole looks at, which the peephole gradient does not
-  // follow; the combination is refused rather than half supported.
-  if (peephole && masks.zoneout()) args.fail_value("masks: zoneout is not supported with peepholes");
-  return masks;
+MaskArgs<Scalar> lstm_masks(const Args& args, const py::handle& masks_obj, const LstmShapes& s) {
+  return MaskArgs<Scalar>(args, masks_obj, {s.T, s.N, s.I, s.H, s.G * s.H, s.gates_label()}, {"zoneout_h", "zoneout_c"});
 }
 
 template <typename Scalar>
@@ -51,7 +47,7 @@ py::tuple lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_ob
   auto bias = args.array<Scalar>("bias", bias_obj, {{gl.c_str(), s.G * s.H}});
   auto peephole = args.optional_array<Scalar>("peephole", peephole_obj, {{coupled ? "P(f,o)" : "P(i,f,o)", s.P}, {"H", s.H}});
   auto lengths = args.lengths(lengths_obj, s.T, s.N);
-  const MaskArgs<Scalar> masks = lstm_masks<Scalar>(args, masks_obj, s, peephole.has_value());
+  const MaskArgs<Scalar> masks = lstm_masks<Scalar>(args, masks_obj, s);
 
   const LstmWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data(), data_or_null(peephole)};
   const Dims d{s.T, s.N, s.I, s.H};
@@ -143,7 +139,7 @@ py::dict lstm_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_o
   auto bias = args.array<Scalar>("bias", bias_obj, {{gl.c_str(), s.G * s.H}});
   auto peephole = args.optional_array<Scalar>("peephole", peephole_obj, {{coupled ? "P(f,o)" : "P(i,f,o)", s.P}, {"H", s.H}});
   auto lengths = args.lengths(lengths_obj, s.T, s.N);
-  const MaskArgs<Scalar> masks = lstm_masks<Scalar>(args, masks_obj, s, peephole.has_value());
+  const MaskArgs<Scalar> masks = lstm_masks<Scalar>(args, masks_obj, s);
 
   CArray<Scalar> dx({s.T, s.N, s.I}), dkernel({s.I, s.G * s.H}), drecurrent({s.H, s.G * s.H}), dbias({s.G * s.H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, s.N, s.H), dc0 = copy_or_zeros(dc_n, s.N, s.H);

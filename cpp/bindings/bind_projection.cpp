@@ -1,6 +1,7 @@
 // Bindings for the LSTM with projection: check and convert arguments, release the GIL, call
 // rnnext::ProjectedLstmForward / projected_lstm_backward.
 #include "bindings/checks.h"
+#include "bindings/mask_checks.h"
 #include "rnnext/lstm_projection.h"
 
 namespace rnnext::bindings {
@@ -14,6 +15,10 @@ struct ProjectedLstmArgs {
 
   ProjectedLstmWeights<Scalar> weights() const { return {kernel.data(), recurrent.data(), bias.data(), projection.data()}; }
   Dims dims() const { return {T, N, I, H}; }
+  // The masks argument: h's masks have P units (state [N, P], weight [P, 4H], zoneout_h [T, N, P]).
+  MaskArgs<Scalar> masks(const Args& args, const py::handle& obj) const {
+    return MaskArgs<Scalar>(args, obj, {T, N, I, H, 4 * H, "4*H", P}, {"zoneout_h", "zoneout_c"});
+  }
 };
 
 template <typename Scalar>
@@ -38,20 +43,21 @@ ProjectedLstmArgs<Scalar> projected_lstm_args(const Args& args, const CArray<Sca
 template <typename Scalar>
 py::tuple projected_lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle c0_obj,
                                       py::handle kernel, py::handle recurrent, py::handle bias, py::handle projection,
-                                      py::handle lengths_obj, bool keep_cache) {
+                                      py::handle lengths_obj, bool keep_cache, py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const auto w = projected_lstm_args<Scalar>(args, x, kernel, recurrent, bias, projection);
   const py::ssize_t T = w.T, N = w.N, H = w.H, P = w.P;
   auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", N}, {"P", P}});
   auto c0 = args.array<Scalar>("c0", c0_obj, {{"N", N}, {"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
+  const MaskArgs<Scalar> masks = w.masks(args, masks_obj);
   CArray<Scalar> y({T, N, P}), h_n({N, P}), c_n({N, H});
   if (!keep_cache) {
     const Scalar* states0[] = {h0.data(), c0.data()};
     Scalar* states_n[] = {h_n.mutable_data(), c_n.mutable_data()};
     {
       py::gil_scoped_release release;
-      ProjectedLstmForward<Scalar>(w.weights(), w.dims(), P, data_or_null(lengths))
+      ProjectedLstmForward<Scalar>(w.weights(), w.dims(), P, data_or_null(lengths), masks.masks())
           .run(y.mutable_data(), states0, states_n, x.data());
     }
     return py::make_tuple(y, h_n, c_n, py::none());
@@ -62,7 +68,8 @@ py::tuple projected_lstm_forward_impl(const Args& args, py::handle x_obj, py::ha
   const ProjectedLstmCache<Scalar> cache{h.mutable_data(), c.mutable_data(), gates.mutable_data(), m.mutable_data()};
   {
     py::gil_scoped_release release;
-    ProjectedLstmForward<Scalar>(w.weights(), w.dims(), P, data_or_null(lengths)).run_cached(y.mutable_data(), cache, x.data());
+    ProjectedLstmForward<Scalar>(w.weights(), w.dims(), P, data_or_null(lengths), masks.masks())
+        .run_cached(y.mutable_data(), cache, x.data());
   }
   std::copy_n(h.data() + T * N * P, N * P, h_n.mutable_data());
   std::copy_n(c.data() + T * N * H, N * H, c_n.mutable_data());
@@ -77,7 +84,8 @@ py::tuple projected_lstm_forward_impl(const Args& args, py::handle x_obj, py::ha
 template <typename Scalar>
 py::dict projected_lstm_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, py::handle dc_obj,
                                       const py::dict& cache, py::handle x_obj, py::handle kernel, py::handle recurrent,
-                                      py::handle bias, py::handle projection, py::handle lengths_obj) {
+                                      py::handle bias, py::handle projection, py::handle lengths_obj,
+                                      py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const auto w = projected_lstm_args<Scalar>(args, x, kernel, recurrent, bias, projection);
   const py::ssize_t T = w.T, N = w.N, I = w.I, H = w.H, P = w.P;
@@ -90,6 +98,7 @@ py::dict projected_lstm_backward_impl(const Args& args, py::handle dy_obj, py::h
   auto gates = cache_entry<Scalar>(args, cache, "gates", {steps, rows, {"4*H", 4 * H}});
   auto m = cache_entry<Scalar>(args, cache, "m", {steps, rows, units});
   auto lengths = args.lengths(lengths_obj, T, N);
+  const MaskArgs<Scalar> masks = w.masks(args, masks_obj);
 
   CArray<Scalar> dx({T, N, I}), dkernel({I, 4 * H}), drecurrent({P, 4 * H}), dbias({4 * H}), dprojection({H, P});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, P), dc0 = copy_or_zeros(dc_n, N, H);
@@ -99,7 +108,8 @@ py::dict projected_lstm_backward_impl(const Args& args, py::handle dy_obj, py::h
                                              dprojection.mutable_data()};
   {
     py::gil_scoped_release release;
-    projected_lstm_backward(grads_out, data_or_null(dy), state, x.data(), w.weights(), P, data_or_null(lengths), w.dims());
+    projected_lstm_backward(grads_out, data_or_null(dy), state, x.data(), w.weights(), P, data_or_null(lengths), w.dims(),
+                            masks.masks());
   }
   py::dict grads;
   grads["x"] = dx;
@@ -118,30 +128,35 @@ void bind_projection(py::module_& m) {
   m.def(
       "projected_lstm_forward",
       [](py::handle x, py::handle h0, py::handle c0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
-         py::handle projection, py::handle lengths, bool keep_cache) {
+         py::handle projection, py::handle lengths, bool keep_cache, py::handle masks) {
         const Args args("projected_lstm_forward");
         return with_dtype(args, x, [&](auto scalar) {
           return projected_lstm_forward_impl<decltype(scalar)>(args, x, h0, c0, kernel, recurrent_kernel, bias,
-                                                               projection, lengths, keep_cache);
+                                                               projection, lengths, keep_cache, masks);
         });
       },
       py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("projection"), py::arg("lengths") = py::none(), py::arg("keep_cache") = true,
+      py::arg("masks") = py::none(),
       "LSTM with projection (torch.nn.LSTM's proj_size) over x [T, N, I] from h0 [N, P], c0 [N, H]; gate order\n"
       "i,f,g,o, recurrent_kernel [P, 4H], h[t+1] = (o * tanh(c[t+1])) . projection [H, P], 1 <= P < H.\n"
-      "Returns (y [T, N, P], h_n [N, P], c_n [N, H], cache); keep_cache=False gives None for the cache.");
+      "Returns (y [T, N, P], h_n [N, P], c_n [N, H], cache); keep_cache=False gives None for the cache.\n"
+      "masks: as lstm_forward's with h's of P units (state [N, P], weight [P, 4H], zoneout_h [T, N, P],\n"
+      "zoneout_c [T, N, H]); pass the same to projected_lstm_backward.");
   m.def(
       "projected_lstm_backward",
       [](py::handle dy, py::handle dh_n, py::handle dc_n, py::handle cache, py::handle x, py::handle kernel,
-         py::handle recurrent_kernel, py::handle bias, py::handle projection, py::handle lengths) {
+         py::handle recurrent_kernel, py::handle bias, py::handle projection, py::handle lengths, py::handle masks) {
         const Args args("projected_lstm_backward");
         return with_dtype(args, x, [&](auto scalar) {
           return projected_lstm_backward_impl<decltype(scalar)>(args, dy, dh_n, dc_n, forward_cache(args, cache), x,
-                                                                kernel, recurrent_kernel, bias, projection, lengths);
+                                                                kernel, recurrent_kernel, bias, projection, lengths,
+                                                                masks);
         });
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"),
       py::arg("recurrent_kernel"), py::arg("bias"), py::arg("projection"), py::arg("lengths") = py::none(),
+      py::arg("masks") = py::none(),
       "Backpropagation through time of projected_lstm_forward. dy [T, N, P], dh_n [N, P], dc_n [N, H] may be None.\n"
       "Returns a dict of gradients keyed x, h0, c0, kernel, recurrent_kernel, bias, projection.");
 }

@@ -31,7 +31,7 @@ py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
   auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", H}, {"H", H}});
   auto bias = args.array<Scalar>("bias", bias_obj, {{"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
-  const MaskArgs<Scalar> masks(args, masks_obj, {T, N, I, H, H, "H"}, {});
+  const MaskArgs<Scalar> masks(args, masks_obj, {T, N, I, H, H, "H"}, {"zoneout_h"});
 
   const RnnWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
   const Dims d{T, N, I, H};
@@ -49,17 +49,21 @@ py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
     return py::make_tuple(y, h_n, py::none());
   }
   CArray<Scalar> h({T + 1, N, H});
+  std::optional<CArray<Scalar>> candidate;  // zoneout only: h[t+1] no longer holds the activation's output
+  if (masks.zoneout()) candidate = CArray<Scalar>({T, N, H});
   std::copy_n(h0.data(), N * H, h.mutable_data());
   {
     py::gil_scoped_release release;
     with_activation(act, [&](auto variant) {
-      rnn_forward<Scalar, decltype(variant)::value>(y.mutable_data(), h.mutable_data(), x.data(), weights,
-                                                    data_or_null(lengths), d, masks.masks());
+      rnn_forward<Scalar, decltype(variant)::value>(y.mutable_data(), h.mutable_data(),
+                                                    candidate ? candidate->mutable_data() : nullptr, x.data(),
+                                                    weights, data_or_null(lengths), d, masks.masks());
     });
   }
   std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
   py::dict cache;
   cache["h"] = h;
+  if (candidate) cache["candidate"] = *candidate;
   return py::make_tuple(y, h_n, cache);
 }
 
@@ -99,7 +103,9 @@ py::dict rnn_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_ob
   auto recurrent = args.array<Scalar>("recurrent_kernel", recurrent_obj, {{"H", H}, {"H", H}});
   auto bias = args.array<Scalar>("bias", bias_obj, {{"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
-  const MaskArgs<Scalar> masks(args, masks_obj, {T, N, I, H, H, "H"}, {});
+  const MaskArgs<Scalar> masks(args, masks_obj, {T, N, I, H, H, "H"}, {"zoneout_h"});
+  std::optional<CArray<Scalar>> candidate;
+  if (masks.zoneout()) candidate = cache_entry<Scalar>(args, cache, "candidate", {{"T", T}, {"N", N}, {"H", H}});
 
   CArray<Scalar> dx({T, N, I}), dkernel({I, H}), drecurrent({H, H}), dbias({H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
@@ -109,7 +115,8 @@ py::dict rnn_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_ob
   {
     py::gil_scoped_release release;
     with_activation(act, [&](auto variant) {
-      rnn_backward<Scalar, decltype(variant)::value>(grads_out, data_or_null(dy), h.data(), x.data(), weights,
+      rnn_backward<Scalar, decltype(variant)::value>(grads_out, data_or_null(dy), h.data(),
+                                                     candidate ? candidate->data() : nullptr, x.data(), weights,
                                                      data_or_null(lengths), Dims{T, N, I, H}, masks.masks());
     });
   }
@@ -142,7 +149,8 @@ void bind_rnn(py::module_& m) {
       "Simple RNN forward over x [T, N, I] from h0 [N, H]: h_new = act(x.kernel + h.recurrent_kernel + bias).\n"
       "Returns (y [T, N, H], h_n [N, H], cache); with keep_cache=False the cache is None (an inference pass:\n"
       "the same outputs, bit for bit). masks: None or a dict of input [N, I], state [N, H], weight [H, H]\n"
-      "dropout masks; pass the same to rnn_backward. See docs/conventions.md.");
+      "dropout masks and zoneout_h (a rate, or keep masks [T, N, H]; the cache then holds the candidates\n"
+      "h~ as 'candidate'); pass the same to rnn_backward. See docs/conventions.md.");
   m.def(
       "rnn_stepper",
       [](py::handle layers, py::ssize_t batch_size, const std::string& activation) {

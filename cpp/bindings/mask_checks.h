@@ -22,6 +22,8 @@ class MaskArgs {
   struct Sizes {
     py::ssize_t T, N, I, H, GH;
     std::string gates_label;  // "4*H", ...
+    py::ssize_t P = 0;        // h's width when it is not H (an LSTM with projection): state [N, P], weight
+                              // [P, G*H], zoneout_h [T, N, P]; zoneout_c keeps [T, N, H]
   };
 
   MaskArgs(const Args& args, const py::handle& obj, const Sizes& s, const std::vector<std::string>& zoneout_keys) {
@@ -37,10 +39,10 @@ class MaskArgs {
       if (key == "input") {
         masks_.input = keep(args.array<Scalar>("masks['input']", item.second, {{"N", s.N}, {"I", s.I}}));
       } else if (key == "state") {
-        masks_.state = keep(args.array<Scalar>("masks['state']", item.second, {{"N", s.N}, {"H", s.H}}));
+        masks_.state = keep(args.array<Scalar>("masks['state']", item.second, {{"N", s.N}, state_dim(s)}));
       } else if (key == "weight") {
         masks_.weight =
-            keep(args.array<Scalar>("masks['weight']", item.second, {{"H", s.H}, {s.gates_label.c_str(), s.GH}}));
+            keep(args.array<Scalar>("masks['weight']", item.second, {state_dim(s), {s.gates_label.c_str(), s.GH}}));
       } else if (zoneout) {
         (key == "zoneout_h" ? masks_.zoneout_h : masks_.zoneout_c) = zoneout_arg(args, key, item.second, s);
       } else {
@@ -52,6 +54,7 @@ class MaskArgs {
   bool zoneout() const { return masks_.zoneout_h.active() || masks_.zoneout_c.active(); }
 
  private:
+  static Dim state_dim(const Sizes& s) { return s.P > 0 ? Dim{"P", s.P} : Dim{"H", s.H}; }
   const Scalar* keep(CArray<Scalar> a) {
     owned_.push_back(a);
     return a.data();
@@ -69,7 +72,7 @@ class MaskArgs {
       if (!(rate >= 0 && rate < 1)) args.fail_value(name + " is " + std::to_string(rate) + ", expected a rate in [0, 1)");
       return {nullptr, Scalar(rate)};
     }
-    auto a = args.array<Scalar>(name.c_str(), value, {{"T", s.T}, {"N", s.N}, {"H", s.H}});
+    auto a = args.array<Scalar>(name.c_str(), value, {{"T", s.T}, {"N", s.N}, key == "zoneout_h" ? state_dim(s) : Dim{"H", s.H}});
     const Scalar* data = a.data();
     for (py::ssize_t k = 0; k < a.size(); ++k)
       if (!(data[k] >= 0 && data[k] <= 1)) args.fail_value(name + " holds " + std::to_string(double(data[k])) +

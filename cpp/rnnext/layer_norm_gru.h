@@ -6,6 +6,9 @@
 // before a product whose normalisation needs every unit's r, and is not offered. Each forward step is two stages
 // of time_loop.h (the recurrent product and its block moments; the normalisation, gates and h[t+1]); the
 // backward step backpropagates into the gates, then through the recurrent normalisation, then into h[t].
+// The regularisers' masks (time_loop.h) act as in the plain GRU: dropout on x before its product (so before the
+// input normalisation), recurrent dropout on h[t] and weight-drop on recurrent_kernel before the recurrent product
+// (so before its normalisation), and zoneout on h: h[t+1] = k * h[t] + (1 - k) * ((1 - z) * n + z * h[t]).
 #pragma once
 
 #include "rnnext/common.h"
@@ -57,6 +60,7 @@ struct LnGruGateStage {
   const Scalar* recurrent_gamma;                            // [3H]
   const Scalar* recurrent_bias;                             // [3H]
   BlockIndex blocks;
+  Zoneout<Scalar> zoneout;
 
   void products(Index, Index, const UnitBlock&) const {}
   template <typename W>
@@ -85,6 +89,10 @@ struct LnGruGateStage {
     auto state = h.segment(t + 1, n, j, w);
     const auto z = gates.segment(t, n, H + j, w);
     state = (Scalar(1) - z) * gates.segment(t, n, 2 * H + j, w) + z * h.segment(t, n, j, w);
+    if (zoneout.active()) {
+      const auto keep = zoneout.share(t, n, j, w, h.N, H);
+      state = keep * h.segment(t, n, j, w) + (Scalar(1) - keep) * state;
+    }
     y.segment(t, n, j, w) = state;
   }
   template <typename W>
@@ -103,8 +111,9 @@ class LayerNormGruForward : PackedForward<Scalar, LayerNormGruWeights<Scalar>> {
  public:
   static constexpr Index G = kLayerNormGruGates;
 
-  LayerNormGruForward(const LayerNormGruWeights<Scalar>& weights, const Dims& d, const int64_t* lengths /* [N] or null */)
-      : Base(weights, d, G, lengths, false) {}
+  LayerNormGruForward(const LayerNormGruWeights<Scalar>& weights, const Dims& d, const int64_t* lengths /* [N] or null */,
+                      const Masks<Scalar>& masks = {})
+      : Base(weights, d, G, lengths, false, masks) {}
 
   // On entry cache.h[0] holds h0.
   void run_cached(Scalar* y /* [T, N, H] */, const LayerNormGruCache<Scalar>& cache, const Scalar* x /* [T, N, I] */) const {
@@ -129,20 +138,24 @@ class LayerNormGruForward : PackedForward<Scalar, LayerNormGruWeights<Scalar>> {
             Scalar* input_rstd, const Sequence<Scalar>& recurrent, const Sequence<Scalar>& recurrent_rstd) const {
     const Index N = d_.N, H = d_.H, GH = G * H;
     // gates holds a[t] (normalised input projection plus the input bias) until step t activates it in place.
-    normalised_input_projection(gates, input_norm, input_rstd, x, weights_.kernel, weights_.ln_input_gamma,
-                                weights_.bias, d_.T * N, d_.I, GH);
+    normalised_input_projection(gates, input_norm, input_rstd, this->masked_.inputs(x), weights_.kernel,
+                                weights_.ln_input_gamma, weights_.bias, d_.T * N, d_.I, GH);
     const BlockIndex blocks{unit_block_size(N), Index(loop_.blocks().size())};
     std::vector<Moments<Scalar>> moments(size_t(N * blocks.count));
-    NormalisedRecurrentProduct<Scalar, G> product{U_, h, recurrent, moments.data(), blocks};
-    LnGruGateStage<Scalar> activate{{y, N, H}, h, {gates, N, GH}, recurrent, recurrent_rstd, moments.data(),
-                                    weights_.ln_recurrent_gamma, weights_.bias + GH, blocks};
+    NormalisedRecurrentProduct<Scalar, G> product{U_, h, recurrent, moments.data(), blocks};  // U_ masks h[t]
+    LnGruGateStage<Scalar> activate{{y, N, H},     h,
+                                    {gates, N, GH}, recurrent,
+                                    recurrent_rstd, moments.data(),
+                                    weights_.ln_recurrent_gamma, weights_.bias + GH,
+                                    blocks,         this->masked_.masks().zoneout_h};
     loop_.forward(product, activate);
   }
 };
 
 // Backward stage 1: backpropagate h[t+1] = (1 - z) * n + z * h[t] into the input-side gradients da[t] and the
 // recurrent-side ones db[t] (after their normalisation), with the block sums of its backward pass. dh becomes
-// z * dh_total, the direct path into h[t], to which BackpropIntoState adds; masked rows keep dh.
+// z * dh_total (plus zoneout's k * dh), the direct path into h[t], to which BackpropIntoState adds; masked rows
+// keep dh.
 template <typename Scalar>
 struct LnGruBackGateStage {
   static constexpr bool packs = false, rows = true;
@@ -153,6 +166,7 @@ struct LnGruBackGateStage {
   const Scalar* recurrent_gamma;                           // [3H]
   const Scalar* recurrent_bias;                            // [3H]
   BlockIndex blocks;
+  Zoneout<Scalar> zoneout;
 
   void products(Index, Index, const UnitBlock&) const {}
   template <typename W>
@@ -162,13 +176,19 @@ struct LnGruBackGateStage {
     auto dstate = segment(dh, n, H, j, w);
     BlockValues dh_total = dstate;
     if (dy.data != nullptr) dh_total += dy.segment(t, n, j, w);
+    BlockValues kept_path = BlockValues::Zero(w.size);  // zoneout's direct path into h[t]
+    if (zoneout.active()) {
+      const BlockValues keep = zoneout.share(t, n, j, w, h.N, H);
+      kept_path = keep * dh_total;
+      dh_total *= Scalar(1) - keep;
+    }
     const auto r = gates.segment(t, n, j, w), z = gates.segment(t, n, H + j, w), cand = gates.segment(t, n, 2 * H + j, w);
     const BlockValues b_n = segment(recurrent_gamma, 0, 0, 2 * H + j, w) * recurrent_norm.segment(t, n, 2 * H + j, w) +
                             segment(recurrent_bias, 0, 0, 2 * H + j, w);
     const BlockValues dn_pre = dh_total * (Scalar(1) - z) * (Scalar(1) - cand * cand);
     const BlockValues dz_pre = dh_total * (h.segment(t, n, j, w) - cand) * z * (Scalar(1) - z);
     const BlockValues dr_pre = dn_pre * b_n * r * (Scalar(1) - r);
-    dstate = dh_total * z;  // the direct path; BackpropIntoState adds the one through the recurrent product
+    dstate = dh_total * z + kept_path;  // the direct paths; BackpropIntoState adds the recurrent product's
     da.segment(t, n, j, w) = dr_pre;
     da.segment(t, n, H + j, w) = dz_pre;
     da.segment(t, n, 2 * H + j, w) = dn_pre;
@@ -189,39 +209,44 @@ struct LnGruBackGateStage {
   }
 };
 
-// Backward. grads.h0 holds dh_n on entry. dy may be null.
+// Backward. grads.h0 holds dh_n on entry. dy may be null. masks: the forward pass's.
 template <typename Scalar>
 void layer_norm_gru_backward(const LayerNormGruGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
-                             const LayerNormGruCache<const Scalar>& cache, const Scalar* x /* [T, N, I] */,
+                             const LayerNormGruCache<const Scalar>& cache, const Scalar* x_in /* [T, N, I] */,
                              const LayerNormGruWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */,
-                             const Dims& d) {
+                             const Dims& d, const Masks<Scalar>& masks = {}) {
   constexpr Index G = kLayerNormGruGates;
   const Index T = d.T, N = d.N, H = d.H, GH = G * H, rows = T * N;
   Workspace<Scalar> da(rows * GH), db(rows * GH), d_recurrent(rows * GH);
   const TimeLoop loop(d, G, lengths);
   const BlockIndex blocks{unit_block_size(N), Index(loop.blocks().size())};
   std::vector<BackwardSums<Scalar>> sums(size_t(N * blocks.count));
-  UnitRows<Scalar> U(weights.recurrent_kernel, d, G, 0, GH, loop);
+  const MaskedOperands<Scalar> masked(masks, d, GH, weights.recurrent_kernel);
+  UnitRows<Scalar> U(masked.recurrent_kernel(), d, G, 0, GH, loop);
   const Scalar* recurrent_bias = weights.bias + GH;
   LnGruBackGateStage<Scalar> through_gates{{da.data(), N, GH},         {db.data(), N, GH},
                                            grads.h0,                   {dy, N, H},
                                            {cache.h, N, H},            {cache.gates, N, GH},
                                            {cache.recurrent_norm, N, GH}, sums.data(),
                                            weights.ln_recurrent_gamma, recurrent_bias,
-                                           blocks};
+                                           blocks,                     masks.zoneout_h};
   NormalisedRecurrentBackward<Scalar, G> through_norm{{d_recurrent.data(), N, GH}, {db.data(), N, GH},
                                                {cache.recurrent_norm, N, GH}, {cache.recurrent_rstd, N, 1},
                                                sums.data(), weights.ln_recurrent_gamma, blocks};
-  BackpropIntoState<Scalar> into_state(U, {d_recurrent.data(), N, GH}, grads.h0, d, lengths);
+  BackpropIntoState<Scalar> into_state(U, {d_recurrent.data(), N, GH}, grads.h0, d, lengths, masks.state);
   loop.backward(through_gates, through_norm, into_state);
 
   column_sums(grads.bias, da.data(), GH, rows, GH);
   column_sums(grads.bias + GH, db.data(), GH, rows, GH);
   column_product_sums(grads.ln_recurrent_gamma, db.data(), cache.recurrent_norm, rows, GH);
   column_product_sums(grads.ln_input_gamma, da.data(), cache.input_norm, rows, GH);
-  transposed_times(grads.recurrent_kernel, GH, cache.h, H, H, d_recurrent.data(), GH, GH, rows);
-  input_side_gradients(grads.x, grads.kernel, da.data(), x, weights.kernel, cache.input_norm, cache.input_rstd,
-                       weights.ln_input_gamma, lengths, d, GH);
+  // The weight gradients read the operands as the products saw them: x and h[t] under their masks.
+  Workspace<Scalar> masked_states(masks.state ? rows * H : 0);
+  transposed_times(grads.recurrent_kernel, GH, masked.states(cache.h, masked_states), H, H, d_recurrent.data(), GH,
+                   GH, rows);
+  input_side_gradients(grads.x, grads.kernel, da.data(), masked.inputs(x_in), weights.kernel, cache.input_norm,
+                       cache.input_rstd, weights.ln_input_gamma, lengths, d, GH);
+  masked.unmask(grads.x, grads.recurrent_kernel);
 }
 
 }  // namespace rnnext

@@ -3,7 +3,9 @@
 //   gates i,f,g,o (coupled: f,g,o) = x[t] . kernel + h[t] . recurrent_kernel + bias  [+ peepholes]
 //   c_new = f * c[t] + i * g,   h_new = o * tanh(c_new)
 // Zoneout (Krueger et al. 2016) keeps a share k of the previous states, with the candidates c~ = f * c[t] + i * g
-// and h~ = o * tanh(c~):  c_new = k_c * c[t] + (1 - k_c) * c~,  h_new = k_h * h[t] + (1 - k_h) * h~.
+// and h~ = o * tanh(c~):  c_new = k_c * c[t] + (1 - k_c) * c~,  h_new = k_h * h[t] + (1 - k_h) * h~. The output
+// peephole looks at the cell that is kept, c_new (c~ without zoneout), as i and f look at c[t], the kept c_new
+// of the step before.
 // The time loop is time_loop.h's; this file holds the pointwise math of one step, forward and backward side by
 // side, with the two options as template parameters; the masks of the regularisers are data (time_loop.h).
 #pragma once
@@ -69,14 +71,14 @@ struct LstmForwardStep {
     for (Index k = 0; k < L::G; ++k) U.add(gates.step(t) + k * h.width + block.begin, gates.width, b, k);
   }
 
-  // The gates and c[t+1] (the candidate c~ under zoneout), at masked rows too (they are cached).
+  // The gates i, f, g and the candidate c~ into c[t+1], at masked rows too (they are cached).
   template <typename W>
-  void activate(Index t, Index n, Index j, W w) const {
+  void activate_cell(Index t, Index n, Index j, W w) const {
     const Index H = h.width;
     auto gate = [&](Index k) { return gates.segment(t, n, k * H + j, w); };
     auto cell_prev = c.segment(t, n, j, w);
     auto cell = c.segment(t + 1, n, j, w);
-    auto f = gate(L::f), g = gate(L::g), o = gate(L::o);
+    auto f = gate(L::f), g = gate(L::g);
     if constexpr (Peephole) {
       f = sigmoid(f + segment(peephole, L::peep_f, H, j, w) * cell_prev);
     } else {
@@ -94,31 +96,42 @@ struct LstmForwardStep {
       }
       cell = f * cell_prev + i * g;
     }
+  }
+  // The output gate, its peephole looking at `cell`.
+  template <typename W, typename Cell>
+  void activate_output(Index t, Index n, Index j, W w, const Cell& cell) const {
+    auto o = gates.segment(t, n, L::o * h.width + j, w);
     if constexpr (Peephole) {
-      o = sigmoid(o + segment(peephole, L::peep_o, H, j, w) * cell);
+      o = sigmoid(o + segment(peephole, L::peep_o, h.width, j, w) * cell);
     } else {
       o = sigmoid(o);
     }
   }
   template <typename W>
   void row(Index t, Index n, Index j, W w) const {
-    activate(t, n, j, w);
+    activate_cell(t, n, j, w);
     auto state = h.segment(t + 1, n, j, w);
     auto cell = c.segment(t + 1, n, j, w);
-    state = gates.segment(t, n, L::o * h.width + j, w) * tanh_of(cell);
+    if (!zoneout_c.active()) {
+      activate_output(t, n, j, w, cell);
+      state = gates.segment(t, n, L::o * h.width + j, w) * tanh_of(cell);
+    } else {  // the peephole sees the kept cell, h~ the candidate's tanh
+      const BlockArray<Scalar, W> candidate = cell;
+      const auto keep = zoneout_c.share(t, n, j, w, h.N, h.width);
+      cell = keep * c.segment(t, n, j, w) + (Scalar(1) - keep) * candidate;
+      activate_output(t, n, j, w, cell);
+      state = gates.segment(t, n, L::o * h.width + j, w) * tanh_of(candidate);
+    }
     if (zoneout_h.active()) {
       const auto keep = zoneout_h.share(t, n, j, w, h.N, h.width);
       state = keep * h.segment(t, n, j, w) + (Scalar(1) - keep) * state;
-    }
-    if (zoneout_c.active()) {
-      const auto keep = zoneout_c.share(t, n, j, w, h.N, h.width);
-      cell = keep * c.segment(t, n, j, w) + (Scalar(1) - keep) * cell;
     }
     y.segment(t, n, j, w) = state;
   }
   template <typename W>
   void masked_row(Index t, Index n, Index j, W w) const {
-    activate(t, n, j, w);
+    activate_cell(t, n, j, w);
+    activate_output(t, n, j, w, c.segment(t + 1, n, j, w));
     h.segment(t + 1, n, j, w) = h.segment(t, n, j, w);
     c.segment(t + 1, n, j, w) = c.segment(t, n, j, w);
     y.segment(t, n, j, w).setZero();
@@ -137,7 +150,7 @@ struct LstmBackwardStep {
   Scalar* dc;                          // [N, H] gradient on c[t+1], turned into the one on c[t]
   Sequence<const Scalar> dy, c, gates;  // [T, N, H] (data null when absent), [T+1, N, H], [T, N, G*H]
   const Scalar* peephole;              // [P, H] or null
-  Zoneout<Scalar> zoneout_h, zoneout_c;  // never with peepholes (the binding refuses)
+  Zoneout<Scalar> zoneout_h, zoneout_c;
 
   void products(Index, Index, const UnitBlock&) const {}
   template <typename W>
@@ -183,7 +196,16 @@ struct LstmBackwardStep {
     // Backpropagate h_new = o * tanh(c_new) into the output gate and the cell.
     dgate(L::o) = dh_total * tanh_cell * o * (Scalar(1) - o);
     BlockValues dcell_total = dcell_next + dh_total * o * (Scalar(1) - tanh_cell * tanh_cell);
-    if constexpr (Peephole) dcell_total += dgate(L::o) * segment(peephole, L::peep_o, H, j, w);
+    if constexpr (Peephole) {
+      if (!zoneout_c.active()) {
+        dcell_total += dgate(L::o) * segment(peephole, L::peep_o, H, j, w);
+      } else {  // the output peephole looked at the kept cell: its gradient splits as dc's did
+        const BlockValues dpeep = dgate(L::o) * segment(peephole, L::peep_o, H, j, w);
+        const BlockValues keep = zoneout_c.share(t, n, j, w, c.N, H);
+        dcell += keep * dpeep;
+        dcell_total += (Scalar(1) - keep) * dpeep;
+      }
+    }
     // Backpropagate c_new = f * c[t] + i * g into f, i (or 1 - f) and g.
     if constexpr (Coupled) {
       dgate(L::f) = dcell_total * (cell_prev - g) * f * (Scalar(1) - f);

@@ -5,6 +5,10 @@
 // unit blocks, then the projection on unit blocks of P (block b of the loop computes projection block b, while
 // there is one: P < H gives no more blocks than H). The backward step backpropagates h[t+1] into m[t], the gates
 // and c[t], then into h[t], on the same two kinds of blocks.
+// The regularisers' masks (time_loop.h) act as in the plain LSTM, with h's of P units: dropout on x, recurrent
+// dropout on h[t] [N, P] where it enters the product, weight-drop on recurrent_kernel [P, 4H], and zoneout on c
+// (c[t+1] = k_c * c[t] + (1 - k_c) * c~, m[t] = o * tanh(c~)) and on h (h[t+1] = k_h * h[t] + (1 - k_h) *
+// m[t] . projection, k_h [T, N, P]).
 #pragma once
 
 #include "rnnext/common.h"
@@ -67,12 +71,14 @@ class BlockProduct {
 // The unit blocks of P (the same block size as the loop's, which depends on N only).
 inline std::vector<UnitBlock> projection_blocks(Index P, Index N) { return unit_blocks(P, N); }
 
-// Forward stage 1: gates[t] holds x[t] . kernel + bias; add h[t] . U, activate in place, write c[t+1] and m[t].
+// Forward stage 1: gates[t] holds x[t] . kernel + bias; add h[t] . U, activate in place, write c[t+1] and m[t]
+// (under zoneout c[t+1] mixes c[t] and the candidate c~, and m[t] = o * tanh(c~)).
 template <typename Scalar>
 struct ProjectedLstmGateStage {
   static constexpr bool packs = true, rows = true;
   GateColumns<Scalar>& U;
   Sequence<Scalar> h, c, gates, m;  // [T+1, N, P], [T+1, N, H], [T, N, 4H], [T, N, H]
+  Zoneout<Scalar> zoneout_c;
 
   StepOperand<Scalar> operand(Index t) const { return U.operand(h.step(t), h.width); }
   void products(Index t, Index b, const UnitBlock& block) const {
@@ -90,6 +96,10 @@ struct ProjectedLstmGateStage {
     auto cell = c.segment(t + 1, n, j, w);
     cell = f * c.segment(t, n, j, w) + i * g;
     m.segment(t, n, j, w) = o * tanh_of(cell);
+    if (zoneout_c.active()) {
+      const auto keep = zoneout_c.share(t, n, j, w, c.N, c.width);
+      cell = keep * c.segment(t, n, j, w) + (Scalar(1) - keep) * cell;
+    }
   }
   template <typename W>
   void masked_row(Index t, Index n, Index j, W w) const {
@@ -98,7 +108,14 @@ struct ProjectedLstmGateStage {
   }
 };
 
-// Forward stage 2: h[t+1] = m[t] . projection on projection block b, y[t] = h[t+1]; masked rows carry h[t].
+// Zoneout's share k of h[t] kept at step t, row n, unit u of P (the rate without keep masks).
+template <typename Scalar>
+Scalar kept_share(const Zoneout<Scalar>& zoneout, Index t, Index n, Index u, Index N, Index P) {
+  return zoneout.keep != nullptr ? zoneout.keep[(t * N + n) * P + u] : zoneout.rate;
+}
+
+// Forward stage 2: h[t+1] = m[t] . projection on projection block b (under zoneout mixed with h[t]), y[t] =
+// h[t+1]; masked rows carry h[t].
 template <typename Scalar>
 struct ProjectionStage {
   static constexpr bool packs = true, rows = false;
@@ -106,6 +123,7 @@ struct ProjectionStage {
   const std::vector<UnitBlock>& blocks;  // of P
   Sequence<Scalar> y, h, m;              // [T, N, P], [T+1, N, P], [T, N, H]
   const int64_t* lengths;                // [N] or null
+  Zoneout<Scalar> zoneout_h;             // keep masks [T, N, P]
 
   StepOperand<Scalar> operand(Index t) const { return projection.operand(m.step(t), m.width); }
   void products(Index t, Index b, const UnitBlock&) const {
@@ -117,6 +135,13 @@ struct ProjectionStage {
     for (Index n = 0; n < h.N; ++n) {
       Scalar* out = y.step(t) + n * P + block.begin;
       if (step_valid(lengths, t, n)) {
+        if (zoneout_h.active()) {
+          const Scalar* prev = h.step(t) + n * P + block.begin;
+          for (Index k = 0; k < block.size; ++k) {
+            const Scalar keep = kept_share(zoneout_h, t, n, block.begin + k, h.N, P);
+            next[n * P + k] = keep * prev[k] + (Scalar(1) - keep) * next[n * P + k];
+          }
+        }
         std::copy_n(next + n * P, block.size, out);
       } else {
         std::copy_n(h.step(t) + n * P + block.begin, block.size, next + n * P);
@@ -133,13 +158,15 @@ class ProjectedLstmForward {
   static constexpr Index G = kProjectedLstmGates;
   using Weights = ProjectedLstmWeights<Scalar>;
 
-  ProjectedLstmForward(const Weights& weights, const Dims& d, Index P, const int64_t* lengths /* [N] or null */)
+  ProjectedLstmForward(const Weights& weights, const Dims& d, Index P, const int64_t* lengths /* [N] or null */,
+                       const Masks<Scalar>& masks = {})
       : weights_(weights),
         d_(d),
         P_(P),
         lengths_(lengths),
+        masked_(masks, d, G * d.H, weights.recurrent_kernel, P),
         loop_(d, G, lengths),
-        U_(weights.recurrent_kernel, d, G, loop_, P),
+        U_(masked_.recurrent_kernel(), d, G, loop_, P, masks.state),
         p_blocks_(projection_blocks(P, d.N)),
         projection_(pack_gate_columns(weights.projection, P, 1, p_blocks_, gemm_depth<Scalar>(d.H, P, d.N), d.N),
                     gemm_depth<Scalar>(d.H, P, d.N), d.N) {}
@@ -168,9 +195,10 @@ class ProjectedLstmForward {
   void loop(Scalar* y, const Scalar* x, const Sequence<Scalar>& h, const Sequence<Scalar>& c, Scalar* gates,
             const Sequence<Scalar>& m) {
     const Index N = d_.N, GH = G * d_.H;
-    project_inputs(gates, x, weights_.kernel, weights_.bias, d_.T * N, d_.I, GH);
-    ProjectedLstmGateStage<Scalar> cell{U_, h, c, {gates, N, GH}, m};
-    ProjectionStage<Scalar> project{projection_, p_blocks_, {y, N, P_}, h, m, lengths_};
+    project_inputs(gates, masked_.inputs(x), weights_.kernel, weights_.bias, d_.T * N, d_.I, GH);
+    const Masks<Scalar>& masks = masked_.masks();
+    ProjectedLstmGateStage<Scalar> cell{U_, h, c, {gates, N, GH}, m, masks.zoneout_c};
+    ProjectionStage<Scalar> project{projection_, p_blocks_, {y, N, P_}, h, m, lengths_, masks.zoneout_h};
     loop_.forward(cell, project);
   }
 
@@ -178,14 +206,16 @@ class ProjectedLstmForward {
   Dims d_;
   Index P_;
   const int64_t* lengths_;
+  MaskedOperands<Scalar> masked_;
   TimeLoop loop_;
-  GateColumns<Scalar> U_;
+  GateColumns<Scalar> U_;  // packs h[t] under the state mask
   std::vector<UnitBlock> p_blocks_;
   BlockProduct<Scalar> projection_;
 };
 
-// Backward stage 1, on projection block b: the gradient on h[t+1] with dy[t] added, kept per step for the
-// projection's gradient (zero at masked rows); valid rows restart dh from zero for stage 3, masked rows keep it.
+// Backward stage 1, on projection block b: the gradient on h[t+1] with dy[t] added (under zoneout its share
+// 1 - k_h, the gradient on m[t] . projection), kept per step for the projection's gradient (zero at masked rows);
+// valid rows restart dh from zero (from zoneout's direct path k_h * (dh + dy)) for stage 3, masked rows keep it.
 template <typename Scalar>
 struct ProjectedOutputGradStage {
   static constexpr bool packs = false, rows = false;
@@ -195,6 +225,7 @@ struct ProjectedOutputGradStage {
   Scalar* dh;                            // [N, P]
   Sequence<const Scalar> dy;             // [T, N, P], data null when absent
   const int64_t* lengths;
+  Zoneout<Scalar> zoneout_h;
 
   void products(Index t, Index b, const UnitBlock&) const {
     if (b >= count) return;
@@ -212,13 +243,22 @@ struct ProjectedOutputGradStage {
         const Scalar* out = dy.step(t) + n * P + block.begin;
         for (Index k = 0; k < block.size; ++k) total[k] += out[k];
       }
-      std::fill_n(state, block.size, Scalar(0));
+      if (!zoneout_h.active()) {
+        std::fill_n(state, block.size, Scalar(0));
+        continue;
+      }
+      for (Index k = 0; k < block.size; ++k) {
+        const Scalar keep = kept_share(zoneout_h, t, n, block.begin + k, dh_total.N, P);
+        state[k] = keep * total[k];
+        total[k] *= Scalar(1) - keep;
+      }
     }
   }
 };
 
-// Backward stage 2, on the cell's unit blocks: dm = dh_total[t] . projection^T, then through m = o * tanh(c[t+1])
-// and c[t+1] = f * c[t] + i * g into the gate pre-activations dz[t] and into c[t].
+// Backward stage 2, on the cell's unit blocks: dm = dh_total[t] . projection^T, then through m = o * tanh(c~)
+// and c~ = f * c[t] + i * g (c[t+1] without zoneout; with it the candidate, recomputed) into the gate
+// pre-activations dz[t] and into c[t].
 template <typename Scalar>
 struct ProjectedGateGradStage {
   static constexpr bool packs = true, rows = true;
@@ -228,6 +268,7 @@ struct ProjectedGateGradStage {
   Scalar* dm;                             // [N, H] scratch of the step
   Scalar* dc;                             // [N, H] gradient on c[t+1], turned into the one on c[t]
   Sequence<const Scalar> c, gates;        // [T+1, N, H], [T, N, 4H]
+  Zoneout<Scalar> zoneout_c;
 
   StepOperand<Scalar> operand(Index t) const { return projection_rows.operand(dh_total.step(t), dh_total.width); }
   void products(Index, Index b, const UnitBlock& block) const { projection_rows.set(dm + block.begin, c.width, b); }
@@ -239,13 +280,24 @@ struct ProjectedGateGradStage {
     const auto g = gates.segment(t, n, 2 * H + j, w), o = gates.segment(t, n, 3 * H + j, w);
     const auto d_m = segment(static_cast<const Scalar*>(dm), n, H, j, w);
     auto dcell = segment(dc, n, H, j, w);
-    const BlockValues tanh_cell = tanh_of(c.segment(t + 1, n, j, w));
+    BlockValues cell = c.segment(t + 1, n, j, w), dcell_next = dcell, dcell_kept = BlockValues::Zero(w.size);
+    if (zoneout_c.active()) {  // through the mix into the candidate (recomputed) and directly into c[t]
+      cell = f * c.segment(t, n, j, w) + i * g;
+      const BlockValues keep = zoneout_c.share(t, n, j, w, c.N, H);
+      dcell_kept = keep * dcell_next;
+      dcell_next *= Scalar(1) - keep;
+    }
+    const BlockValues tanh_cell = tanh_of(cell);
     dz.segment(t, n, 3 * H + j, w) = d_m * tanh_cell * o * (Scalar(1) - o);
-    const BlockValues dcell_total = dcell + d_m * o * (Scalar(1) - tanh_cell * tanh_cell);
+    const BlockValues dcell_total = dcell_next + d_m * o * (Scalar(1) - tanh_cell * tanh_cell);
     dz.segment(t, n, j, w) = dcell_total * g * i * (Scalar(1) - i);
     dz.segment(t, n, H + j, w) = dcell_total * c.segment(t, n, j, w) * f * (Scalar(1) - f);
     dz.segment(t, n, 2 * H + j, w) = dcell_total * i * (Scalar(1) - g * g);
-    dcell = dcell_total * f;
+    if (zoneout_c.active()) {
+      dcell = dcell_total * f + dcell_kept;
+    } else {
+      dcell = dcell_total * f;
+    }
   }
   template <typename W>
   void masked_row(Index t, Index n, Index j, W w) const {
@@ -254,7 +306,8 @@ struct ProjectedGateGradStage {
 };
 
 // Backward stage 3, on projection block b: dh += dz[t] . recurrent_kernel^T. Masked rows' dh is set aside
-// around the product (0 times a non-finite weight would be NaN), as BackpropIntoState does.
+// around the product (0 times a non-finite weight would be NaN), as BackpropIntoState does; with a state mask the
+// product, the gradient on the masked h[t], is multiplied by it before it joins dh.
 template <typename Scalar>
 struct ProjectedStateGradStage {
   static constexpr bool packs = true, rows = false;
@@ -265,12 +318,30 @@ struct ProjectedStateGradStage {
   Scalar* kept;                          // [N, P] scratch
   Index P;
   const int64_t* lengths;
+  const Scalar* state_mask;              // [N, P] or null
 
   StepOperand<Scalar> operand(Index t) const { return recurrent_rows.operand(dz.step(t), dz.width); }
   void products(Index t, Index b, const UnitBlock&) const {
     if (b >= recurrent_rows.blocks()) return;
     const UnitBlock& block = blocks[size_t(b)];
     Scalar* state = dh + block.begin;
+    if (state_mask != nullptr) {
+      for (Index n = 0; n < dz.N; ++n) {
+        std::copy_n(state + n * P, block.size, kept + block.begin + n * P);
+        std::fill_n(state + n * P, block.size, Scalar(0));
+      }
+      recurrent_rows.add(state, P, b);
+      for (Index n = 0; n < dz.N; ++n) {
+        VectorMap<Scalar> row(state + n * P, block.size);
+        ConstVectorMap<Scalar> before(kept + block.begin + n * P, block.size);
+        if (step_valid(lengths, t, n)) {
+          row = before + row * ConstVectorMap<Scalar>(state_mask + n * P + block.begin, block.size);
+        } else {
+          row = before;
+        }
+      }
+      return;
+    }
     if (lengths != nullptr)
       for (Index n = 0; n < dz.N; ++n)
         if (!step_valid(lengths, t, n)) std::copy_n(state + n * P, block.size, kept + block.begin + n * P);
@@ -281,32 +352,37 @@ struct ProjectedStateGradStage {
   }
 };
 
-// Backward. grads.h0 [N, P] and grads.c0 [N, H] hold dh_n and dc_n on entry. dy [T, N, P] may be null.
+// Backward. grads.h0 [N, P] and grads.c0 [N, H] hold dh_n and dc_n on entry. dy [T, N, P] may be null. masks:
+// the forward pass's.
 template <typename Scalar>
 void projected_lstm_backward(const ProjectedLstmGrads<Scalar>& grads, const Scalar* dy,
                              const ProjectedLstmCache<const Scalar>& cache, const Scalar* x /* [T, N, I] */,
                              const ProjectedLstmWeights<Scalar>& weights, Index P,
-                             const int64_t* lengths /* [N] or null */, const Dims& d) {
+                             const int64_t* lengths /* [N] or null */, const Dims& d, const Masks<Scalar>& masks = {}) {
   constexpr Index G = kProjectedLstmGates;
   const Index T = d.T, N = d.N, H = d.H, GH = G * H, rows = T * N;
   Workspace<Scalar> dz(rows * GH), dh_total(rows * P), dm(N * H), kept(N * P);
+  const MaskedOperands<Scalar> masked(masks, d, GH, weights.recurrent_kernel, P);
   const TimeLoop loop(d, G, lengths);
   const std::vector<UnitBlock> p_blocks = projection_blocks(P, N);
   const GemmDepth projection_depth = gemm_depth<Scalar>(P, H, N), recurrent_depth = gemm_depth<Scalar>(GH, P, N);
   BlockProduct<Scalar> projection_rows(pack_unit_rows(weights.projection, P, 0, loop.blocks(), projection_depth, N),
                                        projection_depth, N);
-  BlockProduct<Scalar> recurrent_rows(pack_unit_rows(weights.recurrent_kernel, GH, 0, p_blocks, recurrent_depth, N),
-                                      recurrent_depth, N);
+  BlockProduct<Scalar> recurrent_rows(
+      pack_unit_rows(masked.recurrent_kernel(), GH, 0, p_blocks, recurrent_depth, N), recurrent_depth, N);
   ProjectedOutputGradStage<Scalar> into_output{p_blocks, Index(p_blocks.size()), {dh_total.data(), N, P}, grads.h0,
-                                               {dy, N, P}, lengths};
+                                               {dy, N, P}, lengths, masks.zoneout_h};
   ProjectedGateGradStage<Scalar> into_gates{projection_rows, {dh_total.data(), N, P}, {dz.data(), N, GH}, dm.data(),
-                                            grads.c0, {cache.c, N, H}, {cache.gates, N, GH}};
+                                            grads.c0, {cache.c, N, H}, {cache.gates, N, GH}, masks.zoneout_c};
   ProjectedStateGradStage<Scalar> into_state{recurrent_rows, p_blocks, {dz.data(), N, GH}, grads.h0, kept.data(), P,
-                                             lengths};
+                                             lengths, masks.state};
   loop.backward(into_output, into_gates, into_state);
 
-  weight_gradients(grads.x, grads.kernel, grads.recurrent_kernel, grads.bias, dz.data(), x, weights.kernel, cache.h,
-                   rows, d.I, P, GH);
+  // The weight gradients read the operands as the products saw them: x and h[t] under their masks.
+  Workspace<Scalar> masked_states(masks.state ? rows * P : 0);  // [T, N, P]
+  weight_gradients(grads.x, grads.kernel, grads.recurrent_kernel, grads.bias, dz.data(), masked.inputs(x),
+                   weights.kernel, masked.states(cache.h, masked_states), rows, d.I, P, GH);
+  masked.unmask(grads.x, grads.recurrent_kernel);
   transposed_times(grads.projection, P, cache.m, H, H, dh_total.data(), P, P, rows);
 }
 

@@ -73,16 +73,20 @@ void mask_rows(Scalar* out, const Scalar* in, const Scalar* mask /* [N, width] *
 
 // The operands that a call's masks change, each a masked copy (or the operand itself when its mask is off):
 // the recurrent kernel * weight mask, made once per call and read by the forward and backward passes; the
-// inputs x * input mask; the states h[t] * state mask that the recurrent kernel's gradient reads.
+// inputs x * input mask; the states h[t] * state mask that the recurrent kernel's gradient reads. The states
+// have H units, or state_width (an LSTM with projection's P; then recurrent_kernel and the weight mask are
+// [P, G*H] and the state mask [N, P]).
 template <typename Scalar>
 class MaskedOperands {
  public:
-  MaskedOperands(const Masks<Scalar>& masks, const Dims& d, Index GH, const Scalar* recurrent_kernel /* [H, G*H] */)
-      : masks_(masks), d_(d), GH_(GH), x_(masks.input ? d.T * d.N * d.I : 0), recurrent_(masks.weight ? d.H * GH : 0),
+  MaskedOperands(const Masks<Scalar>& masks, const Dims& d, Index GH, const Scalar* recurrent_kernel /* [H, G*H] */,
+                 Index state_width = 0 /* 0: H */)
+      : masks_(masks), d_(d), GH_(GH), S_(state_width > 0 ? state_width : d.H),
+        x_(masks.input ? d.T * d.N * d.I : 0), recurrent_(masks.weight ? S_ * GH : 0),
         recurrent_kernel_(recurrent_kernel) {
     if (masks.weight) {
-      VectorMap<Scalar>(recurrent_.data(), d.H * GH) =
-          ConstVectorMap<Scalar>(recurrent_kernel, d.H * GH) * ConstVectorMap<Scalar>(masks.weight, d.H * GH);
+      VectorMap<Scalar>(recurrent_.data(), S_ * GH) =
+          ConstVectorMap<Scalar>(recurrent_kernel, S_ * GH) * ConstVectorMap<Scalar>(masks.weight, S_ * GH);
       recurrent_kernel_ = recurrent_.data();
     }
   }
@@ -98,20 +102,20 @@ class MaskedOperands {
   // states [T, N, H] (h[0..T-1], or GRU's r * h[t]) times the state mask, in `scratch` [T, N, H] when it is on.
   const Scalar* states(const Scalar* states, Workspace<Scalar>& scratch) const {
     if (masks_.state == nullptr) return states;
-    mask_rows(scratch.data(), states, masks_.state, d_.T, d_.N, d_.H);
+    mask_rows(scratch.data(), states, masks_.state, d_.T, d_.N, S_);
     return scratch.data();
   }
   // From the gradients on the masked operands to those on the operands themselves.
   void unmask(Scalar* dx /* [T, N, I] */, Scalar* drecurrent /* [H, G*H] */) const {
     if (masks_.input) mask_rows(dx, dx, masks_.input, d_.T, d_.N, d_.I);
     if (masks_.weight)
-      VectorMap<Scalar>(drecurrent, d_.H * GH_) *= ConstVectorMap<Scalar>(masks_.weight, d_.H * GH_);
+      VectorMap<Scalar>(drecurrent, S_ * GH_) *= ConstVectorMap<Scalar>(masks_.weight, S_ * GH_);
   }
 
  private:
   Masks<Scalar> masks_;
   Dims d_;
-  Index GH_;
+  Index GH_, S_;  // S_: the states' width
   mutable Workspace<Scalar> x_;
   Workspace<Scalar> recurrent_;
   const Scalar* recurrent_kernel_;

@@ -40,7 +40,7 @@ class ThreadChooser:
 # Forward passes return (y [T, N, H], h_n [N, H][, c_n [N, H]], cache); the cache goes to the matching backward.
 # Backward passes return gradients keyed by argument name (x, h0[, c0], kernel, recurrent_kernel, bias[, peephole]).
 # masks (the regularisers, the same dict for a forward and its backward): "input" [N, I], "state" [N, H] and
-# "weight" [H, G*H] dropout masks, and the LSTM's "zoneout_h", "zoneout_c" / the GRU's "zoneout_h": a rate in
+# "weight" [H, G*H] dropout masks, and the LSTM's "zoneout_h", "zoneout_c" / the GRU's and RNN's "zoneout_h": a rate in
 # [0, 1) (the expectation) or keep masks [T, N, H] of 0 and 1.
 Masks = Optional[dict[str, "Float | float"]]
 def rnn_forward(
@@ -380,6 +380,7 @@ def layer_norm_gru_forward(
     ln_recurrent_gamma: Float,      # [3H]
     lengths: Optional[ArrayLike] = None,
     keep_cache: bool = True,
+    masks: Masks = None,            # as gru_forward's
 ) -> tuple[Float, Float, Optional[dict[str, Float]]]: ...
 def layer_norm_gru_backward(
     dy: Optional[Float],
@@ -392,6 +393,7 @@ def layer_norm_gru_backward(
     ln_input_gamma: Float,
     ln_recurrent_gamma: Float,
     lengths: Optional[ArrayLike] = None,
+    masks: Masks = None,
 ) -> dict[str, Float]: ...
 def projected_lstm_forward(
     x: Float,                       # [T, N, I]
@@ -403,6 +405,7 @@ def projected_lstm_forward(
     projection: Float,              # [H, P], 1 <= P < H
     lengths: Optional[ArrayLike] = None,
     keep_cache: bool = True,
+    masks: Masks = None,            # h's masks with P units: state [N, P], weight [P, 4H], zoneout_h [T, N, P]
 ) -> tuple[Float, Float, Float, Optional[dict[str, Float]]]: ...
 def projected_lstm_backward(
     dy: Optional[Float],
@@ -415,4 +418,5 @@ def projected_lstm_backward(
     bias: Float,
     projection: Float,
     lengths: Optional[ArrayLike] = None,
+    masks: Masks = None,
 ) -> dict[str, Float]: ...

@@ -16,7 +16,9 @@ __all__ = ["RNN", "SimpleRNN", "LSTM", "GRU"]
 
 
 class RNN(Recurrent):
-    """Simple (Elman) RNN: h_new = activation(x @ kernel + h @ recurrent_kernel + bias). `SimpleRNN` is an alias."""
+    """Simple (Elman) RNN: h_new = activation(x @ kernel + h @ recurrent_kernel + bias). `SimpleRNN` is an alias.
+    zoneout=z mixes h as for the GRU: h[t+1] = k * h[t] + (1 - k) * h_new (keep masks k in training, k = z
+    outside)."""
 
     _ACTIVATIONS = ("tanh", "relu", "sigmoid")
 
@@ -26,6 +28,7 @@ class RNN(Recurrent):
         self._finish_init()
 
     _takes_masks = True
+    _zoneout_parts = ("h",)
 
     def _gates(self) -> int:
         return 1
@@ -54,7 +57,8 @@ SimpleRNN = RNN
 
 class LSTM(Recurrent):
     """LSTM, gate order i, f, g, o (coupled: f, g, o with i = 1 - f), optional peepholes (`peephole [P, H]`, zero
-    at start). The forget-gate block of every bias starts at `forget_bias`.
+    at start). The forget-gate block of every bias starts at `forget_bias`. With zoneout and peepholes the output
+    gate's peephole looks at the cell that is kept, c[t+1] after zoneout (docs/api.md).
 
     layer_norm=True: the layer-normalised LSTM (Ba, Kiros & Hinton 2016, haste's placement): the input and the
     recurrent pre-activations are each normalised over all 4H values with gains `ln_input_gamma`,
@@ -63,7 +67,9 @@ class LSTM(Recurrent):
 
     proj_size=P (0 < P < units): the LSTM with projection as torch.nn.LSTM defines it: h = (o * tanh(c)) @
     projection with `projection [H, P]` (torch's weight_hr transposed), so h and the outputs have P units,
-    `recurrent_kernel` is [P, 4H] and c keeps H; see rnnext.reference.projection_cells."""
+    `recurrent_kernel` is [P, 4H] and c keeps H; see rnnext.reference.projection_cells. It takes dropout,
+    recurrent_dropout, weight_drop and zoneout as the plain LSTM does, h's masks with P units (zoneout on h mixes
+    the projected state)."""
 
     _state_names = ("h", "c")
     _takes_masks = True
@@ -73,9 +79,6 @@ class LSTM(Recurrent):
                  **kwargs):
         super().__init__(units, **kwargs)
         self.peephole = check_bool("LSTM", "peephole", peephole)
-        if self.peephole and self._zoneout_rates():
-            raise ValueError(f"LSTM: zoneout={self.zoneout!r} with peephole=True is not supported (the output "
-                             "peephole would look at zoneout's candidate cell); use one or the other")
         self.coupled = check_bool("LSTM", "coupled", coupled)
         # -- layer normalisation (its own engine kernel, layer_norm_lstm.h)
         self.layer_norm = check_bool("LSTM", "layer_norm", layer_norm)
@@ -91,8 +94,8 @@ class LSTM(Recurrent):
             raise ValueError(f"LSTM: proj_size={self.proj_size} with peephole={self.peephole}, coupled={self.coupled}, "
                              f"layer_norm={self.layer_norm} is not supported; the projected LSTM has the four plain "
                              "gates, as torch.nn.LSTM")
-        if self.layer_norm or self.proj_size:
-            _refuse_masks(self, "layer_norm=True" if self.layer_norm else f"proj_size={self.proj_size}")
+        if self.layer_norm:
+            _refuse_masks(self, "layer_norm=True")
         largest = float(np.finfo(self.dtype).max)  # a larger value would overflow the bias to inf
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.number)) \
                 or not math.isfinite(forget_bias) or abs(forget_bias) > largest:
@@ -146,7 +149,7 @@ class LSTM(Recurrent):
             return y, (h_n, c_n), cache
         if self.proj_size:
             y, h_n, c_n, cache = _core.projected_lstm_forward(x, state[0], state[1], *_projected_lstm_weights(w),
-                                                              lengths=lengths, keep_cache=keep_cache)
+                                                              lengths=lengths, keep_cache=keep_cache, masks=masks)
             return y, (h_n, c_n), cache
         peephole = w["peephole"].value if self.peephole else None
         y, h_n, c_n, cache = _core.lstm_forward(x, state[0], state[1], w["kernel"].value,
@@ -169,7 +172,7 @@ class LSTM(Recurrent):
             return grads["x"], (grads["h0"], grads["c0"]), grads
         if self.proj_size:
             grads = _core.projected_lstm_backward(dy, dstate[0], dstate[1], cache, x, *_projected_lstm_weights(w),
-                                                  lengths=lengths)
+                                                  lengths=lengths, masks=masks)
             return grads["x"], (grads["h0"], grads["c0"]), grads
         peephole = w["peephole"].value if self.peephole else None
         grads = _core.lstm_backward(dy, dstate[0], dstate[1], cache, x, w["kernel"].value,
@@ -179,11 +182,12 @@ class LSTM(Recurrent):
 
 
 def _refuse_masks(layer, variant):
-    """The regularisers' masks are fused into the plain cells' kernels only, not (yet) into the layer-normalised
-    and projected ones."""
+    """The regularisers' masks are fused into the plain cells', the layer-normalised GRU's and the projected
+    LSTM's kernels, not (yet) into the layer-normalised LSTM's."""
     if layer.dropout or layer.recurrent_dropout or layer.weight_drop or layer._zoneout_rates():
         raise ValueError(f"{type(layer).__name__}: {variant} with dropout, recurrent_dropout, weight_drop or zoneout "
-                         "is not supported yet (their masks are fused into the plain cells' kernels only); "
+                         "is not supported yet (their masks are fused into the plain cells', the "
+                         "layer-normalised GRU's and the projected LSTM's kernels only); "
                          "layer_dropout, between stacked layers, is")
 
 
@@ -219,7 +223,9 @@ class GRU(Recurrent):
 
     layer_norm=True (reset_after only): the layer-normalised GRU as haste's LayerNormGRU: the input and the
     recurrent pre-activations are each normalised over all 3H values with gains `ln_input_gamma`,
-    `ln_recurrent_gamma` [3H] (start 1) before their biases; r multiplies n's normalised recurrent term."""
+    `ln_recurrent_gamma` [3H] (start 1) before their biases; r multiplies n's normalised recurrent term. It takes
+    dropout, recurrent_dropout, weight_drop and zoneout as the plain GRU does, each mask applied before the
+    normalisation of the product it enters."""
 
     _takes_masks = True
     _zoneout_parts = ("h",)
@@ -232,8 +238,6 @@ class GRU(Recurrent):
         if self.layer_norm and not self.reset_after:
             raise ValueError("GRU: layer_norm=True needs reset_after=True (the reset gate multiplies the normalised "
                              "recurrent term; before the product it would need every unit's r first)")
-        if self.layer_norm:
-            _refuse_masks(self, "layer_norm=True")
         self._finish_init()
 
     def _gates(self) -> int:
@@ -251,7 +255,7 @@ class GRU(Recurrent):
     def _engine_forward(self, x, state, w, lengths, keep_cache=True, masks=None):
         if self.layer_norm:
             y, h_n, cache = _core.layer_norm_gru_forward(x, state[0], *_layer_norm_gru_weights(w), lengths=lengths,
-                                                         keep_cache=keep_cache)
+                                                         keep_cache=keep_cache, masks=masks)
             return y, (h_n,), cache
         y, h_n, cache = _core.gru_forward(x, state[0], w["kernel"].value, w["recurrent_kernel"].value,
                                           w["bias"].value, lengths=lengths, reset_after=self.reset_after,
@@ -267,7 +271,7 @@ class GRU(Recurrent):
     def _engine_backward(self, dy, dstate, cache, x, w, lengths, masks=None):
         if self.layer_norm:
             grads = _core.layer_norm_gru_backward(dy, dstate[0], cache, x, *_layer_norm_gru_weights(w),
-                                                  lengths=lengths)
+                                                  lengths=lengths, masks=masks)
             return grads["x"], (grads["h0"],), grads
         grads = _core.gru_backward(dy, dstate[0], cache, x, w["kernel"].value, w["recurrent_kernel"].value,
                                    w["bias"].value, lengths=lengths, reset_after=self.reset_after, masks=masks)

@@ -184,7 +184,7 @@ class Recurrent(Layer):
             raise ValueError(f"{where}: zoneout is {zoneout!r}, expected a rate or a pair of rates {tuple(parts)}")
         rates = tuple(check_rate(where, "zoneout", rate) for rate in rates)
         if not parts and any(rates):
-            raise ValueError(f"{where}: zoneout is {zoneout!r}, but this cell has no zoneout (LSTM and GRU have)")
+            raise ValueError(f"{where}: zoneout is {zoneout!r}, but this cell has no zoneout (RNN, LSTM and GRU have)")
         return rates[0] if single or len(rates) == 1 else rates
 
     def _zoneout_rates(self):
@@ -194,20 +194,22 @@ class Recurrent(Layer):
 
     def _draw_masks(self, T, N, layer_input):
         """The engine masks of one layer and direction for this forward, or None: in training the dropout masks
-        (batch axis marked, see batch_uniforms) and zoneout's keep masks; outside training zoneout's rates."""
-        H, G = self.units, self._gates()
+        (batch axis marked, see batch_uniforms) and zoneout's keep masks; outside training zoneout's rates. h's
+        masks have the width of h (an LSTM's proj_size), c's the cell's units."""
+        H, G, S = self.units, self._gates(), self._output_units()
         masks = {}
         zoneout = self._zoneout_rates()
         if self.training:
             if self.dropout > 0:
                 masks["input"] = dropout_mask(self.rng, (N, layer_input), self.dropout, self.dtype, batch_axis=0)
             if self.recurrent_dropout > 0:
-                masks["state"] = dropout_mask(self.rng, (N, H), self.recurrent_dropout, self.dtype, batch_axis=0)
+                masks["state"] = dropout_mask(self.rng, (N, S), self.recurrent_dropout, self.dtype, batch_axis=0)
             if self.weight_drop > 0:  # one mask for the whole batch: no batch axis
-                masks["weight"] = ((self.rng.random((H, G * H)) >= self.weight_drop).astype(self.dtype)
+                masks["weight"] = ((self.rng.random((S, G * H)) >= self.weight_drop).astype(self.dtype)
                                    * np.dtype(self.dtype).type(1.0 / (1.0 - self.weight_drop)))
             for key, rate in zoneout.items():
-                masks[key] = (batch_uniforms(self.rng, (T, N, H), batch_axis=1) < rate).astype(self.dtype)
+                width = S if key == "zoneout_h" else H
+                masks[key] = (batch_uniforms(self.rng, (T, N, width), batch_axis=1) < rate).astype(self.dtype)
         else:
             masks.update(zoneout)
         return masks or None

@@ -13,7 +13,10 @@ from ._common import _check, _check_activation, _check_cache, _check_lengths, _c
 # state kept: a rate (evaluation, the expectation) or keep masks [T, N, H] (training).
 
 class _Masks:
-    def __init__(self, fn, masks, T, N, I, H, G, dtype, zoneout_keys=()):
+    """P: h's width when it is not H (the LSTM with projection): state [N, P], weight [P, G*H], zoneout_h
+    [T, N, P]; zoneout_c stays [T, N, H]."""
+
+    def __init__(self, fn, masks, T, N, I, H, G, dtype, zoneout_keys=(), P=None):
         masks = dict(masks or {})
         known = ("input", "state", "weight") + tuple(zoneout_keys)
         for key in masks:
@@ -23,9 +26,10 @@ class _Masks:
         def get(key, dims):
             return None if masks.get(key) is None else _check(fn, f"masks[{key!r}]", masks[key], dims, dtype)
 
+        state = ("H", H) if P is None else ("P", P)
         self.input = get("input", [("N", N), ("I", I)])
-        self.state = get("state", [("N", N), ("H", H)])
-        self.weight = get("weight", [("H", H), (f"{G}H", G * H)])
+        self.state = get("state", [("N", N), state])
+        self.weight = get("weight", [state, (f"{G}H", G * H)])
         self.zoneout = {}
         for key in zoneout_keys:
             value = masks.get(key)
@@ -34,7 +38,8 @@ class _Masks:
                     raise ValueError(f"{fn}: masks[{key!r}] is {value}, expected a rate in [0, 1)")
                 value = dtype.type(value)
             elif value is not None:
-                value = _check(fn, f"masks[{key!r}]", value, [("T", T), ("N", N), ("H", H)], dtype)
+                units = state if key == "zoneout_h" else ("H", H)
+                value = _check(fn, f"masks[{key!r}]", value, [("T", T), ("N", N), units], dtype)
                 if not ((value >= 0) & (value <= 1)).all():
                     raise ValueError(f"{fn}: masks[{key!r}] holds values outside [0, 1], expected keep masks")
             self.zoneout[key] = value
@@ -61,6 +66,11 @@ class _Masks:
         keep = self._keep(key, t)
         return (0, grad) if keep is None else (keep * grad, (1 - keep) * grad)
 
+    def zoneout_on(self, key):
+        """Whether zoneout `key` changes anything (keep masks, or a rate above 0), as the engine's active()."""
+        value = self.zoneout.get(key)
+        return value is not None and not (np.ndim(value) == 0 and value == 0)
+
     def _keep(self, key, t):
         value = self.zoneout.get(key)
         return value if value is None or np.ndim(value) == 0 else value[t]
@@ -72,7 +82,8 @@ class _Masks:
 def rnn_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, activation="tanh", masks=None):
     """x [T, N, I], h0 [N, H], kernel [I, H], recurrent_kernel [H, H], bias [H] -> (y [T, N, H], h_n [N, H], cache).
 
-    cache = {"h": [T+1, N, H]} with h[0] = h0.
+    cache = {"h": [T+1, N, H]} with h[0] = h0, and under zoneout "candidate" [T, N, H] = act(a), the candidate
+    that zoneout mixes with h[t] (h[t+1] no longer holds it, and act' is written on it).
     """
     fn = "rnn_forward"
     act, _ = _check_activation(fn, activation)
@@ -85,19 +96,24 @@ def rnn_forward(x, h0, kernel, recurrent_kernel, bias, lengths=None, activation=
     W_hh = _check(fn, "recurrent_kernel", recurrent_kernel, [("H", H), ("H", H)], dtype)  # hidden -> hidden
     b_h = _check(fn, "bias", bias, [("H", H)], dtype)
     lengths = _check_lengths(fn, lengths, N, T)
-    m = _Masks(fn, masks, T, N, I, H, 1, dtype)
+    m = _Masks(fn, masks, T, N, I, H, 1, dtype, ("zoneout_h",))
     x, W_hh = m.inputs(x), m.recurrent(W_hh)
 
     h = np.zeros((T + 1, N, H), dtype=dtype)  # h[t] is the state before step t
     y = np.zeros((T, N, H), dtype=dtype)
+    candidate = np.zeros((T, N, H), dtype=dtype)
     h[0] = h0
     for t in range(T):
         valid = _valid_rows(lengths, t, N)
         a = x[t] @ W_xh + m.states(h[t]) @ W_hh + b_h
-        h_new = act(a)
+        candidate[t] = act(a)
+        h_new = m.mix("zoneout_h", t, h[t], candidate[t])  # zoneout: keep a share of the previous state
         h[t + 1] = np.where(valid, h_new, h[t])  # rows past their length carry their state
         y[t] = np.where(valid, h_new, 0)
-    return y, h[T].copy(), {"h": h}
+    cache = {"h": h}
+    if m.zoneout_on("zoneout_h"):
+        cache["candidate"] = candidate
+    return y, h[T].copy(), cache
 
 
 def rnn_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=None, activation="tanh", masks=None):
@@ -118,8 +134,11 @@ def rnn_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=Non
     dy = _check_or_zeros(fn, "dy", dy, [("T", T), ("N", N), ("H", H)], dtype)
     dh = _check_or_zeros(fn, "dh_n", dh_n, [("N", N), ("H", H)], dtype)
     h = _check_cache(fn, cache, "h", [("T+1", T + 1), ("N", N), ("H", H)], dtype)
-    m = _Masks(fn, masks, T, N, I, H, 1, dtype)
+    m = _Masks(fn, masks, T, N, I, H, 1, dtype, ("zoneout_h",))
     x_masked, W_hh = m.inputs(x), m.recurrent(W_hh)
+    # the activation's outputs: h[t+1] at valid rows, the cached candidates under zoneout
+    outputs = h[1:] if not m.zoneout_on("zoneout_h") else \
+        _check_cache(fn, cache, "candidate", [("T", T), ("N", N), ("H", H)], dtype)
 
     dx = np.zeros_like(x)
     dW_xh = np.zeros_like(W_xh)
@@ -130,14 +149,16 @@ def rnn_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, lengths=Non
         # backprop into h_new, from step t+1 and from y[t]; rows past their length never ran this step
         # (their y[t] is a constant 0), so nothing enters the cell there
         dh_new = np.where(valid, dh + dy[t], 0)
-        # backprop through h_new = act(a); at valid rows h_new is h[t+1]
-        da = act_grad(dh_new, h[t + 1])
+        # backprop through zoneout's mix, straight into h[t] and into the candidate
+        dh_kept, dh_new = m.split("zoneout_h", t, dh_new)
+        # backprop through the candidate act(a); at valid rows it is h[t+1] without zoneout
+        da = act_grad(dh_new, outputs[t])
         # backprop through a = x[t] @ W_xh + h[t] @ W_hh + b_h
         dx[t] = m.inputs(da @ W_xh.T)
         dW_xh += x_masked[t].T @ da
         dW_hh += m.states(h[t]).T @ da
         db_h += da.sum(axis=0)
-        dh_prev = m.states(da @ W_hh.T)
+        dh_prev = m.states(da @ W_hh.T) + dh_kept
         dh = np.where(valid, dh_prev, dh)  # a carried state passes its gradient straight through
     return {"x": dx, "h0": dh, "kernel": dW_xh, "recurrent_kernel": m.unmask_recurrent(dW_hh), "bias": db_h}
 
@@ -210,12 +231,11 @@ def lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, peephole=None, lengt
             i = _sigmoid(z_i + _peek(p_i, c[t]))
             f = _sigmoid(z_f + _peek(p_f, c[t]))
         g = np.tanh(z_g)
-        c_new = f * c[t] + i * g
-        o = _sigmoid(z_o + _peek(p_o, c_new))  # the output gate peeks at the new cell
-        h_new = o * np.tanh(c_new)
-        # zoneout: keep a share of the previous states
-        h_new = m.mix("zoneout_h", t, h[t], h_new)
-        c_new = m.mix("zoneout_c", t, c[t], c_new)
+        c_cand = f * c[t] + i * g
+        c_new = m.mix("zoneout_c", t, c[t], c_cand)  # zoneout: keep a share of the previous cell
+        o = _sigmoid(z_o + _peek(p_o, c_new))  # the output gate peeks at the new cell, the one that is kept
+        h_new = o * np.tanh(c_cand)
+        h_new = m.mix("zoneout_h", t, h[t], h_new)  # zoneout: keep a share of the previous state
         gates[t] = np.concatenate([f, g, o] if coupled else [i, f, g, o], axis=1)
         c[t + 1] = np.where(valid, c_new, c[t])
         h[t + 1] = np.where(valid, h_new, h[t])
@@ -268,15 +288,18 @@ def lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peep
         # backprop into h_new and c_new from step t+1 (and y[t]); masked rows never ran this step
         dh_new = np.where(valid, dh + dy[t], 0)
         dc_next = np.where(valid, dc, 0)
-        # backprop through zoneout's mix into the candidates (c_cand recomputed) and straight into h[t], c[t]
+        # backprop through zoneout's h mix into the candidate and straight into h[t] (c_cand recomputed)
         dh_kept, dh_new = m.split("zoneout_h", t, dh_new)
-        dc_kept, dc_next = m.split("zoneout_c", t, dc_next)
         c_cand = f * c[t] + i * g
         # backprop through h_cand = o * tanh(c_cand)
         tc = np.tanh(c_cand)
         dz_o = dh_new * tc * o * (1 - o)
-        # backprop into c_new: from step t+1, through tanh(c_new), and through the output-gate peephole
-        dc_new = dc_next + dh_new * o * (1 - tc * tc) + _peek(p_o, dz_o)
+        # backprop into the kept cell c[t+1]: from step t+1 and through the output-gate peephole; then
+        # through zoneout's c mix into the candidate and straight into c[t]
+        dc_next = dc_next + _peek(p_o, dz_o)
+        dc_kept, dc_next = m.split("zoneout_c", t, dc_next)
+        # backprop into c_cand: that share, and through tanh(c_cand)
+        dc_new = dc_next + dh_new * o * (1 - tc * tc)
         # backprop through c_new = f * c[t] + i * g
         dz_g = dc_new * i * (1 - g * g)
         if coupled:
@@ -297,7 +320,7 @@ def lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, peep
         if peephole is not None:
             dp_i += (dz_i * c[t]).sum(axis=0)
             dp_f += (dz_f * c[t]).sum(axis=0)
-            dp_o += (dz_o * c_cand).sum(axis=0)
+            dp_o += (dz_o * m.mix("zoneout_c", t, c[t], c_cand)).sum(axis=0)  # c[t+1] at valid rows
         dh_prev = m.states(dz @ W_hz.T) + dh_kept
         dh = np.where(valid, dh_prev, dh)  # a carried state passes its gradients straight through
         dc = np.where(valid, dc_prev, dc)

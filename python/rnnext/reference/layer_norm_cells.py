@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import _check, _check_cache, _check_lengths, _check_or_zeros, _check_x, _hidden_size, _sigmoid, _valid_rows
+from .cells import _Masks
 
 LAYER_NORM_EPSILON = 1e-5  # as haste, PyTorch's nn.LayerNorm and the paper's code
 
@@ -195,9 +196,11 @@ def _check_layer_norm_gru(fn, x, kernel, recurrent_kernel, bias, ln_input_gamma,
     return x, (T, N, I, H), weights
 
 
-def layer_norm_gru_forward(x, h0, kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma, lengths=None):
+def layer_norm_gru_forward(x, h0, kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma, lengths=None,
+                           masks=None):
     """x [T, N, I], h0 [N, H], kernel [I, 3H], recurrent_kernel [H, 3H], bias [2, 3H], ln_input_gamma and
-    ln_recurrent_gamma [3H] -> (y [T, N, H], h_n [N, H], cache).
+    ln_recurrent_gamma [3H] -> (y [T, N, H], h_n [N, H], cache). masks: as gru_forward's, each applied before the
+    normalisation of the product it enters (x before x @ kernel, h[t] and recurrent_kernel before h @ U).
 
     cache = {"h": [T+1, N, H]; "gates": [T, N, 3H] activated r, z, n; "input_norm", "recurrent_norm": [T, N, 3H]
     and "input_rstd", "recurrent_rstd": [T, N]}.
@@ -208,6 +211,8 @@ def layer_norm_gru_forward(x, h0, kernel, recurrent_kernel, bias, ln_input_gamma
     dtype = x.dtype
     h0 = _check(fn, "h0", h0, [("N", N), ("H", H)], dtype)
     lengths = _check_lengths(fn, lengths, N, T)
+    m = _Masks(fn, masks, T, N, I, H, 3, dtype, ("zoneout_h",))
+    U = m.recurrent(w["recurrent_kernel"])
 
     h = np.zeros((T + 1, N, H), dtype=dtype)
     y = np.zeros((T, N, H), dtype=dtype)
@@ -215,17 +220,18 @@ def layer_norm_gru_forward(x, h0, kernel, recurrent_kernel, bias, ln_input_gamma
     recurrent_norm = np.zeros((T, N, 3 * H), dtype=dtype)
     recurrent_rstd = np.zeros((T, N), dtype=dtype)
     h[0] = h0
-    input_norm, input_rstd = _normalise(x @ w["kernel"])
+    input_norm, input_rstd = _normalise(m.inputs(x) @ w["kernel"])
     a = w["ln_input_gamma"] * input_norm + w["bias"][0]
     for t in range(T):
         valid = _valid_rows(lengths, t, N)
-        recurrent_norm[t], recurrent_rstd[t] = _normalise(h[t] @ w["recurrent_kernel"])
+        recurrent_norm[t], recurrent_rstd[t] = _normalise(m.states(h[t]) @ U)
         b = w["ln_recurrent_gamma"] * recurrent_norm[t] + w["bias"][1]
         a_r, a_z, a_n = np.split(a[t], 3, axis=1)
         b_r, b_z, b_n = np.split(b, 3, axis=1)
         r, z = _sigmoid(a_r + b_r), _sigmoid(a_z + b_z)
         n = np.tanh(a_n + r * b_n)
         h_new = (1 - z) * n + z * h[t]
+        h_new = m.mix("zoneout_h", t, h[t], h_new)  # zoneout: keep a share of the previous state
         gates[t] = np.concatenate([r, z, n], axis=1)
         h[t + 1] = np.where(valid, h_new, h[t])
         y[t] = np.where(valid, h_new, 0)
@@ -235,8 +241,9 @@ def layer_norm_gru_forward(x, h0, kernel, recurrent_kernel, bias, ln_input_gamma
 
 
 def layer_norm_gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma,
-                            lengths=None):
-    """Gradients of layer_norm_gru_forward given dy [T, N, H] and dh_n [N, H] (each may be None: zero).
+                            lengths=None, masks=None):
+    """Gradients of layer_norm_gru_forward given dy [T, N, H] and dh_n [N, H] (each may be None: zero), under the
+    forward's masks.
 
     Returns {"x", "h0", "kernel", "recurrent_kernel", "bias", "ln_input_gamma", "ln_recurrent_gamma"}.
     """
@@ -254,6 +261,8 @@ def layer_norm_gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, 
     input_rstd = _check_cache(fn, cache, "input_rstd", rows, dtype)
     recurrent_norm = _check_cache(fn, cache, "recurrent_norm", rows + gate_dims, dtype)
     recurrent_rstd = _check_cache(fn, cache, "recurrent_rstd", rows, dtype)
+    m = _Masks(fn, masks, T, N, I, H, 3, dtype, ("zoneout_h",))
+    U = m.recurrent(w["recurrent_kernel"])
 
     da = np.zeros((T, N, 3 * H), dtype=dtype)  # gradient on the input pre-activations a
     db = np.zeros((T, N, 3 * H), dtype=dtype)  # gradient on the recurrent pre-activations b
@@ -264,19 +273,22 @@ def layer_norm_gru_backward(dy, dh_n, cache, x, kernel, recurrent_kernel, bias, 
         b_n = (w["ln_recurrent_gamma"] * recurrent_norm[t] + w["bias"][1])[:, 2 * H:]
         # backprop into h_new from step t+1 (and y[t]); masked rows never ran this step
         dh_new = np.where(valid, dh + dy[t], 0)
-        # backprop through h_new = (1 - z) * n + z * h[t]
+        # backprop through zoneout's mix, straight into h[t] and into the candidate
+        dh_kept, dh_new = m.split("zoneout_h", t, dh_new)
+        # backprop through h_cand = (1 - z) * n + z * h[t]
         dn_pre = dh_new * (1 - z) * (1 - n * n)
         dz_pre = dh_new * (h[t] - n) * z * (1 - z)
         dr_pre = dn_pre * b_n * r * (1 - r)
         da[t] = np.concatenate([dr_pre, dz_pre, dn_pre], axis=1)
         db[t] = np.concatenate([dr_pre, dz_pre, dn_pre * r], axis=1)
-        # backprop through the recurrent normalisation into h[t] @ recurrent_kernel, then into h[t]
+        # backprop through the recurrent normalisation into h[t] @ U (masked), then into h[t]
         grads["ln_recurrent_gamma"] += (db[t] * recurrent_norm[t]).sum(axis=0)
         d_recurrent = _normalise_backward(db[t] * w["ln_recurrent_gamma"], recurrent_norm[t], recurrent_rstd[t])
-        grads["recurrent_kernel"] += h[t].T @ d_recurrent
-        dh = np.where(valid, dh_new * z + d_recurrent @ w["recurrent_kernel"].T, dh)
+        grads["recurrent_kernel"] += m.states(h[t]).T @ d_recurrent
+        dh = np.where(valid, dh_new * z + dh_kept + m.states(d_recurrent @ U.T), dh)
+    grads["recurrent_kernel"] = m.unmask_recurrent(grads["recurrent_kernel"])
     grads["bias"] = np.stack([da.sum(axis=(0, 1)), db.sum(axis=(0, 1))])
     grads["ln_input_gamma"] = (da * input_norm).sum(axis=(0, 1))
     d_projection = _input_side_backward(da * w["ln_input_gamma"], input_norm, input_rstd, lengths)
-    grads["kernel"] = np.einsum("tni,tng->ig", x, d_projection)
-    return {"x": d_projection @ w["kernel"].T, "h0": dh, **grads}
+    grads["kernel"] = np.einsum("tni,tng->ig", m.inputs(x), d_projection)
+    return {"x": m.inputs(d_projection @ w["kernel"].T), "h0": dh, **grads}
