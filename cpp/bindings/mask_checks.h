@@ -72,7 +72,8 @@ class MaskArgs {
       if (!(rate >= 0 && rate < 1)) args.fail_value(name + " is " + std::to_string(rate) + ", expected a rate in [0, 1)");
       return {nullptr, Scalar(rate)};
     }
-    auto a = args.array<Scalar>(name.c_str(), value, {{"T", s.T}, {"N", s.N}, key == "zoneout_h" ? state_dim(s) : Dim{"H", s.H}});
+    const Dim units = key == "zoneout_h" ? state_dim(s) : Dim{"H", s.H};  // zoneout_c keeps H under a projection
+    auto a = args.array<Scalar>(name.c_str(), value, {{"T", s.T}, {"N", s.N}, units});
     const Scalar* data = a.data();
     for (py::ssize_t k = 0; k < a.size(); ++k)
       if (!(data[k] >= 0 && data[k] <= 1)) args.fail_value(name + " holds " + std::to_string(double(data[k])) +

@@ -108,12 +108,6 @@ struct ProjectedLstmGateStage {
   }
 };
 
-// Zoneout's share k of h[t] kept at step t, row n, unit u of P (the rate without keep masks).
-template <typename Scalar>
-Scalar kept_share(const Zoneout<Scalar>& zoneout, Index t, Index n, Index u, Index N, Index P) {
-  return zoneout.keep != nullptr ? zoneout.keep[(t * N + n) * P + u] : zoneout.rate;
-}
-
 // Forward stage 2: h[t+1] = m[t] . projection on projection block b (under zoneout mixed with h[t]), y[t] =
 // h[t+1]; masked rows carry h[t].
 template <typename Scalar>
@@ -138,7 +132,7 @@ struct ProjectionStage {
         if (zoneout_h.active()) {
           const Scalar* prev = h.step(t) + n * P + block.begin;
           for (Index k = 0; k < block.size; ++k) {
-            const Scalar keep = kept_share(zoneout_h, t, n, block.begin + k, h.N, P);
+            const Scalar keep = zoneout_h.share(t, n, block.begin + k, h.N, P);
             next[n * P + k] = keep * prev[k] + (Scalar(1) - keep) * next[n * P + k];
           }
         }
@@ -248,7 +242,7 @@ struct ProjectedOutputGradStage {
         continue;
       }
       for (Index k = 0; k < block.size; ++k) {
-        const Scalar keep = kept_share(zoneout_h, t, n, block.begin + k, dh_total.N, P);
+        const Scalar keep = zoneout_h.share(t, n, block.begin + k, dh_total.N, P);
         state[k] = keep * total[k];
         total[k] *= Scalar(1) - keep;
       }

@@ -50,6 +50,10 @@ struct Zoneout {
     if (keep != nullptr) return segment(keep + t * N * H, n, H, j, w);
     return BlockArray<Scalar, W>::Constant(w.size, rate);
   }
+  // The same for one unit u (the stages that walk raw rows, e.g. the LSTM projection's).
+  Scalar share(Index t, Index n, Index u, Index N, Index H) const {
+    return keep != nullptr ? keep[(t * N + n) * H + u] : rate;
+  }
 };
 
 template <typename Scalar>
