@@ -56,7 +56,8 @@ def engine_step(name, p, masks=None):
 
 
 # The variants whose kernels take the masks, with their gate blocks and zoneout keys.
-MASKED = {"layer_norm_gru": (3, ("zoneout_h",)), "projected_lstm": (4, ("zoneout_h", "zoneout_c"))}
+MASKED = {"layer_norm_lstm": (4, ("zoneout_h", "zoneout_c")), "layer_norm_gru": (3, ("zoneout_h",)),
+          "projected_lstm": (4, ("zoneout_h", "zoneout_c"))}
 MASK_RATE = 0.25
 
 

@@ -159,19 +159,6 @@ def test_cells_without_the_option_refuse_it():
         rnnext.SRU(H, recurrent_dropout=0.2)
 
 
-@pytest.mark.parametrize("make", [lambda **o: LSTM(8, layer_norm=True, **o)])
-@pytest.mark.parametrize("option", [{"dropout": 0.2}, {"recurrent_dropout": 0.2}, {"weight_drop": 0.2},
-                                    {"zoneout": 0.1}])
-def test_layer_normalised_lstm_refuses_the_masks(make, option):
-    # the masks are fused into the plain cells', the layer-normalised GRU's and the projected LSTM's kernels only
-    # (test_variant_masks.py); the dropout between stacked layers works for all
-    with pytest.raises(ValueError, match="is not supported yet"):
-        make(**option)
-    layer = make(num_layers=2, layer_dropout=0.3, seed=0, input_size=3)
-    out = layer.forward(np.ones((2, 4, 3), np.float32))
-    assert np.all(np.isfinite(out))
-
-
 def test_the_cuda_device_refuses_layer_normalised_and_projected_cells():
     from rnnext import cuda
 

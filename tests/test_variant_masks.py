@@ -1,5 +1,5 @@
-"""The regularisers' masks (issue 15) in the cell variants' kernels: the layer-normalised GRU and the LSTM with
-projection. Engine against its NumPy twin in float32 and float64 with and without lengths, both against finite
+"""The regularisers' masks (issue 15) in the cell variants' kernels: the layer-normalised LSTM and GRU and the
+LSTM with projection. Engine against its NumPy twin in float32 and float64 with and without lengths, both against finite
 differences, thread-count independence, bad masks named, and the layers with every regulariser (gradcheck,
 evaluation, step())."""
 from dataclasses import dataclass
@@ -37,6 +37,10 @@ class Variant:
 
 
 VARIANTS = {
+    "ln_lstm": Variant("layer_norm_lstm", layer_norm_cells, 4, ("zoneout_h", "zoneout_c"), ln.STATES["lstm"],
+                       ln.WEIGHT_NAMES["lstm"], lambda shape, dtype, seed=0: ln.make_problem("lstm", shape, dtype, seed),
+                       lambda shape, dtype, seed=1: ln.output_gradients("lstm", shape, dtype, seed),
+                       ln.SHAPES, (3, 2, 3, 5), (4, 8, 6, 96)),
     "ln_gru": Variant("layer_norm_gru", layer_norm_cells, 3, ("zoneout_h",), ln.STATES["gru"], ln.WEIGHT_NAMES["gru"],
                       lambda shape, dtype, seed=0: ln.make_problem("gru", shape, dtype, seed),
                       lambda shape, dtype, seed=1: ln.output_gradients("gru", shape, dtype, seed),
@@ -176,10 +180,14 @@ BAD_LSTMP = [  # zoneout_c keeps the cell's H units
     ("zoneout_c", lambda T, N, I, H, S, G: np.ones((T, N, S)), "masks['zoneout_c']"),
     ("zoneout_c", lambda T, N, I, H, S, G: -0.5, "masks['zoneout_c']"),
 ]
+BAD_ZONEOUT_C = [
+    ("zoneout_c", lambda T, N, I, H, S, G: np.ones((T, N, H + 1)), "masks['zoneout_c']"),
+    ("zoneout_c", lambda T, N, I, H, S, G: -0.5, "masks['zoneout_c']"),
+]
 
 
 @pytest.mark.parametrize("variant,key,make,name", [(v, *bad) for v in VARIANTS for bad in BAD] +
-                         [("lstmp", *bad) for bad in BAD_LSTMP])
+                         [("lstmp", *bad) for bad in BAD_LSTMP] + [("ln_lstm", *bad) for bad in BAD_ZONEOUT_C])
 @pytest.mark.parametrize("module", [_core, "twin"], ids=["engine", "twin"])
 def test_bad_masks_name_the_argument(variant, key, make, name, module):
     v = VARIANTS[variant]
@@ -195,9 +203,11 @@ def test_bad_masks_name_the_argument(variant, key, make, name, module):
 
 # -- the layers
 T, N, I, H, P = 5, 3, 4, 6, 4
-LAYERS = {"ln_gru": lambda **o: GRU(H, layer_norm=True, **o), "lstmp": lambda **o: LSTM(H, proj_size=P, **o)}
+LAYERS = {"ln_lstm": lambda **o: LSTM(H, layer_norm=True, **o), "ln_gru": lambda **o: GRU(H, layer_norm=True, **o),
+          "lstmp": lambda **o: LSTM(H, proj_size=P, **o)}
 EVERY = dict(dropout=0.3, recurrent_dropout=0.4, weight_drop=0.2, layer_dropout=0.25, zoneout=0.2)
-ZONEOUT_RATES = {"ln_gru": {"zoneout_h": 0.3}, "lstmp": {"zoneout_h": 0.3, "zoneout_c": 0.3}}
+ZONEOUT_RATES = {"ln_lstm": {"zoneout_h": 0.3, "zoneout_c": 0.3}, "ln_gru": {"zoneout_h": 0.3},
+                 "lstmp": {"zoneout_h": 0.3, "zoneout_c": 0.3}}
 
 
 def make_layer(variant, **options):

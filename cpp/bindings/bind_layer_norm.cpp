@@ -40,11 +40,17 @@ LayerNormLstmArgs<Scalar> layer_norm_lstm_args(const Args& args, const CArray<Sc
           args.array<Scalar>("ln_cell_beta", cell_beta, {units})};
 }
 
+// The call's masks, as lstm_forward's (input [N, I], state [N, H], weight [H, 4H], zoneout_h, zoneout_c).
+template <typename Scalar>
+MaskArgs<Scalar> layer_norm_lstm_masks(const Args& args, py::handle masks_obj, const LayerNormLstmArgs<Scalar>& w) {
+  return MaskArgs<Scalar>(args, masks_obj, {w.T, w.N, w.I, w.H, 4 * w.H, "4*H"}, {"zoneout_h", "zoneout_c"});
+}
+
 template <typename Scalar>
 py::tuple layer_norm_lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py::handle c0_obj,
                                        py::handle kernel, py::handle recurrent, py::handle bias, py::handle input_gamma,
                                        py::handle recurrent_gamma, py::handle cell_gamma, py::handle cell_beta,
-                                       py::handle lengths_obj, bool keep_cache) {
+                                       py::handle lengths_obj, bool keep_cache, py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const auto w = layer_norm_lstm_args<Scalar>(args, x, kernel, recurrent, bias, input_gamma, recurrent_gamma,
                                               cell_gamma, cell_beta);
@@ -52,13 +58,14 @@ py::tuple layer_norm_lstm_forward_impl(const Args& args, py::handle x_obj, py::h
   auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", N}, {"H", H}});
   auto c0 = args.array<Scalar>("c0", c0_obj, {{"N", N}, {"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
+  const auto masks = layer_norm_lstm_masks<Scalar>(args, masks_obj, w);
   CArray<Scalar> y({T, N, H}), h_n({N, H}), c_n({N, H});
   if (!keep_cache) {
     const Scalar* states0[] = {h0.data(), c0.data()};
     Scalar* states_n[] = {h_n.mutable_data(), c_n.mutable_data()};
     {
       py::gil_scoped_release release;
-      LayerNormLstmForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths))
+      LayerNormLstmForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths), masks.masks())
           .run(y.mutable_data(), states0, states_n, x.data());
     }
     return py::make_tuple(y, h_n, c_n, py::none());
@@ -74,7 +81,8 @@ py::tuple layer_norm_lstm_forward_impl(const Args& args, py::handle x_obj, py::h
                                          recurrent_rstd.mutable_data(), cell_norm.mutable_data(), cell_rstd.mutable_data()};
   {
     py::gil_scoped_release release;
-    layer_norm_lstm_forward(y.mutable_data(), cache, x.data(), w.weights(), data_or_null(lengths), w.dims());
+    layer_norm_lstm_forward(y.mutable_data(), cache, x.data(), w.weights(), data_or_null(lengths), w.dims(),
+                            masks.masks());
   }
   std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
   std::copy_n(c.data() + T * N * H, N * H, c_n.mutable_data());
@@ -95,7 +103,8 @@ template <typename Scalar>
 py::dict layer_norm_lstm_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, py::handle dc_obj,
                                        const py::dict& cache, py::handle x_obj, py::handle kernel, py::handle recurrent,
                                        py::handle bias, py::handle input_gamma, py::handle recurrent_gamma,
-                                       py::handle cell_gamma, py::handle cell_beta, py::handle lengths_obj) {
+                                       py::handle cell_gamma, py::handle cell_beta, py::handle lengths_obj,
+                                       py::handle masks_obj) {
   auto x = args.sequence<Scalar>(x_obj);
   const auto w = layer_norm_lstm_args<Scalar>(args, x, kernel, recurrent, bias, input_gamma, recurrent_gamma,
                                               cell_gamma, cell_beta);
@@ -114,6 +123,7 @@ py::dict layer_norm_lstm_backward_impl(const Args& args, py::handle dy_obj, py::
   auto cell_norm = cache_entry<Scalar>(args, cache, "cell_norm", {steps, rows, units});
   auto cell_rstd = cache_entry<Scalar>(args, cache, "cell_rstd", {steps, rows});
   auto lengths = args.lengths(lengths_obj, T, N);
+  const auto masks = layer_norm_lstm_masks<Scalar>(args, masks_obj, w);
 
   CArray<Scalar> dx({T, N, I}), dkernel({I, 4 * H}), drecurrent({H, 4 * H}), dbias({4 * H});
   CArray<Scalar> dinput_gamma({4 * H}), drecurrent_gamma({4 * H}), dcell_gamma({H}), dcell_beta({H});
@@ -127,7 +137,8 @@ py::dict layer_norm_lstm_backward_impl(const Args& args, py::handle dy_obj, py::
                                              dcell_gamma.mutable_data(), dcell_beta.mutable_data()};
   {
     py::gil_scoped_release release;
-    layer_norm_lstm_backward(grads_out, data_or_null(dy), state, x.data(), w.weights(), data_or_null(lengths), w.dims());
+    layer_norm_lstm_backward(grads_out, data_or_null(dy), state, x.data(), w.weights(), data_or_null(lengths), w.dims(),
+                             masks.masks());
   }
   py::dict grads;
   grads["x"] = dx;
@@ -266,36 +277,39 @@ void bind_layer_norm(py::module_& m) {
       "layer_norm_lstm_forward",
       [](py::handle x, py::handle h0, py::handle c0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,
          py::handle ln_input_gamma, py::handle ln_recurrent_gamma, py::handle ln_cell_gamma, py::handle ln_cell_beta,
-         py::handle lengths, bool keep_cache) {
+         py::handle lengths, bool keep_cache, py::handle masks) {
         const Args args("layer_norm_lstm_forward");
         return with_dtype(args, x, [&](auto scalar) {
           return layer_norm_lstm_forward_impl<decltype(scalar)>(args, x, h0, c0, kernel, recurrent_kernel, bias,
                                                                 ln_input_gamma, ln_recurrent_gamma, ln_cell_gamma,
-                                                                ln_cell_beta, lengths, keep_cache);
+                                                                ln_cell_beta, lengths, keep_cache, masks);
         });
       },
       py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("ln_input_gamma"), py::arg("ln_recurrent_gamma"), py::arg("ln_cell_gamma"), py::arg("ln_cell_beta"),
-      py::arg("lengths") = py::none(), py::arg("keep_cache") = true,
+      py::arg("lengths") = py::none(), py::arg("keep_cache") = true, py::arg("masks") = py::none(),
       "Layer-normalised LSTM forward over x [T, N, I] from (h0, c0) [N, H]; gate order i,f,g,o. The input and\n"
       "recurrent pre-activations are normalised over their 4H values with gains ln_input_gamma, ln_recurrent_gamma\n"
       "[4H], c[t+1] over its H values with ln_cell_gamma, ln_cell_beta [H] before its tanh.\n"
-      "Returns (y [T, N, H], h_n [N, H], c_n [N, H], cache); keep_cache=False gives None for the cache.");
+      "Returns (y [T, N, H], h_n [N, H], c_n [N, H], cache); keep_cache=False gives None for the cache.\n"
+      "masks: as lstm_forward's (input, state, weight, zoneout_h, zoneout_c); pass the same to\n"
+      "layer_norm_lstm_backward.");
   m.def(
       "layer_norm_lstm_backward",
       [](py::handle dy, py::handle dh_n, py::handle dc_n, py::handle cache, py::handle x, py::handle kernel,
          py::handle recurrent_kernel, py::handle bias, py::handle ln_input_gamma, py::handle ln_recurrent_gamma,
-         py::handle ln_cell_gamma, py::handle ln_cell_beta, py::handle lengths) {
+         py::handle ln_cell_gamma, py::handle ln_cell_beta, py::handle lengths, py::handle masks) {
         const Args args("layer_norm_lstm_backward");
         return with_dtype(args, x, [&](auto scalar) {
           return layer_norm_lstm_backward_impl<decltype(scalar)>(args, dy, dh_n, dc_n, forward_cache(args, cache), x,
                                                                  kernel, recurrent_kernel, bias, ln_input_gamma,
-                                                                 ln_recurrent_gamma, ln_cell_gamma, ln_cell_beta, lengths);
+                                                                 ln_recurrent_gamma, ln_cell_gamma, ln_cell_beta, lengths,
+                                                                 masks);
         });
       },
       py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("cache"), py::arg("x"), py::arg("kernel"),
       py::arg("recurrent_kernel"), py::arg("bias"), py::arg("ln_input_gamma"), py::arg("ln_recurrent_gamma"),
-      py::arg("ln_cell_gamma"), py::arg("ln_cell_beta"), py::arg("lengths") = py::none(),
+      py::arg("ln_cell_gamma"), py::arg("ln_cell_beta"), py::arg("lengths") = py::none(), py::arg("masks") = py::none(),
       "Layer-normalised LSTM backpropagation through time. dy, dh_n, dc_n may be None (zero).\n"
       "Returns a dict of gradients keyed x, h0, c0, kernel, recurrent_kernel, bias, ln_input_gamma,\n"
       "ln_recurrent_gamma, ln_cell_gamma, ln_cell_beta.");

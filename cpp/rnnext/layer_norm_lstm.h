@@ -7,6 +7,10 @@
 // row spread over unit blocks are combined. Each step is three stages of time_loop.h: the recurrent product and
 // its block moments; its normalisation, the gates and c[t+1] with the cell's block moments; the cell's
 // normalisation and h[t+1]. The backward step mirrors them, then backpropagates into h[t] (BackpropIntoState).
+// The regularisers' masks (time_loop.h) act as in the plain LSTM: dropout on x before its product (so before the
+// input normalisation), recurrent dropout on h[t] and weight-drop on recurrent_kernel before the recurrent product
+// (so before its normalisation), and zoneout on the candidates c~ = f * c[t] + i * g and h~ = o * tanh(LN(c~)):
+// c[t+1] = k_c * c[t] + (1 - k_c) * c~, h[t+1] = k_h * h[t] + (1 - k_h) * h~ (the cell normalisation sees c~).
 #pragma once
 
 #include "rnnext/common.h"
@@ -58,7 +62,7 @@ struct LayerNormLstmGrads {
 };
 
 // Forward stage 2: normalise recurrent[t] in place (the cache keeps it normalised), add it with its gain to the
-// normalised input projection in gates[t], activate the gates, c[t+1] and the cell's block moments.
+// normalised input projection in gates[t], activate the gates, the candidate c~ into c[t+1] and its block moments.
 template <typename Scalar>
 struct LnLstmGateStage {
   static constexpr bool packs = false, rows = true;
@@ -93,7 +97,8 @@ struct LnLstmGateStage {
   void masked_row(Index t, Index n, Index j, W w) const { row(t, n, j, w); }
 };
 
-// Forward stage 3: normalise c[t+1] and write h[t+1] = o * tanh(gain * normalised + shift) and y[t].
+// Forward stage 3: normalise the candidate c~ in c[t+1], write h[t+1] = o * tanh(gain * normalised + shift) and
+// y[t]; with zoneout, c[t+1] and h[t+1] then keep their shares of c[t] and h[t].
 template <typename Scalar>
 struct LnLstmOutputStage {
   static constexpr bool packs = false, rows = true;
@@ -102,6 +107,7 @@ struct LnLstmOutputStage {
   const Scalar* cell_gamma;                               // [H]
   const Scalar* cell_beta;                                // [H]
   BlockIndex blocks;
+  Zoneout<Scalar> zoneout_h, zoneout_c;
 
   template <typename W>
   void normalise(Index t, Index n, Index j, W w) const {
@@ -117,6 +123,15 @@ struct LnLstmOutputStage {
     auto state = h.segment(t + 1, n, j, w);
     state = gates.segment(t, n, 3 * H + j, w) *
             tanh_of(segment(cell_gamma, 0, 0, j, w) * cell_norm.segment(t, n, j, w) + segment(cell_beta, 0, 0, j, w));
+    if (zoneout_c.active()) {
+      const auto keep = zoneout_c.share(t, n, j, w, h.N, H);
+      auto cell = c.segment(t + 1, n, j, w);
+      cell = keep * c.segment(t, n, j, w) + (Scalar(1) - keep) * cell;
+    }
+    if (zoneout_h.active()) {
+      const auto keep = zoneout_h.share(t, n, j, w, h.N, H);
+      state = keep * h.segment(t, n, j, w) + (Scalar(1) - keep) * state;
+    }
     y.segment(t, n, j, w) = state;
   }
   template <typename W>
@@ -139,8 +154,9 @@ class LayerNormLstmForward : PackedForward<Scalar, LayerNormLstmWeights<Scalar>>
   static constexpr Index G = kLayerNormLstmGates;
   using Weights = LayerNormLstmWeights<Scalar>;
 
-  LayerNormLstmForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */)
-      : Base(weights, d, G, lengths, false) {}
+  LayerNormLstmForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */,
+                       const Masks<Scalar>& masks = {})
+      : Base(weights, d, G, lengths, false, masks) {}
 
   // On entry cache.h[0], cache.c[0] hold h0, c0.
   void run_cached(Scalar* y /* [T, N, H] */, const LayerNormLstmCache<Scalar>& cache, const Scalar* x /* [T, N, I] */) const {
@@ -170,15 +186,17 @@ class LayerNormLstmForward : PackedForward<Scalar, LayerNormLstmWeights<Scalar>>
             const Sequence<Scalar>& cell_norm, const Sequence<Scalar>& cell_rstd) const {
     const Index N = d_.N, H = d_.H, GH = G * H;
     // gates holds the normalised input projections (with the bias) until step t activates its slice in place.
-    normalised_input_projection(gates, input_norm, input_rstd, x, weights_.kernel, weights_.ln_input_gamma,
-                                weights_.bias, d_.T * N, d_.I, GH);
+    normalised_input_projection(gates, input_norm, input_rstd, this->masked_.inputs(x), weights_.kernel,
+                                weights_.ln_input_gamma, weights_.bias, d_.T * N, d_.I, GH);
     const BlockIndex blocks{unit_block_size(N), Index(loop_.blocks().size())};
     std::vector<Moments<Scalar>> recurrent_moments(size_t(N * blocks.count)), cell_moments(size_t(N * blocks.count));
-    NormalisedRecurrentProduct<Scalar, G> product{U_, h, recurrent, recurrent_moments.data(), blocks};
+    NormalisedRecurrentProduct<Scalar, G> product{U_, h, recurrent, recurrent_moments.data(), blocks};  // U_ masks h[t]
+    const Masks<Scalar>& masks = this->masked_.masks();
     LnLstmGateStage<Scalar> activate{{gates, N, GH}, recurrent, recurrent_rstd, c, recurrent_moments.data(),
                                      cell_moments.data(), weights_.ln_recurrent_gamma, blocks};
     LnLstmOutputStage<Scalar> output{{y, N, H}, h, c, {gates, N, GH}, cell_norm, cell_rstd, cell_moments.data(),
-                                     weights_.ln_cell_gamma, weights_.ln_cell_beta, blocks};
+                                     weights_.ln_cell_gamma, weights_.ln_cell_beta, blocks, masks.zoneout_h,
+                                     masks.zoneout_c};
     loop_.forward(product, activate, output);
   }
 };
@@ -186,13 +204,14 @@ class LayerNormLstmForward : PackedForward<Scalar, LayerNormLstmWeights<Scalar>>
 template <typename Scalar>
 void layer_norm_lstm_forward(Scalar* y /* [T, N, H] */, const LayerNormLstmCache<Scalar>& cache,
                              const Scalar* x /* [T, N, I] */, const LayerNormLstmWeights<Scalar>& weights,
-                             const int64_t* lengths /* [N] or null */, const Dims& d) {
-  LayerNormLstmForward<Scalar>(weights, d, lengths).run_cached(y, cache, x);
+                             const int64_t* lengths /* [N] or null */, const Dims& d, const Masks<Scalar>& masks = {}) {
+  LayerNormLstmForward<Scalar>(weights, d, lengths, masks).run_cached(y, cache, x);
 }
 
-// Backward stage 1: backpropagate h[t+1] = o * tanh(cell_out) into the output gate and into cell_out (kept for
-// the gain gradients), with the block sums of the cell normalisation's backward pass. Valid rows restart dh from
-// zero for BackpropIntoState; masked rows get zero gradients and keep dh and dc.
+// Backward stage 1: backpropagate h~ = o * tanh(cell_out) into the output gate and into cell_out (kept for the
+// gain gradients), with the block sums of the cell normalisation's backward pass. Valid rows restart dh for
+// BackpropIntoState (from zoneout's direct path into h[t], else zero); masked rows get zero gradients and keep dh
+// and dc.
 template <typename Scalar>
 struct LnLstmBackOutputStage {
   static constexpr bool packs = false, rows = true;
@@ -203,6 +222,7 @@ struct LnLstmBackOutputStage {
   const Scalar* cell_gamma;                           // [H]
   const Scalar* cell_beta;                            // [H]
   BlockIndex blocks;
+  Zoneout<Scalar> zoneout_h;
 
   void products(Index, Index, const UnitBlock&) const {}
   template <typename W>
@@ -212,7 +232,13 @@ struct LnLstmBackOutputStage {
     auto dstate = segment(dh, n, H, j, w);
     BlockValues dh_total = dstate;
     if (dy.data != nullptr) dh_total += dy.segment(t, n, j, w);
-    dstate.setZero();  // restarted here, accumulated by BackpropIntoState
+    if (zoneout_h.active()) {  // through the mix: straight into h[t], and into the candidate h~
+      const BlockValues keep = zoneout_h.share(t, n, j, w, d_cell_out.N, H);
+      dstate = keep * dh_total;
+      dh_total *= Scalar(1) - keep;
+    } else {
+      dstate.setZero();  // restarted here, accumulated by BackpropIntoState
+    }
     const auto o = gates.segment(t, n, 3 * H + j, w);
     const auto gamma = segment(cell_gamma, 0, 0, j, w);
     const auto norm = cell_norm.segment(t, n, j, w);
@@ -231,8 +257,9 @@ struct LnLstmBackOutputStage {
   }
 };
 
-// Backward stage 2: through the cell normalisation into c[t+1], then through c[t+1] = f * c[t] + i * g into the
-// gates i, f, g and c[t]; the block sums of the recurrent normalisation's backward pass.
+// Backward stage 2: through zoneout's mix into c~ (and straight into c[t]), through the cell normalisation into
+// c~, then through c~ = f * c[t] + i * g into the gates i, f, g and c[t]; the block sums of the recurrent
+// normalisation's backward pass.
 template <typename Scalar>
 struct LnLstmBackCellStage {
   static constexpr bool packs = false, rows = true;
@@ -245,6 +272,7 @@ struct LnLstmBackCellStage {
   const Scalar* cell_gamma;                                         // [H]
   const Scalar* recurrent_gamma;                                    // [4H]
   BlockIndex blocks;
+  Zoneout<Scalar> zoneout_c;
 
   void products(Index, Index, const UnitBlock&) const {}
   template <typename W>
@@ -256,12 +284,18 @@ struct LnLstmBackCellStage {
     const auto norm = cell_norm.segment(t, n, j, w);
     auto dcell = segment(dc, n, H, j, w);
     const BlockValues d_norm = d_cell_out.segment(t, n, j, w) * segment(cell_gamma, 0, 0, j, w);
-    const BlockValues dcell_total = dcell + cell_rstd.step(t)[n] * (d_norm - mean_d - norm * mean_dn);
+    BlockValues dcell_total = dcell, kept_path = BlockValues::Zero(w.size);  // zoneout's direct path into c[t]
+    if (zoneout_c.active()) {
+      const BlockValues keep = zoneout_c.share(t, n, j, w, c.N, H);
+      kept_path = keep * dcell_total;
+      dcell_total *= Scalar(1) - keep;
+    }
+    dcell_total += cell_rstd.step(t)[n] * (d_norm - mean_d - norm * mean_dn);
     const auto i = gates.segment(t, n, j, w), f = gates.segment(t, n, H + j, w), g = gates.segment(t, n, 2 * H + j, w);
     dz.segment(t, n, j, w) = dcell_total * g * i * (Scalar(1) - i);
     dz.segment(t, n, H + j, w) = dcell_total * c.segment(t, n, j, w) * f * (Scalar(1) - f);
     dz.segment(t, n, 2 * H + j, w) = dcell_total * i * (Scalar(1) - g * g);
-    dcell = dcell_total * f;
+    dcell = dcell_total * f + kept_path;
     recurrent_sums[n * blocks.count + blocks.of(j)] =
         recurrent_block_sums<Scalar, kLayerNormLstmGates>(dz, recurrent_norm, recurrent_gamma, t, n, j, w);
   }
@@ -269,30 +303,31 @@ struct LnLstmBackCellStage {
   void masked_row(Index, Index, Index, W) const {}
 };
 
-// Backward. grads.h0 and grads.c0 hold dh_n and dc_n on entry. dy may be null.
+// Backward. grads.h0 and grads.c0 hold dh_n and dc_n on entry. dy may be null. masks: the forward pass's.
 template <typename Scalar>
 void layer_norm_lstm_backward(const LayerNormLstmGrads<Scalar>& grads, const Scalar* dy /* [T, N, H] or null */,
-                              const LayerNormLstmCache<const Scalar>& cache, const Scalar* x /* [T, N, I] */,
+                              const LayerNormLstmCache<const Scalar>& cache, const Scalar* x_in /* [T, N, I] */,
                               const LayerNormLstmWeights<Scalar>& weights, const int64_t* lengths /* [N] or null */,
-                              const Dims& d) {
+                              const Dims& d, const Masks<Scalar>& masks = {}) {
   constexpr Index G = kLayerNormLstmGates;
   const Index T = d.T, N = d.N, H = d.H, GH = G * H, rows = T * N;
   Workspace<Scalar> dz(rows * GH), d_recurrent(rows * GH), d_cell_out(rows * H);
   const TimeLoop loop(d, G, lengths);
   const BlockIndex blocks{unit_block_size(N), Index(loop.blocks().size())};
   std::vector<BackwardSums<Scalar>> cell_sums(size_t(N * blocks.count)), recurrent_sums(size_t(N * blocks.count));
-  UnitRows<Scalar> U(weights.recurrent_kernel, d, G, 0, GH, loop);
+  const MaskedOperands<Scalar> masked(masks, d, GH, weights.recurrent_kernel);
+  UnitRows<Scalar> U(masked.recurrent_kernel(), d, G, 0, GH, loop);
   LnLstmBackOutputStage<Scalar> through_output{{dz.data(), N, GH}, {d_cell_out.data(), N, H}, grads.h0, {dy, N, H},
                                                {cache.gates, N, GH}, {cache.cell_norm, N, H}, cell_sums.data(),
-                                               weights.ln_cell_gamma, weights.ln_cell_beta, blocks};
+                                               weights.ln_cell_gamma, weights.ln_cell_beta, blocks, masks.zoneout_h};
   LnLstmBackCellStage<Scalar> through_cell{{dz.data(), N, GH}, grads.c0, {d_cell_out.data(), N, H}, {cache.c, N, H},
                                            {cache.gates, N, GH}, {cache.cell_norm, N, H}, {cache.cell_rstd, N, 1},
                                            {cache.recurrent_norm, N, GH}, cell_sums.data(), recurrent_sums.data(),
-                                           weights.ln_cell_gamma, weights.ln_recurrent_gamma, blocks};
+                                           weights.ln_cell_gamma, weights.ln_recurrent_gamma, blocks, masks.zoneout_c};
   NormalisedRecurrentBackward<Scalar, G> through_norm{{d_recurrent.data(), N, GH}, {dz.data(), N, GH},
                                                 {cache.recurrent_norm, N, GH}, {cache.recurrent_rstd, N, 1},
                                                 recurrent_sums.data(), weights.ln_recurrent_gamma, blocks};
-  BackpropIntoState<Scalar> into_state(U, {d_recurrent.data(), N, GH}, grads.h0, d, lengths);
+  BackpropIntoState<Scalar> into_state(U, {d_recurrent.data(), N, GH}, grads.h0, d, lengths, masks.state);
   loop.backward(through_output, through_cell, through_norm, into_state);
 
   // The gains and shifts; masked steps contribute nothing since their gradients are zero.
@@ -301,9 +336,13 @@ void layer_norm_lstm_backward(const LayerNormLstmGrads<Scalar>& grads, const Sca
   column_product_sums(grads.ln_recurrent_gamma, dz.data(), cache.recurrent_norm, rows, GH);
   column_product_sums(grads.ln_input_gamma, dz.data(), cache.input_norm, rows, GH);
   column_sums(grads.bias, dz.data(), GH, rows, GH);
-  transposed_times(grads.recurrent_kernel, GH, cache.h, H, H, d_recurrent.data(), GH, GH, rows);
-  input_side_gradients(grads.x, grads.kernel, dz.data(), x, weights.kernel, cache.input_norm, cache.input_rstd,
-                       weights.ln_input_gamma, lengths, d, GH);
+  // The weight gradients read the operands as the products saw them: x and h[t] under their masks.
+  Workspace<Scalar> masked_states(masks.state ? rows * H : 0);
+  transposed_times(grads.recurrent_kernel, GH, masked.states(cache.h, masked_states), H, H, d_recurrent.data(), GH,
+                   GH, rows);
+  input_side_gradients(grads.x, grads.kernel, dz.data(), masked.inputs(x_in), weights.kernel, cache.input_norm,
+                       cache.input_rstd, weights.ln_input_gamma, lengths, d, GH);
+  masked.unmask(grads.x, grads.recurrent_kernel);
 }
 
 }  // namespace rnnext

@@ -354,6 +354,7 @@ def layer_norm_lstm_forward(
     ln_cell_beta: Float,            # [H]
     lengths: Optional[ArrayLike] = None,
     keep_cache: bool = True,
+    masks: Masks = None,            # as lstm_forward's
 ) -> tuple[Float, Float, Float, Optional[dict[str, Float]]]: ...
 def layer_norm_lstm_backward(
     dy: Optional[Float],
@@ -369,6 +370,7 @@ def layer_norm_lstm_backward(
     ln_cell_gamma: Float,
     ln_cell_beta: Float,
     lengths: Optional[ArrayLike] = None,
+    masks: Masks = None,
 ) -> dict[str, Float]: ...
 def layer_norm_gru_forward(
     x: Float,                       # [T, N, I]

@@ -63,7 +63,9 @@ class LSTM(Recurrent):
     layer_norm=True: the layer-normalised LSTM (Ba, Kiros & Hinton 2016, haste's placement): the input and the
     recurrent pre-activations are each normalised over all 4H values with gains `ln_input_gamma`,
     `ln_recurrent_gamma` [4H], and c[t+1] over its H values with `ln_cell_gamma`, `ln_cell_beta` [H] before its
-    tanh (gains start at 1, shifts at 0); see rnnext.reference.layer_norm_cells.
+    tanh (gains start at 1, shifts at 0); see rnnext.reference.layer_norm_cells. It takes dropout,
+    recurrent_dropout, weight_drop and zoneout as the plain LSTM does (the masks act before the normalisations;
+    zoneout mixes the candidates, and the cell normalisation sees the candidate cell).
 
     proj_size=P (0 < P < units): the LSTM with projection as torch.nn.LSTM defines it: h = (o * tanh(c)) @
     projection with `projection [H, P]` (torch's weight_hr transposed), so h and the outputs have P units,
@@ -94,8 +96,6 @@ class LSTM(Recurrent):
             raise ValueError(f"LSTM: proj_size={self.proj_size} with peephole={self.peephole}, coupled={self.coupled}, "
                              f"layer_norm={self.layer_norm} is not supported; the projected LSTM has the four plain "
                              "gates, as torch.nn.LSTM")
-        if self.layer_norm:
-            _refuse_masks(self, "layer_norm=True")
         largest = float(np.finfo(self.dtype).max)  # a larger value would overflow the bias to inf
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.number)) \
                 or not math.isfinite(forget_bias) or abs(forget_bias) > largest:
@@ -145,7 +145,7 @@ class LSTM(Recurrent):
     def _engine_forward(self, x, state, w, lengths, keep_cache=True, masks=None):
         if self.layer_norm:
             y, h_n, c_n, cache = _core.layer_norm_lstm_forward(x, state[0], state[1], *_layer_norm_lstm_weights(w),
-                                                               lengths=lengths, keep_cache=keep_cache)
+                                                               lengths=lengths, keep_cache=keep_cache, masks=masks)
             return y, (h_n, c_n), cache
         if self.proj_size:
             y, h_n, c_n, cache = _core.projected_lstm_forward(x, state[0], state[1], *_projected_lstm_weights(w),
@@ -168,7 +168,7 @@ class LSTM(Recurrent):
     def _engine_backward(self, dy, dstate, cache, x, w, lengths, masks=None):
         if self.layer_norm:
             grads = _core.layer_norm_lstm_backward(dy, dstate[0], dstate[1], cache, x, *_layer_norm_lstm_weights(w),
-                                                   lengths=lengths)
+                                                   lengths=lengths, masks=masks)
             return grads["x"], (grads["h0"], grads["c0"]), grads
         if self.proj_size:
             grads = _core.projected_lstm_backward(dy, dstate[0], dstate[1], cache, x, *_projected_lstm_weights(w),
@@ -179,16 +179,6 @@ class LSTM(Recurrent):
                                     w["recurrent_kernel"].value, w["bias"].value, peephole=peephole,
                                     lengths=lengths, coupled=self.coupled, masks=masks)
         return grads["x"], (grads["h0"], grads["c0"]), grads
-
-
-def _refuse_masks(layer, variant):
-    """The regularisers' masks are fused into the plain cells', the layer-normalised GRU's and the projected
-    LSTM's kernels, not (yet) into the layer-normalised LSTM's."""
-    if layer.dropout or layer.recurrent_dropout or layer.weight_drop or layer._zoneout_rates():
-        raise ValueError(f"{type(layer).__name__}: {variant} with dropout, recurrent_dropout, weight_drop or zoneout "
-                         "is not supported yet (their masks are fused into the plain cells', the "
-                         "layer-normalised GRU's and the projected LSTM's kernels only); "
-                         "layer_dropout, between stacked layers, is")
 
 
 # -- layer normalisation: the parameters and the engine's argument order

@@ -9,7 +9,9 @@ batch at each step. The LSTM:
 
 LN(a; gamma, beta) = gamma * (a - mean(a)) / sqrt(var(a) + 1e-5) + beta, statistics per row over all of a's
 columns (all 4H pre-activations, the H cells). The two gate normalisations have no shift of their own: the
-paper's two betas would add to `bias` and only duplicate it.
+paper's two betas would add to `bias` and only duplicate it. The regularisers' masks act as in the plain LSTM
+(rnnext.reference.cells): dropout on x and on h[t] and weight-drop on recurrent_kernel before the products (so
+before their normalisations), zoneout on the candidates c~ = f * c[t] + i * g and h~ = o * tanh(LN(c~)).
 """
 from __future__ import annotations
 
@@ -64,13 +66,14 @@ def _check_layer_norm_lstm(fn, x, kernel, recurrent_kernel, bias, ln_input_gamma
 
 
 def layer_norm_lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma,
-                            ln_cell_gamma, ln_cell_beta, lengths=None):
+                            ln_cell_gamma, ln_cell_beta, lengths=None, masks=None):
     """x [T, N, I], h0 and c0 [N, H], kernel [I, 4H], recurrent_kernel [H, 4H], bias, ln_input_gamma and
     ln_recurrent_gamma [4H], ln_cell_gamma and ln_cell_beta [H] -> (y [T, N, H], h_n, c_n [N, H], cache).
+    masks: as lstm_forward's (input, state, weight, zoneout_h, zoneout_c).
 
     cache = {"h", "c": [T+1, N, H]; "gates": [T, N, 4H] activated; "input_norm", "recurrent_norm": [T, N, 4H] and
     "input_rstd", "recurrent_rstd": [T, N], the normalised projections and their 1/std; "cell_norm" [T, N, H] and
-    "cell_rstd" [T, N], the same for c[t+1]}.
+    "cell_rstd" [T, N], the same for the candidate c~ (c[t+1] without zoneout)}.
     """
     fn = "layer_norm_lstm_forward"
     x, (T, N, I, H), w = _check_layer_norm_lstm(fn, x, kernel, recurrent_kernel, bias, ln_input_gamma,
@@ -79,6 +82,8 @@ def layer_norm_lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, ln_input_
     h0 = _check(fn, "h0", h0, [("N", N), ("H", H)], dtype)
     c0 = _check(fn, "c0", c0, [("N", N), ("H", H)], dtype)
     lengths = _check_lengths(fn, lengths, N, T)
+    m = _Masks(fn, masks, T, N, I, H, 4, dtype, ("zoneout_h", "zoneout_c"))
+    U = m.recurrent(w["recurrent_kernel"])
 
     h = np.zeros((T + 1, N, H), dtype=dtype)
     c = np.zeros((T + 1, N, H), dtype=dtype)
@@ -90,16 +95,18 @@ def layer_norm_lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, ln_input_
     cell_rstd = np.zeros((T, N), dtype=dtype)
     h[0] = h0
     c[0] = c0
-    input_norm, input_rstd = _normalise(x @ w["kernel"])  # all steps at once, as the engine's one GEMM
+    input_norm, input_rstd = _normalise(m.inputs(x) @ w["kernel"])  # all steps at once, as the engine's one GEMM
     for t in range(T):
         valid = _valid_rows(lengths, t, N)
-        recurrent_norm[t], recurrent_rstd[t] = _normalise(h[t] @ w["recurrent_kernel"])
+        recurrent_norm[t], recurrent_rstd[t] = _normalise(m.states(h[t]) @ U)
         z = w["ln_input_gamma"] * input_norm[t] + w["ln_recurrent_gamma"] * recurrent_norm[t] + w["bias"]
         z_i, z_f, z_g, z_o = np.split(z, 4, axis=1)
         i, f, g, o = _sigmoid(z_i), _sigmoid(z_f), np.tanh(z_g), _sigmoid(z_o)
         c_new = f * c[t] + i * g
         cell_norm[t], cell_rstd[t] = _normalise(c_new)
         h_new = o * np.tanh(w["ln_cell_gamma"] * cell_norm[t] + w["ln_cell_beta"])
+        c_new = m.mix("zoneout_c", t, c[t], c_new)  # zoneout: keep a share of the previous states
+        h_new = m.mix("zoneout_h", t, h[t], h_new)
         gates[t] = np.concatenate([i, f, g, o], axis=1)
         c[t + 1] = np.where(valid, c_new, c[t])
         h[t + 1] = np.where(valid, h_new, h[t])
@@ -111,8 +118,9 @@ def layer_norm_lstm_forward(x, h0, c0, kernel, recurrent_kernel, bias, ln_input_
 
 
 def layer_norm_lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel, bias, ln_input_gamma,
-                             ln_recurrent_gamma, ln_cell_gamma, ln_cell_beta, lengths=None):
-    """Gradients of layer_norm_lstm_forward given dy [T, N, H], dh_n and dc_n [N, H] (each may be None: zero).
+                             ln_recurrent_gamma, ln_cell_gamma, ln_cell_beta, lengths=None, masks=None):
+    """Gradients of layer_norm_lstm_forward given dy [T, N, H], dh_n and dc_n [N, H] (each may be None: zero),
+    under the forward's masks.
 
     Returns {"x", "h0", "c0", "kernel", "recurrent_kernel", "bias", "ln_input_gamma", "ln_recurrent_gamma",
     "ln_cell_gamma", "ln_cell_beta"}.
@@ -135,6 +143,8 @@ def layer_norm_lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel,
     recurrent_rstd = _check_cache(fn, cache, "recurrent_rstd", gate_rows, dtype)
     cell_norm = _check_cache(fn, cache, "cell_norm", cells, dtype)
     cell_rstd = _check_cache(fn, cache, "cell_rstd", gate_rows, dtype)
+    m = _Masks(fn, masks, T, N, I, H, 4, dtype, ("zoneout_h", "zoneout_c"))
+    U = m.recurrent(w["recurrent_kernel"])
 
     dz = np.zeros((T, N, 4 * H), dtype=dtype)  # gradient on the gate pre-activations z
     grads = {name: np.zeros_like(value) for name, value in w.items()}
@@ -144,6 +154,9 @@ def layer_norm_lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel,
         # backprop into h_new and c_new from step t+1 (and y[t]); masked rows never ran this step
         dh_new = np.where(valid, dh + dy[t], 0)
         dc_next = np.where(valid, dc, 0)
+        # backprop through zoneout's mixes, straight into h[t] and c[t] and into the candidates
+        dh_kept, dh_new = m.split("zoneout_h", t, dh_new)
+        dc_kept, dc_next = m.split("zoneout_c", t, dc_next)
         # backprop through h_new = o * tanh(cell_out), cell_out = ln_cell_gamma * cell_norm + ln_cell_beta
         tc = np.tanh(w["ln_cell_gamma"] * cell_norm[t] + w["ln_cell_beta"])
         dz_o = dh_new * tc * o * (1 - o)
@@ -157,20 +170,21 @@ def layer_norm_lstm_backward(dy, dh_n, dc_n, cache, x, kernel, recurrent_kernel,
         dz_f = dc_new * c[t] * f * (1 - f)
         dz_g = dc_new * i * (1 - g * g)
         dz[t] = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)
-        dc_prev = dc_new * f
-        # backprop through the recurrent normalisation into h[t] @ recurrent_kernel, then into h[t]
+        dc_prev = dc_new * f + dc_kept
+        # backprop through the recurrent normalisation into h[t] @ U (masked), then into h[t]
         grads["ln_recurrent_gamma"] += (dz[t] * recurrent_norm[t]).sum(axis=0)
         d_recurrent = _normalise_backward(dz[t] * w["ln_recurrent_gamma"], recurrent_norm[t], recurrent_rstd[t])
-        grads["recurrent_kernel"] += h[t].T @ d_recurrent
-        dh_prev = d_recurrent @ w["recurrent_kernel"].T
+        grads["recurrent_kernel"] += m.states(h[t]).T @ d_recurrent
+        dh_prev = dh_kept + m.states(d_recurrent @ U.T)
         dh = np.where(valid, dh_prev, dh)  # a carried state passes its gradients straight through
         dc = np.where(valid, dc_prev, dc)
+    grads["recurrent_kernel"] = m.unmask_recurrent(grads["recurrent_kernel"])
     # backprop through the input normalisation and the input projection, all steps at once
     grads["bias"] = dz.sum(axis=(0, 1))
     grads["ln_input_gamma"] = (dz * input_norm).sum(axis=(0, 1))
     d_projection = _input_side_backward(dz * w["ln_input_gamma"], input_norm, input_rstd, lengths)
-    grads["kernel"] = np.einsum("tni,tng->ig", x, d_projection)
-    return {"x": d_projection @ w["kernel"].T, "h0": dh, "c0": dc, **grads}
+    grads["kernel"] = np.einsum("tni,tng->ig", m.inputs(x), d_projection)
+    return {"x": m.inputs(d_projection @ w["kernel"].T), "h0": dh, "c0": dc, **grads}
 
 
 # ---------------------------------------------------------------------------------------------------------
