@@ -7,7 +7,7 @@ import pytest
 import rnnext
 import rnnext.reference as ref
 from conftest import (CASES, GRADCHECK_TOL, RTOL, as_float64, assert_close, assert_same_bits, backward_kwargs,
-                      cell_of, expected_grad_names, forward_kwargs, gates_of, make_douts, make_problem,
+                      cell_of, forward_kwargs, gates_of, make_douts, make_problem,
                       mentions, mixed_lengths, numerical_gradient, relative_error, run_backward, run_forward)
 
 # Which masks each variant passes; zoneout exists for the LSTM (h and c, with and without peepholes), the GRU and

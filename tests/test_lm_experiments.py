@@ -4,7 +4,6 @@ must accept their --quick presets."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import pytest

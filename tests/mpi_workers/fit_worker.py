@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from rnnext import distributed, layers, optim, tbptt, train
-from rnnext.experiments.char_lm import lm_loss, train_lm
+from rnnext.experiments.char_lm import train_lm
 from rnnext.losses import softmax_cross_entropy
 from rnnext.models import Sequential
 from rnnext.step import apply_update, backward_step, unpack_batch
