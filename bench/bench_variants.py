@@ -9,6 +9,10 @@ Prints one markdown table of medians and ratios to the plain rnnext cell of the 
 
 --masks also times the variants whose kernels take the regularisers' masks (issue 15) under all of them at once
 (dropout, recurrent dropout, weight-drop and zoneout at 0.25 each, drawn as the layers draw them in training).
+
+--step times one step of a 2-layer stack instead (the char-LM's generation shape: N=1, I=65, H=128), the
+engine's stepper against stepping layer by layer with each layer's one-step forward, for the plain and the
+layer-normalised LSTM and GRU.
 """
 import argparse
 import os
@@ -20,6 +24,7 @@ import numpy as np
 import rnnext
 from rnnext import _core
 from rnnext.reference import layer_norm_cells, projection_cells
+from rnnext.stepping import LayerByLayer
 
 
 def problem(T, N, I, H, P, seed=0):
@@ -155,6 +160,27 @@ def median_seconds(fn, seconds):
     return statistics.median(times), len(times)
 
 
+def step_table(seconds, steps=100):
+    """Median time of one step of a 2-layer stack (N=1, I=65, H=128): engine stepper against layer by layer."""
+    print(f"one step of a 2-layer stack, N=1 I=65 H=128, float32, {rnnext.get_num_threads()} threads, load average "
+          f"{os.getloadavg()[0]:.2f}\n")
+    print("| cell | engine stepper us | layer by layer us | ratio |")
+    print("|---|---:|---:|---:|")
+    x = np.random.default_rng(0).standard_normal((1, 65)).astype(np.float32)
+    for cell, layer_norm in ((rnnext.LSTM, False), (rnnext.LSTM, True), (rnnext.GRU, False), (rnnext.GRU, True)):
+        layer = cell(128, num_layers=2, layer_norm=layer_norm, input_size=65, seed=0)
+        weights = [w[0] for w in layer._weights]
+        states = [tuple(np.zeros((1, 128), np.float32) for _ in layer._state_names) for _ in weights]
+        times = []
+        for stepper in (layer._engine_stepper(weights, 1), LayerByLayer(layer, weights)):
+            def run(stepper=stepper):
+                for _ in range(steps):
+                    stepper.step(x, states)
+            times.append(median_seconds(run, seconds)[0] / steps * 1e6)
+        name = ("LN-" if layer_norm else "") + cell.__name__
+        print(f"| {name} | {times[0]:.1f} | {times[1]:.1f} | {times[1] / times[0]:.2f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, default=100)
@@ -167,9 +193,13 @@ def main():
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--masks", action="store_true",
                         help="also time the variants that take the fused masks under all of them")
+    parser.add_argument("--step", action="store_true", help="time one generation step instead (see above)")
     args = parser.parse_args()
 
     rnnext.set_num_threads(args.threads)
+    if args.step:
+        step_table(args.seconds)
+        return
     for name, module in (("layer_norm_lstm", layer_norm_cells), ("layer_norm_gru", layer_norm_cells),
                          ("projected_lstm", projection_cells)):
         validate_engine(name, module)

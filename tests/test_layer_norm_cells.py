@@ -141,6 +141,43 @@ def test_cache_free_forward_gives_the_same_bits(cell, shape, dtype):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("N", [1, 3, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_stepper_step_is_the_one_step_forward_of_each_layer(cell, N, dtype, restore_threads):
+    I, H, L = 7, 70, 3
+    problems = [make_problem(cell, (1, N, I if k == 0 else H, H), dtype, seed=k) for k in range(L)]
+    layers = [tuple(p[name] for name in WEIGHT_NAMES[cell]) for p in problems]
+    states = [tuple(p[name] for name in STATES[cell]) for p in problems]
+    stepper = getattr(_core, f"layer_norm_{cell}_stepper")(layers, N)
+    x = problems[0]["x"][0]
+    layer_input, expected = x[None], []
+    for weights, state in zip(layers, states):
+        layer_input, *finals, _ = getattr(_core, f"layer_norm_{cell}_forward")(layer_input, *state, *weights)
+        expected.append(finals)
+    for threads in (1, 2):
+        rnnext.set_num_threads(threads)
+        for _ in range(2):  # a second step from the same states: the stepper keeps nothing between steps
+            y, new_states = stepper.step(x, states)
+            assert_same_bits({"y": y}, {"y": layer_input[0]}, f"{cell} stepper, top output, {threads} threads")
+            for k, (got, want) in enumerate(zip(new_states, expected)):
+                assert_same_bits(dict(enumerate(got)), dict(enumerate(want)), f"{cell} stepper, layer {k} states")
+
+
+@pytest.mark.parametrize("cell,bad,message", [
+    ("lstm", lambda layers: layers[:1] + [layers[1][:6]], "layers[1] must be a tuple (kernel,"),
+    ("lstm", lambda layers: layers[:1] + [layers[1][:5] + (np.ones(9, np.float32),) + layers[1][6:]],
+     "layers[1].ln_cell_gamma has shape (9,), expected (H=6"),
+    ("gru", lambda layers: [layers[0][:2] + (layers[0][2][0],) + layers[0][3:]], "layers[0].bias has shape (18,)"),
+])
+def test_stepper_bad_weights_are_named(cell, bad, message):
+    problems = [make_problem(cell, (1, 2, 4 if k == 0 else 6, 6), np.float32, seed=k) for k in range(2)]
+    layers = [tuple(p[name] for name in WEIGHT_NAMES[cell]) for p in problems]
+    with pytest.raises((ValueError, TypeError)) as info:
+        getattr(_core, f"layer_norm_{cell}_stepper")(bad(layers), 2)
+    assert f"layer_norm_{cell}_stepper: {message}" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("module", [twin, _core], ids=["twin", "engine"])
 def test_nan_in_padding_is_not_seen(cell, module):
     """A NaN in x past a row's length reaches neither the outputs and states nor the input-side gradients (the

@@ -1,7 +1,8 @@
 // Bindings for the layer-normalised cells: check and convert arguments, release the GIL, call
-// rnnext::layer_norm_lstm_* and layer_norm_gru_*.
+// rnnext::layer_norm_lstm_* and layer_norm_gru_*; their steppers (bindings/stepper.h).
 #include "bindings/checks.h"
 #include "bindings/mask_checks.h"
+#include "bindings/stepper.h"
 #include "rnnext/layer_norm_gru.h"
 #include "rnnext/layer_norm_lstm.h"
 
@@ -65,7 +66,7 @@ py::tuple layer_norm_lstm_forward_impl(const Args& args, py::handle x_obj, py::h
     Scalar* states_n[] = {h_n.mutable_data(), c_n.mutable_data()};
     {
       py::gil_scoped_release release;
-      LayerNormLstmForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths), masks.masks())
+      LayerNormLstmForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths), false, masks.masks())
           .run(y.mutable_data(), states0, states_n, x.data());
     }
     return py::make_tuple(y, h_n, c_n, py::none());
@@ -196,10 +197,12 @@ py::tuple layer_norm_gru_forward_impl(const Args& args, py::handle x_obj, py::ha
   const MaskArgs<Scalar> masks(args, masks_obj, {T, N, w.I, H, 3 * H, "3*H"}, {"zoneout_h"});
   CArray<Scalar> y({T, N, H}), h_n({N, H});
   if (!keep_cache) {
+    const Scalar* states0[] = {h0.data()};
+    Scalar* states_n[] = {h_n.mutable_data()};
     {
       py::gil_scoped_release release;
-      LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths), masks.masks())
-          .run(y.mutable_data(), h0.data(), h_n.mutable_data(), x.data());
+      LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths), false, masks.masks())
+          .run(y.mutable_data(), states0, states_n, x.data());
     }
     return py::make_tuple(y, h_n, py::none());
   }
@@ -211,7 +214,7 @@ py::tuple layer_norm_gru_forward_impl(const Args& args, py::handle x_obj, py::ha
                                         recurrent_norm.mutable_data(), recurrent_rstd.mutable_data()};
   {
     py::gil_scoped_release release;
-    LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths), masks.masks())
+    LayerNormGruForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths), false, masks.masks())
         .run_cached(y.mutable_data(), cache, x.data());
   }
   std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
@@ -270,9 +273,95 @@ py::dict layer_norm_gru_backward_impl(const Args& args, py::handle dy_obj, py::h
   return grads;
 }
 
+// The checked copies of a stepper's weights, which it owns: entry `entry` of layer `layer`'s tuple.
+template <typename Scalar>
+class StepperWeights {
+ public:
+  StepperWeights(const Args& args, const std::vector<py::tuple>& layers) : args_(args), layers_(layers) {}
+  const Scalar* operator()(size_t layer, size_t entry, const char* name, const std::vector<Dim>& dims) {
+    CArray<Scalar> copy = stepper_weight<Scalar>(args_, layer, name, layers_[layer][entry], dims);
+    owned_.push_back(copy);
+    return copy.data();
+  }
+  std::vector<py::array> release() { return std::move(owned_); }
+
+ private:
+  const Args& args_;
+  const std::vector<py::tuple>& layers_;
+  std::vector<py::array> owned_;
+};
+
+// layers: one tuple per layer in layer_norm_lstm_forward's weight order, layer k > 0 reading the H outputs below.
+template <typename Scalar>
+StepperHandle layer_norm_lstm_stepper_impl(const Args& args, const std::vector<py::tuple>& layers, py::ssize_t N) {
+  const py::ssize_t H = args.hidden_size(layers[0][1], 4, "4*H");
+  const py::ssize_t I = stepper_input_size(args, layers[0][0], 4 * H, "4*H");
+  const Dim gates{"4*H", 4 * H}, units{"H", H};
+  StepperWeights<Scalar> copy(args, layers);
+  std::vector<LayerNormLstmWeights<Scalar>> weights;
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const Dim inputs = k == 0 ? Dim{"I", I} : units;
+    weights.push_back({copy(k, 0, "kernel", {inputs, gates}), copy(k, 1, "recurrent_kernel", {units, gates}),
+                       copy(k, 2, "bias", {gates}), copy(k, 3, "ln_input_gamma", {gates}),
+                       copy(k, 4, "ln_recurrent_gamma", {gates}), copy(k, 5, "ln_cell_gamma", {units}),
+                       copy(k, 6, "ln_cell_beta", {units})});
+  }
+  return make_stepper_handle<Scalar, LayerNormLstmForward<Scalar>>("layer_norm_lstm_stepper", weights, copy.release(),
+                                                                   N, I, H);
+}
+
+// layers: one tuple per layer in layer_norm_gru_forward's weight order.
+template <typename Scalar>
+StepperHandle layer_norm_gru_stepper_impl(const Args& args, const std::vector<py::tuple>& layers, py::ssize_t N) {
+  const py::ssize_t H = args.hidden_size(layers[0][1], 3, "3*H");
+  const py::ssize_t I = stepper_input_size(args, layers[0][0], 3 * H, "3*H");
+  const Dim gates{"3*H", 3 * H}, units{"H", H};
+  StepperWeights<Scalar> copy(args, layers);
+  std::vector<LayerNormGruWeights<Scalar>> weights;
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const Dim inputs = k == 0 ? Dim{"I", I} : units;
+    weights.push_back({copy(k, 0, "kernel", {inputs, gates}), copy(k, 1, "recurrent_kernel", {units, gates}),
+                       copy(k, 2, "bias", {{"", 2}, gates}), copy(k, 3, "ln_input_gamma", {gates}),
+                       copy(k, 4, "ln_recurrent_gamma", {gates})});
+  }
+  return make_stepper_handle<Scalar, LayerNormGruForward<Scalar>>("layer_norm_gru_stepper", weights, copy.release(),
+                                                                  N, I, H);
+}
+
 }  // namespace
 
 void bind_layer_norm(py::module_& m) {
+  m.def(
+      "layer_norm_lstm_stepper",
+      [](py::handle layers, py::ssize_t batch_size) {
+        const Args args("layer_norm_lstm_stepper");
+        const auto entries = stepper_layers(args, layers, 7,
+                                            "(kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma, "
+                                            "ln_cell_gamma, ln_cell_beta)");
+        const py::ssize_t N = stepper_batch_size(args, batch_size);
+        return with_dtype(args, "layers[0].kernel", entries[0][0], [&](auto scalar) {
+          return layer_norm_lstm_stepper_impl<decltype(scalar)>(args, entries, N);
+        });
+      },
+      py::arg("layers"), py::arg("batch_size"),
+      "A stepper for a stack of single-direction layer-normalised LSTM layers, one tuple of layer_norm_lstm_forward's\n"
+      "weights per layer, with its own copies packed once: .step(x [N, I], states) with states one (h, c) per layer\n"
+      "returns (y [N, H], new states), what layer_norm_lstm_forward gives for T = 1.");
+  m.def(
+      "layer_norm_gru_stepper",
+      [](py::handle layers, py::ssize_t batch_size) {
+        const Args args("layer_norm_gru_stepper");
+        const auto entries =
+            stepper_layers(args, layers, 5, "(kernel, recurrent_kernel, bias, ln_input_gamma, ln_recurrent_gamma)");
+        const py::ssize_t N = stepper_batch_size(args, batch_size);
+        return with_dtype(args, "layers[0].kernel", entries[0][0], [&](auto scalar) {
+          return layer_norm_gru_stepper_impl<decltype(scalar)>(args, entries, N);
+        });
+      },
+      py::arg("layers"), py::arg("batch_size"),
+      "A stepper for a stack of single-direction layer-normalised GRU layers, one tuple of layer_norm_gru_forward's\n"
+      "weights per layer, with its own copies packed once: .step(x [N, I], states) with states one (h,) per layer\n"
+      "returns (y [N, H], new states), what layer_norm_gru_forward gives for T = 1.");
   m.def(
       "layer_norm_lstm_forward",
       [](py::handle x, py::handle h0, py::handle c0, py::handle kernel, py::handle recurrent_kernel, py::handle bias,

@@ -157,12 +157,12 @@ void column_product_sums(Scalar* out, const Scalar* a, const Scalar* b, Index ro
 // through the recurrent normalisation, and the input side's gradients after the loop. G: the gate blocks.
 
 // Before the loop: out [rows, G*H] = LN(inputs . kernel; gain) + shift, with the cache's normalised values and
-// 1/std when they are not null.
+// 1/std when they are not null; `packed`: the kernel packed once for many calls (a stepper), or null.
 template <typename Scalar>
 void normalised_input_projection(Scalar* out, Scalar* normalised, Scalar* rstd, const Scalar* inputs /* [rows, I] */,
                                  const Scalar* kernel /* [I, GH] */, const Scalar* gain, const Scalar* shift,
-                                 Index rows, Index I, Index GH) {
-  project_inputs(out, inputs, kernel, static_cast<const Scalar*>(nullptr), rows, I, GH);
+                                 Index rows, Index I, Index GH, const PackedWeight<Scalar>* packed = nullptr) {
+  project_inputs(out, inputs, kernel, static_cast<const Scalar*>(nullptr), rows, I, GH, packed);
   normalise_rows(out, normalised, rstd, out, gain, shift, rows, GH);
 }
 

@@ -103,6 +103,7 @@ struct LnGruGateStage {
   }
 };
 
+// A forward pass as LayerNormLstmForward's (run_cached, run, and `reuse` for a stepper).
 template <typename Scalar>
 class LayerNormGruForward : PackedForward<Scalar, LayerNormGruWeights<Scalar>> {
   using Base = PackedForward<Scalar, LayerNormGruWeights<Scalar>>;
@@ -110,10 +111,12 @@ class LayerNormGruForward : PackedForward<Scalar, LayerNormGruWeights<Scalar>> {
 
  public:
   static constexpr Index G = kLayerNormGruGates;
+  static constexpr int kStates = 1;  // h
+  using Weights = LayerNormGruWeights<Scalar>;
 
-  LayerNormGruForward(const LayerNormGruWeights<Scalar>& weights, const Dims& d, const int64_t* lengths /* [N] or null */,
+  LayerNormGruForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse,
                       const Masks<Scalar>& masks = {})
-      : Base(weights, d, G, lengths, false, masks) {}
+      : Base(weights, d, G, lengths, reuse, masks) {}
 
   // On entry cache.h[0] holds h0.
   void run_cached(Scalar* y /* [T, N, H] */, const LayerNormGruCache<Scalar>& cache, const Scalar* x /* [T, N, I] */) const {
@@ -122,15 +125,16 @@ class LayerNormGruForward : PackedForward<Scalar, LayerNormGruWeights<Scalar>> {
          {cache.recurrent_rstd, N, 1});
   }
 
-  // h0 [N, H] in, h_n [N, H] out; nothing is cached.
-  void run(Scalar* y /* [T, N, H] */, const Scalar* h0, Scalar* h_n, const Scalar* x /* [T, N, I] */) const {
+  // states0[0] = h0 [N, H] in, states_n[0] = h_n [N, H] out; nothing is cached.
+  void run(Scalar* y /* [T, N, H] */, const Scalar* const* states0, Scalar* const* states_n,
+           const Scalar* x /* [T, N, I] */) const {
     const Index T = d_.T, N = d_.N, H = d_.H;
     Workspace<Scalar> h(2 * N * H), gates(T * N * G * H), recurrent(N * G * H), rstd(N);
     constexpr Index kOneSlot = 0;  // a buffer that only the step writing it reads
     const Sequence<Scalar> h_ring{h.data(), N, H, Sequence<Scalar>::kRingOfTwo};
-    std::copy_n(h0, N * H, h_ring.step(0));
+    std::copy_n(states0[0], N * H, h_ring.step(0));
     loop(y, x, h_ring, gates.data(), nullptr, nullptr, {recurrent.data(), N, G * H, kOneSlot}, {rstd.data(), N, 1, kOneSlot});
-    std::copy_n(h_ring.step(T), N * H, h_n);
+    std::copy_n(h_ring.step(T), N * H, states_n[0]);
   }
 
  private:
@@ -139,7 +143,7 @@ class LayerNormGruForward : PackedForward<Scalar, LayerNormGruWeights<Scalar>> {
     const Index N = d_.N, H = d_.H, GH = G * H;
     // gates holds a[t] (normalised input projection plus the input bias) until step t activates it in place.
     normalised_input_projection(gates, input_norm, input_rstd, this->masked_.inputs(x), weights_.kernel,
-                                weights_.ln_input_gamma, weights_.bias, d_.T * N, d_.I, GH);
+                                weights_.ln_input_gamma, weights_.bias, d_.T * N, d_.I, GH, this->packed_kernel());
     const BlockIndex blocks{unit_block_size(N), Index(loop_.blocks().size())};
     std::vector<Moments<Scalar>> moments(size_t(N * blocks.count));
     NormalisedRecurrentProduct<Scalar, G> product{U_, h, recurrent, moments.data(), blocks};  // U_ masks h[t]

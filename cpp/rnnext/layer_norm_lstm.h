@@ -144,7 +144,8 @@ struct LnLstmOutputStage {
 };
 
 // A forward pass: run_cached keeps what lstm_backward reads; run keeps only what the next step reads (two
-// slots of states, one of each normalised buffer), with the same arithmetic and so the same results.
+// slots of states, one of each normalised buffer), with the same arithmetic and so the same results. With
+// `reuse` (stepper.h) the input kernel is packed once for many calls of one shape.
 template <typename Scalar>
 class LayerNormLstmForward : PackedForward<Scalar, LayerNormLstmWeights<Scalar>> {
   using Base = PackedForward<Scalar, LayerNormLstmWeights<Scalar>>;
@@ -152,11 +153,12 @@ class LayerNormLstmForward : PackedForward<Scalar, LayerNormLstmWeights<Scalar>>
 
  public:
   static constexpr Index G = kLayerNormLstmGates;
+  static constexpr int kStates = 2;  // h, c
   using Weights = LayerNormLstmWeights<Scalar>;
 
-  LayerNormLstmForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */,
+  LayerNormLstmForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse,
                        const Masks<Scalar>& masks = {})
-      : Base(weights, d, G, lengths, false, masks) {}
+      : Base(weights, d, G, lengths, reuse, masks) {}
 
   // On entry cache.h[0], cache.c[0] hold h0, c0.
   void run_cached(Scalar* y /* [T, N, H] */, const LayerNormLstmCache<Scalar>& cache, const Scalar* x /* [T, N, I] */) const {
@@ -187,7 +189,7 @@ class LayerNormLstmForward : PackedForward<Scalar, LayerNormLstmWeights<Scalar>>
     const Index N = d_.N, H = d_.H, GH = G * H;
     // gates holds the normalised input projections (with the bias) until step t activates its slice in place.
     normalised_input_projection(gates, input_norm, input_rstd, this->masked_.inputs(x), weights_.kernel,
-                                weights_.ln_input_gamma, weights_.bias, d_.T * N, d_.I, GH);
+                                weights_.ln_input_gamma, weights_.bias, d_.T * N, d_.I, GH, this->packed_kernel());
     const BlockIndex blocks{unit_block_size(N), Index(loop_.blocks().size())};
     std::vector<Moments<Scalar>> recurrent_moments(size_t(N * blocks.count)), cell_moments(size_t(N * blocks.count));
     NormalisedRecurrentProduct<Scalar, G> product{U_, h, recurrent, recurrent_moments.data(), blocks};  // U_ masks h[t]
@@ -205,7 +207,7 @@ template <typename Scalar>
 void layer_norm_lstm_forward(Scalar* y /* [T, N, H] */, const LayerNormLstmCache<Scalar>& cache,
                              const Scalar* x /* [T, N, I] */, const LayerNormLstmWeights<Scalar>& weights,
                              const int64_t* lengths /* [N] or null */, const Dims& d, const Masks<Scalar>& masks = {}) {
-  LayerNormLstmForward<Scalar>(weights, d, lengths, masks).run_cached(y, cache, x);
+  LayerNormLstmForward<Scalar>(weights, d, lengths, false, masks).run_cached(y, cache, x);
 }
 
 // Backward stage 1: backpropagate h~ = o * tanh(cell_out) into the output gate and into cell_out (kept for the

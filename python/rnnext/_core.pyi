@@ -140,6 +140,14 @@ def gru_stepper(
     batch_size: int,
     reset_after: bool = True,
 ) -> Stepper: ...
+def layer_norm_lstm_stepper(
+    layers: Sequence[tuple[Float, ...]],  # layer_norm_lstm_forward's seven weights, in its order
+    batch_size: int,
+) -> Stepper: ...
+def layer_norm_gru_stepper(
+    layers: Sequence[tuple[Float, ...]],  # layer_norm_gru_forward's five weights, in its order
+    batch_size: int,
+) -> Stepper: ...
 
 # Optimizer updates (cpp/rnnext/optim.h): in place on value and the state arrays, all of value's shape and dtype;
 # grad is only read. momentum_buffer is None exactly when momentum is 0.

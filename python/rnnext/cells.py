@@ -159,7 +159,9 @@ class LSTM(Recurrent):
         return y, (h_n, c_n), cache
 
     def _engine_stepper(self, layer_weights, batch_size):
-        if self.layer_norm or self.proj_size:  # no engine stepper: each layer's cache-free forward with T = 1
+        if self.layer_norm:
+            return _core.layer_norm_lstm_stepper([_layer_norm_lstm_weights(w) for w in layer_weights], batch_size)
+        if self.proj_size:  # no engine stepper: each layer's cache-free forward with T = 1
             return super()._engine_stepper(layer_weights, batch_size)
         return _core.lstm_stepper([(w["kernel"].value, w["recurrent_kernel"].value, w["bias"].value,
                                     w["peephole"].value if self.peephole else None) for w in layer_weights],
@@ -196,11 +198,11 @@ _LAYER_NORM_LSTM_WEIGHTS = ("kernel", "recurrent_kernel", "bias", "ln_input_gamm
 
 
 def _layer_norm_lstm_weights(w):
-    return [w[name].value for name in _LAYER_NORM_LSTM_WEIGHTS]
+    return tuple(w[name].value for name in _LAYER_NORM_LSTM_WEIGHTS)
 
 
 def _layer_norm_gru_weights(w):
-    return [w[name].value for name in ("kernel", "recurrent_kernel", "bias", "ln_input_gamma", "ln_recurrent_gamma")]
+    return tuple(w[name].value for name in ("kernel", "recurrent_kernel", "bias", "ln_input_gamma", "ln_recurrent_gamma"))
 
 
 def _projected_lstm_weights(w):
@@ -253,8 +255,8 @@ class GRU(Recurrent):
         return y, (h_n,), cache
 
     def _engine_stepper(self, layer_weights, batch_size):
-        if self.layer_norm:  # no engine stepper: each layer's cache-free forward with T = 1
-            return super()._engine_stepper(layer_weights, batch_size)
+        if self.layer_norm:
+            return _core.layer_norm_gru_stepper([_layer_norm_gru_weights(w) for w in layer_weights], batch_size)
         return _core.gru_stepper([(w["kernel"].value, w["recurrent_kernel"].value, w["bias"].value)
                                   for w in layer_weights], batch_size, reset_after=self.reset_after)
 
