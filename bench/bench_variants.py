@@ -150,17 +150,24 @@ def torch_lstmp(torch, p):
     return step
 
 
-def median_seconds(fn, seconds):
-    fn()  # warm-up: first-touch of buffers, lazy initialisation
-    times, start = [], time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start < seconds and len(times) < 30):
-        begin = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - begin)
-    return statistics.median(times), len(times)
+def interleaved_medians(fns, seconds, rounds):
+    """(median seconds, samples) of each function, sampled in `rounds` rounds that visit every function in turn
+    (about seconds / rounds each per round): a machine that slows down for a while slows every row alike, so the
+    ratios between rows hold better than with each row timed in one block."""
+    for fn in fns:
+        fn()  # warm-up: first-touch of buffers, lazy initialisation
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, samples in zip(fns, times):
+            start = time.perf_counter()
+            while not samples or time.perf_counter() - start < seconds / rounds:
+                begin = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - begin)
+    return [(statistics.median(samples), len(samples)) for samples in times]
 
 
-def step_table(seconds, steps=100):
+def step_table(seconds, rounds, steps=100):
     """Median time of one step of a 2-layer stack (N=1, I=65, H=128): engine stepper against layer by layer."""
     print(f"one step of a 2-layer stack, N=1 I=65 H=128, float32, {rnnext.get_num_threads()} threads, load average "
           f"{os.getloadavg()[0]:.2f}\n")
@@ -171,12 +178,13 @@ def step_table(seconds, steps=100):
         layer = cell(128, num_layers=2, layer_norm=layer_norm, input_size=65, seed=0)
         weights = [w[0] for w in layer._weights]
         states = [tuple(np.zeros((1, 128), np.float32) for _ in layer._state_names) for _ in weights]
-        times = []
+        runs = []
         for stepper in (layer._engine_stepper(weights, 1), LayerByLayer(layer, weights)):
             def run(stepper=stepper):
                 for _ in range(steps):
                     stepper.step(x, states)
-            times.append(median_seconds(run, seconds)[0] / steps * 1e6)
+            runs.append(run)
+        times = [median / steps * 1e6 for median, _ in interleaved_medians(runs, seconds, rounds)]
         name = ("LN-" if layer_norm else "") + cell.__name__
         print(f"| {name} | {times[0]:.1f} | {times[1]:.1f} | {times[1] / times[0]:.2f} |")
 
@@ -189,7 +197,8 @@ def main():
     parser.add_argument("--H", type=int, default=256)
     parser.add_argument("--proj", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="sampling time of each row")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over all rows (see interleaved_medians)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--masks", action="store_true",
                         help="also time the variants that take the fused masks under all of them")
@@ -198,7 +207,7 @@ def main():
 
     rnnext.set_num_threads(args.threads)
     if args.step:
-        step_table(args.seconds)
+        step_table(args.seconds, args.rounds)
         return
     for name, module in (("layer_norm_lstm", layer_norm_cells), ("layer_norm_gru", layer_norm_cells),
                          ("projected_lstm", projection_cells)):
@@ -206,22 +215,21 @@ def main():
         if args.masks and name in MASKED:
             validate_engine(name, module, with_masks=True)
     problems = problem(args.T, args.N, args.I, args.H, args.proj)
-    rows = []  # (variant, framework, median, samples)
+    timed = []  # (variant, framework, function)
     for name in ("lstm", "layer_norm_lstm", "projected_lstm", "gru", "layer_norm_gru"):
-        rows.append((name, "rnnext", *median_seconds(lambda: engine_step(name, problems[name]), args.seconds)))
+        timed.append((name, "rnnext", lambda name=name: engine_step(name, problems[name])))
     if args.masks:
         for name in MASKED:
             masks = all_masks(name, problems[name])
-            rows.append((name, "rnnext, all masks",
-                         *median_seconds(lambda: engine_step(name, problems[name], masks), args.seconds)))
+            timed.append((name, "rnnext, all masks", lambda name=name, masks=masks: engine_step(name, problems[name], masks)))
     if not args.no_torch:
         import torch
         torch.set_num_threads(args.threads)
         torch.backends.mkldnn.enabled = False  # ATen's own kernels, as the tests use
-        rows.append(("layer_norm_lstm", "torch (Python LN-LSTM)",
-                     *median_seconds(torch_layer_norm_lstm(torch, problems["layer_norm_lstm"]), args.seconds)))
-        rows.append(("projected_lstm", "torch.nn.LSTM(proj_size)",
-                     *median_seconds(torch_lstmp(torch, problems["projected_lstm"]), args.seconds)))
+        timed.append(("layer_norm_lstm", "torch (Python LN-LSTM)", torch_layer_norm_lstm(torch, problems["layer_norm_lstm"])))
+        timed.append(("projected_lstm", "torch.nn.LSTM(proj_size)", torch_lstmp(torch, problems["projected_lstm"])))
+    medians = interleaved_medians([fn for _, _, fn in timed], args.seconds, args.rounds)
+    rows = [(name, framework, *median) for (name, framework, _), median in zip(timed, medians)]
 
     engine = {name: seconds for name, framework, seconds, _ in rows if framework == "rnnext"}
     print(f"training step (forward with cache + backward), float32, T={args.T} N={args.N} I={args.I} H={args.H} "
