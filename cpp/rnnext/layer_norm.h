@@ -154,7 +154,7 @@ void column_product_sums(Scalar* out, const Scalar* a, const Scalar* b, Index ro
 // ---------------------------------------------------------------------------------------------------------
 // What the layer-normalised cells (layer_norm_lstm.h, layer_norm_gru.h) share: the normalised input projection
 // before the loop, the first forward stage (the recurrent product and its block moments), the backward stage
-// through the recurrent normalisation, and the input side's gradients after the loop. G: the gate blocks.
+// through the recurrent normalisation, and the products' gradients after the loop. G: the gate blocks.
 
 // Before the loop: out [rows, G*H] = LN(inputs . kernel; gain) + shift, with the cache's normalised values and
 // 1/std when they are not null; `packed`: the kernel packed once for many calls (a stepper), or null.
@@ -241,18 +241,24 @@ BackwardSums<Scalar> recurrent_block_sums(const Sequence<Scalar>& d_normalised, 
   return partial;
 }
 
-// After the loop, the input side: d_projection [rows, GH] holds the gradient on LN(inputs . kernel; gain) and
-// becomes the one on inputs . kernel; then dx = d_projection . kernel^T and dkernel = inputs^T . d_projection.
+// After the loop, the products' gradients, read from the operands as the products saw them (x and h[t] under
+// their masks): drecurrent = h[t]^T . d_recurrent; d_projection [rows, GH] holds the gradient on
+// LN(x . kernel; gain) and becomes the one on x . kernel, then dx = d_projection . kernel^T and
+// dkernel = x^T . d_projection; last, from the masked operands' gradients to the operands'.
 template <typename Scalar>
-void input_side_gradients(Scalar* dx /* [rows, I] */, Scalar* dkernel /* [I, GH] */, Scalar* d_projection,
-                          const Scalar* inputs /* [rows, I] */, const Scalar* kernel /* [I, GH] */,
-                          const Scalar* input_norm /* [rows, GH] */, const Scalar* input_rstd /* [rows] */,
-                          const Scalar* gain /* [GH] */, const int64_t* lengths /* [N] or null */, const Dims& d,
-                          Index GH) {
-  const Index rows = d.T * d.N, I = d.I;
+void product_gradients(Scalar* dx /* [rows, I] */, Scalar* dkernel /* [I, GH] */, Scalar* drecurrent /* [H, GH] */,
+                       Scalar* d_projection, const Scalar* d_recurrent /* [rows, GH] */, const Scalar* h /* [T+1, N, H] */,
+                       const Scalar* x /* [rows, I] */, const Scalar* kernel /* [I, GH] */,
+                       const Scalar* input_norm /* [rows, GH] */, const Scalar* input_rstd /* [rows] */,
+                       const Scalar* gain /* [GH] */, const MaskedOperands<Scalar>& masked,
+                       const int64_t* lengths /* [N] or null */, const Dims& d, Index GH) {
+  const Index rows = d.T * d.N, I = d.I, H = d.H;
+  Workspace<Scalar> masked_states(masked.masks().state ? rows * H : 0);
+  transposed_times(drecurrent, GH, masked.states(h, masked_states), H, H, d_recurrent, GH, GH, rows);
   normalise_rows_backward(d_projection, input_norm, input_rstd, gain, rows, GH, lengths, d.N);
   rows_times_weight(dx, I, d_projection, GH, rows, GH, kernel, GH, I, true, static_cast<const Scalar*>(nullptr), false);
-  transposed_times(dkernel, GH, inputs, I, I, d_projection, GH, GH, rows);
+  transposed_times(dkernel, GH, masked.inputs(x), I, I, d_projection, GH, GH, rows);
+  masked.unmask(dx, drecurrent);
 }
 
 }  // namespace rnnext

@@ -244,13 +244,8 @@ void layer_norm_gru_backward(const LayerNormGruGrads<Scalar>& grads, const Scala
   column_sums(grads.bias + GH, db.data(), GH, rows, GH);
   column_product_sums(grads.ln_recurrent_gamma, db.data(), cache.recurrent_norm, rows, GH);
   column_product_sums(grads.ln_input_gamma, da.data(), cache.input_norm, rows, GH);
-  // The weight gradients read the operands as the products saw them: x and h[t] under their masks.
-  Workspace<Scalar> masked_states(masks.state ? rows * H : 0);
-  transposed_times(grads.recurrent_kernel, GH, masked.states(cache.h, masked_states), H, H, d_recurrent.data(), GH,
-                   GH, rows);
-  input_side_gradients(grads.x, grads.kernel, da.data(), masked.inputs(x_in), weights.kernel, cache.input_norm,
-                       cache.input_rstd, weights.ln_input_gamma, lengths, d, GH);
-  masked.unmask(grads.x, grads.recurrent_kernel);
+  product_gradients(grads.x, grads.kernel, grads.recurrent_kernel, da.data(), d_recurrent.data(), cache.h, x_in,
+                    weights.kernel, cache.input_norm, cache.input_rstd, weights.ln_input_gamma, masked, lengths, d, GH);
 }
 
 }  // namespace rnnext

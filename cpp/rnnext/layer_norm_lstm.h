@@ -338,13 +338,8 @@ void layer_norm_lstm_backward(const LayerNormLstmGrads<Scalar>& grads, const Sca
   column_product_sums(grads.ln_recurrent_gamma, dz.data(), cache.recurrent_norm, rows, GH);
   column_product_sums(grads.ln_input_gamma, dz.data(), cache.input_norm, rows, GH);
   column_sums(grads.bias, dz.data(), GH, rows, GH);
-  // The weight gradients read the operands as the products saw them: x and h[t] under their masks.
-  Workspace<Scalar> masked_states(masks.state ? rows * H : 0);
-  transposed_times(grads.recurrent_kernel, GH, masked.states(cache.h, masked_states), H, H, d_recurrent.data(), GH,
-                   GH, rows);
-  input_side_gradients(grads.x, grads.kernel, dz.data(), masked.inputs(x_in), weights.kernel, cache.input_norm,
-                       cache.input_rstd, weights.ln_input_gamma, lengths, d, GH);
-  masked.unmask(grads.x, grads.recurrent_kernel);
+  product_gradients(grads.x, grads.kernel, grads.recurrent_kernel, dz.data(), d_recurrent.data(), cache.h, x_in,
+                    weights.kernel, cache.input_norm, cache.input_rstd, weights.ln_input_gamma, masked, lengths, d, GH);
 }
 
 }  // namespace rnnext
