@@ -291,41 +291,44 @@ class StepperWeights {
   std::vector<py::array> owned_;
 };
 
-// layers: one tuple per layer in layer_norm_lstm_forward's weight order, layer k > 0 reading the H outputs below.
-template <typename Scalar>
-StepperHandle layer_norm_lstm_stepper_impl(const Args& args, const std::vector<py::tuple>& layers, py::ssize_t N) {
-  const py::ssize_t H = args.hidden_size(layers[0][1], 4, "4*H");
-  const py::ssize_t I = stepper_input_size(args, layers[0][0], 4 * H, "4*H");
-  const Dim gates{"4*H", 4 * H}, units{"H", H};
+// A stepper of G gate blocks from `layers`, one tuple per layer in the forward's weight order (layer k > 0 reading
+// the H outputs below); layer_weights(copy, k, inputs, gates, units) checks and copies layer k's tuple.
+template <typename Scalar, typename Forward, typename LayerWeights>
+StepperHandle layer_norm_stepper(const char* function, const Args& args, const std::vector<py::tuple>& layers,
+                                 py::ssize_t N, py::ssize_t G, const char* gates_label, LayerWeights layer_weights) {
+  const py::ssize_t H = args.hidden_size(layers[0][1], G, gates_label);
+  const py::ssize_t I = stepper_input_size(args, layers[0][0], G * H, gates_label);
+  const Dim gates{gates_label, G * H}, units{"H", H};
   StepperWeights<Scalar> copy(args, layers);
-  std::vector<LayerNormLstmWeights<Scalar>> weights;
-  for (size_t k = 0; k < layers.size(); ++k) {
-    const Dim inputs = k == 0 ? Dim{"I", I} : units;
-    weights.push_back({copy(k, 0, "kernel", {inputs, gates}), copy(k, 1, "recurrent_kernel", {units, gates}),
-                       copy(k, 2, "bias", {gates}), copy(k, 3, "ln_input_gamma", {gates}),
-                       copy(k, 4, "ln_recurrent_gamma", {gates}), copy(k, 5, "ln_cell_gamma", {units}),
-                       copy(k, 6, "ln_cell_beta", {units})});
-  }
-  return make_stepper_handle<Scalar, LayerNormLstmForward<Scalar>>("layer_norm_lstm_stepper", weights, copy.release(),
-                                                                   N, I, H);
+  std::vector<typename Forward::Weights> weights;
+  for (size_t k = 0; k < layers.size(); ++k)
+    weights.push_back(layer_weights(copy, k, k == 0 ? Dim{"I", I} : units, gates, units));
+  return make_stepper_handle<Scalar, Forward>(function, weights, copy.release(), N, I, H);
 }
 
-// layers: one tuple per layer in layer_norm_gru_forward's weight order.
+template <typename Scalar>
+StepperHandle layer_norm_lstm_stepper_impl(const Args& args, const std::vector<py::tuple>& layers, py::ssize_t N) {
+  return layer_norm_stepper<Scalar, LayerNormLstmForward<Scalar>>(
+      "layer_norm_lstm_stepper", args, layers, N, 4, "4*H",
+      [](StepperWeights<Scalar>& copy, size_t k, const Dim& inputs, const Dim& gates, const Dim& units) {
+        return LayerNormLstmWeights<Scalar>{
+            copy(k, 0, "kernel", {inputs, gates}),           copy(k, 1, "recurrent_kernel", {units, gates}),
+            copy(k, 2, "bias", {gates}),                     copy(k, 3, "ln_input_gamma", {gates}),
+            copy(k, 4, "ln_recurrent_gamma", {gates}),       copy(k, 5, "ln_cell_gamma", {units}),
+            copy(k, 6, "ln_cell_beta", {units})};
+      });
+}
+
 template <typename Scalar>
 StepperHandle layer_norm_gru_stepper_impl(const Args& args, const std::vector<py::tuple>& layers, py::ssize_t N) {
-  const py::ssize_t H = args.hidden_size(layers[0][1], 3, "3*H");
-  const py::ssize_t I = stepper_input_size(args, layers[0][0], 3 * H, "3*H");
-  const Dim gates{"3*H", 3 * H}, units{"H", H};
-  StepperWeights<Scalar> copy(args, layers);
-  std::vector<LayerNormGruWeights<Scalar>> weights;
-  for (size_t k = 0; k < layers.size(); ++k) {
-    const Dim inputs = k == 0 ? Dim{"I", I} : units;
-    weights.push_back({copy(k, 0, "kernel", {inputs, gates}), copy(k, 1, "recurrent_kernel", {units, gates}),
-                       copy(k, 2, "bias", {{"", 2}, gates}), copy(k, 3, "ln_input_gamma", {gates}),
-                       copy(k, 4, "ln_recurrent_gamma", {gates})});
-  }
-  return make_stepper_handle<Scalar, LayerNormGruForward<Scalar>>("layer_norm_gru_stepper", weights, copy.release(),
-                                                                  N, I, H);
+  return layer_norm_stepper<Scalar, LayerNormGruForward<Scalar>>(
+      "layer_norm_gru_stepper", args, layers, N, 3, "3*H",
+      [](StepperWeights<Scalar>& copy, size_t k, const Dim& inputs, const Dim& gates, const Dim& units) {
+        return LayerNormGruWeights<Scalar>{copy(k, 0, "kernel", {inputs, gates}),
+                                           copy(k, 1, "recurrent_kernel", {units, gates}),
+                                           copy(k, 2, "bias", {{"", 2}, gates}), copy(k, 3, "ln_input_gamma", {gates}),
+                                           copy(k, 4, "ln_recurrent_gamma", {gates})};
+      });
 }
 
 }  // namespace
