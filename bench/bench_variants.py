@@ -12,7 +12,7 @@ Prints one markdown table of medians and ratios to the plain rnnext cell of the 
 
 --step times one step of a 2-layer stack instead (the char-LM's generation shape: N=1, I=65, H=128), the
 engine's stepper against stepping layer by layer with each layer's one-step forward, for the plain and the
-layer-normalised LSTM and GRU.
+layer-normalised LSTM and GRU and the LSTM with projection.
 """
 import argparse
 import os
@@ -174,10 +174,13 @@ def step_table(seconds, rounds, steps=100):
     print("| cell | engine stepper us | layer by layer us | ratio |")
     print("|---|---:|---:|---:|")
     x = np.random.default_rng(0).standard_normal((1, 65)).astype(np.float32)
-    for cell, layer_norm in ((rnnext.LSTM, False), (rnnext.LSTM, True), (rnnext.GRU, False), (rnnext.GRU, True)):
-        layer = cell(128, num_layers=2, layer_norm=layer_norm, input_size=65, seed=0)
+    variants = [("LSTM", rnnext.LSTM, {}), ("LN-LSTM", rnnext.LSTM, {"layer_norm": True}),
+                ("LSTMP (P=64)", rnnext.LSTM, {"proj_size": 64}), ("GRU", rnnext.GRU, {}),
+                ("LN-GRU", rnnext.GRU, {"layer_norm": True})]
+    for name, cell, options in variants:
+        layer = cell(128, num_layers=2, input_size=65, seed=0, **options)
         weights = [w[0] for w in layer._weights]
-        states = [tuple(np.zeros((1, 128), np.float32) for _ in layer._state_names) for _ in weights]
+        states = layer._zero_states(1, layer.num_layers)
         runs = []
         for stepper in (layer._engine_stepper(weights, 1), LayerByLayer(layer, weights)):
             def run(stepper=stepper):
@@ -185,7 +188,6 @@ def step_table(seconds, rounds, steps=100):
                     stepper.step(x, states)
             runs.append(run)
         times = [median / steps * 1e6 for median, _ in interleaved_medians(runs, seconds, rounds)]
-        name = ("LN-" if layer_norm else "") + cell.__name__
         print(f"| {name} | {times[0]:.1f} | {times[1]:.1f} | {times[1] / times[0]:.2f} |")
 
 

@@ -148,6 +148,72 @@ def test_backward_names_a_missing_cache_entry():
         _core.projected_lstm_backward(None, None, None, cache, p["x"], **{n: p[n] for n in WEIGHT_NAMES})
 
 
+@pytest.mark.parametrize("N", [1, 3, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_stepper_step_is_the_one_step_forward_of_each_layer(N, dtype, restore_threads):
+    I, H, P, L = 7, 70, 20, 3
+    problems = [make_problem((1, N, I if k == 0 else P, H, P), dtype, seed=k) for k in range(L)]
+    layers = [tuple(p[name] for name in WEIGHT_NAMES) for p in problems]
+    states = [(p["h0"], p["c0"]) for p in problems]
+    stepper = _core.projected_lstm_stepper(layers, N)
+    x = problems[0]["x"][0]
+    layer_input, expected = x[None], []
+    for weights, state in zip(layers, states):
+        layer_input, *finals, _ = _core.projected_lstm_forward(layer_input, *state, *weights)
+        expected.append(finals)
+    for threads in (1, 2):
+        rnnext.set_num_threads(threads)
+        for _ in range(2):  # a second step from the same states: the stepper keeps nothing between steps
+            y, new_states = stepper.step(x, states)
+            assert y.shape == (N, P)
+            assert_same_bits({"y": y}, {"y": layer_input[0]}, f"stepper, top output, {threads} threads")
+            for k, (got, want) in enumerate(zip(new_states, expected)):
+                assert_same_bits(dict(enumerate(got)), dict(enumerate(want)), f"stepper, layer {k} states")
+
+
+def test_the_stepper_keeps_its_own_copies_of_the_weights():
+    p = make_problem((1, 2, 3, 6, 4), np.float64)
+    layers = [tuple(p[name] for name in WEIGHT_NAMES)]
+    stepper = _core.projected_lstm_stepper(layers, 2)
+    before = stepper.step(p["x"][0], [(p["h0"], p["c0"])])
+    p["projection"][...] = 0
+    after = stepper.step(p["x"][0], [(p["h0"], p["c0"])])
+    assert_same_bits({"y": after[0]}, {"y": before[0]}, "a weight changed after the stepper was made")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda layers: layers[:1] + [layers[1][:3]], "layers[1] must be a tuple (kernel, recurrent_kernel, bias, "
+                                                  "projection)"),
+    (lambda layers: [layers[0][:3] + (np.ones((6, 6)),)] + layers[1:],
+     "layers[0].projection has shape (6, 6), expected (H, P) with 1 <= P < H"),
+    (lambda layers: layers[:1] + [(np.ones((6, 24)),) + layers[1][1:]],
+     "layers[1].kernel has shape (6, 24), expected (P=4, 4*H=24)"),
+    (lambda layers: layers[:1] + [layers[1][:3] + (np.ones((6, 3)),)],
+     "layers[1].projection has shape (6, 3), expected (H=6, P=4)"),
+    (lambda layers: layers[:1] + [layers[1][:1] + (np.ones((6, 24)),) + layers[1][2:]],
+     "layers[1].recurrent_kernel has shape (6, 24), expected (P=4, 4*H=24)"),
+])
+def test_stepper_bad_weights_are_named(bad, message):
+    problems = [make_problem((1, 2, 3 if k == 0 else 4, 6, 4), np.float64, seed=k) for k in range(2)]
+    layers = [tuple(p[name] for name in WEIGHT_NAMES) for p in problems]
+    with pytest.raises((ValueError, TypeError)) as info:
+        _core.projected_lstm_stepper(bad(layers), 2)
+    assert f"projected_lstm_stepper: {message}" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("states, message", [
+    (lambda p: [(p["h0"], p["c0"])], "states must be a list of 2 tuples (one per layer) of 2 arrays ([N, P], [N, H])"),
+    (lambda p: [(p["h0"], p["c0"]), (p["c0"], p["c0"])], "states[1][0] has shape (2, 6), expected (N=2, P=4)"),
+    (lambda p: [(p["h0"], p["c0"]), (p["h0"], p["h0"])], "states[1][1] has shape (2, 4), expected (N=2, H=6)"),
+])
+def test_stepper_bad_states_are_named(states, message):
+    problems = [make_problem((1, 2, 3 if k == 0 else 4, 6, 4), np.float64, seed=k) for k in range(2)]
+    stepper = _core.projected_lstm_stepper([tuple(p[name] for name in WEIGHT_NAMES) for p in problems], 2)
+    with pytest.raises((ValueError, TypeError)) as info:
+        stepper.step(problems[0]["x"][0], states(problems[0]))
+    assert f"projected_lstm_stepper.step: {message}" in str(info.value), str(info.value)
+
+
 # -- the layer
 
 def projected_layer(**options):

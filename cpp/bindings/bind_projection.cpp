@@ -1,7 +1,8 @@
 // Bindings for the LSTM with projection: check and convert arguments, release the GIL, call
-// rnnext::ProjectedLstmForward / projected_lstm_backward.
+// rnnext::ProjectedLstmForward / projected_lstm_backward; its stepper (bindings/stepper.h).
 #include "bindings/checks.h"
 #include "bindings/mask_checks.h"
+#include "bindings/stepper.h"
 #include "rnnext/lstm_projection.h"
 
 namespace rnnext::bindings {
@@ -13,7 +14,7 @@ struct ProjectedLstmArgs {
   py::ssize_t T, N, I, H, P;
   CArray<Scalar> kernel, recurrent, bias, projection;
 
-  ProjectedLstmWeights<Scalar> weights() const { return {kernel.data(), recurrent.data(), bias.data(), projection.data()}; }
+  ProjectedLstmWeights<Scalar> weights() const { return {kernel.data(), recurrent.data(), bias.data(), projection.data(), P}; }
   Dims dims() const { return {T, N, I, H}; }
   // The masks argument: h's masks have P units (state [N, P], weight [P, 4H], zoneout_h [T, N, P]).
   MaskArgs<Scalar> masks(const Args& args, const py::handle& obj) const {
@@ -57,7 +58,7 @@ py::tuple projected_lstm_forward_impl(const Args& args, py::handle x_obj, py::ha
     Scalar* states_n[] = {h_n.mutable_data(), c_n.mutable_data()};
     {
       py::gil_scoped_release release;
-      ProjectedLstmForward<Scalar>(w.weights(), w.dims(), P, data_or_null(lengths), masks.masks())
+      ProjectedLstmForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths), false, masks.masks())
           .run(y.mutable_data(), states0, states_n, x.data());
     }
     return py::make_tuple(y, h_n, c_n, py::none());
@@ -68,7 +69,7 @@ py::tuple projected_lstm_forward_impl(const Args& args, py::handle x_obj, py::ha
   const ProjectedLstmCache<Scalar> cache{h.mutable_data(), c.mutable_data(), gates.mutable_data(), m.mutable_data()};
   {
     py::gil_scoped_release release;
-    ProjectedLstmForward<Scalar>(w.weights(), w.dims(), P, data_or_null(lengths), masks.masks())
+    ProjectedLstmForward<Scalar>(w.weights(), w.dims(), data_or_null(lengths), false, masks.masks())
         .run_cached(y.mutable_data(), cache, x.data());
   }
   std::copy_n(h.data() + T * N * P, N * P, h_n.mutable_data());
@@ -108,7 +109,7 @@ py::dict projected_lstm_backward_impl(const Args& args, py::handle dy_obj, py::h
                                              dprojection.mutable_data()};
   {
     py::gil_scoped_release release;
-    projected_lstm_backward(grads_out, data_or_null(dy), state, x.data(), w.weights(), P, data_or_null(lengths), w.dims(),
+    projected_lstm_backward(grads_out, data_or_null(dy), state, x.data(), w.weights(), data_or_null(lengths), w.dims(),
                             masks.masks());
   }
   py::dict grads;
@@ -120,6 +121,32 @@ py::dict projected_lstm_backward_impl(const Args& args, py::handle dy_obj, py::h
   grads["bias"] = dbias;
   grads["projection"] = dprojection;
   return grads;
+}
+
+// layers: one (kernel, recurrent_kernel, bias, projection) per layer, layer k > 0 reading the P outputs of the
+// layer below; H and P from the first layer's projection [H, P].
+template <typename Scalar>
+StepperHandle projected_lstm_stepper_impl(const Args& args, const std::vector<py::tuple>& layers, py::ssize_t N) {
+  py::array first = args.numpy("layers[0].projection", layers[0][3]);
+  if (first.ndim() != 2 || first.shape(1) < 1 || first.shape(1) >= first.shape(0))
+    args.fail_value("layers[0].projection has shape " + shape_string(first) + ", expected (H, P) with 1 <= P < H");
+  const py::ssize_t H = first.shape(0), P = first.shape(1);
+  const py::ssize_t I = stepper_input_size(args, layers[0][0], 4 * H, "4*H");
+  const Dim gates{"4*H", 4 * H}, units{"H", H}, projected{"P", P};
+  std::vector<py::array> owned;
+  std::vector<ProjectedLstmWeights<Scalar>> weights;
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const py::tuple& layer = layers[k];
+    auto kernel = stepper_weight<Scalar>(args, k, "kernel", layer[0], {k == 0 ? Dim{"I", I} : projected, gates});
+    auto recurrent = stepper_weight<Scalar>(args, k, "recurrent_kernel", layer[1], {projected, gates});
+    auto bias = stepper_weight<Scalar>(args, k, "bias", layer[2], {gates});
+    auto projection = stepper_weight<Scalar>(args, k, "projection", layer[3], {units, projected});
+    weights.push_back({kernel.data(), recurrent.data(), bias.data(), projection.data(), P});
+    owned.insert(owned.end(), {kernel, recurrent, bias, projection});
+  }
+  return make_stepper_handle<Scalar, ProjectedLstmForward<Scalar>>("projected_lstm_stepper", weights,
+                                                                   std::move(owned), N, I, H, projected,
+                                                                   {projected, units});
 }
 
 }  // namespace
@@ -159,6 +186,20 @@ void bind_projection(py::module_& m) {
       py::arg("masks") = py::none(),
       "Backpropagation through time of projected_lstm_forward. dy [T, N, P], dh_n [N, P], dc_n [N, H] may be None.\n"
       "Returns a dict of gradients keyed x, h0, c0, kernel, recurrent_kernel, bias, projection.");
+  m.def(
+      "projected_lstm_stepper",
+      [](py::handle layers, py::ssize_t batch_size) {
+        const Args args("projected_lstm_stepper");
+        const auto entries = stepper_layers(args, layers, 4, "(kernel, recurrent_kernel, bias, projection)");
+        const py::ssize_t N = stepper_batch_size(args, batch_size);
+        return with_dtype(args, "layers[0].kernel", entries[0][0], [&](auto scalar) {
+          return projected_lstm_stepper_impl<decltype(scalar)>(args, entries, N);
+        });
+      },
+      py::arg("layers"), py::arg("batch_size"),
+      "A stepper for a stack of single-direction LSTM layers with projection, one (kernel, recurrent_kernel, bias,\n"
+      "projection) per layer, with its own copies of the weights packed once: .step(x [N, I], states) with states\n"
+      "one (h [N, P], c [N, H]) per layer returns (y [N, P], new states), what projected_lstm_forward gives for T = 1.");
 }
 
 }  // namespace rnnext::bindings

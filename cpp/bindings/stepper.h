@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,14 +22,16 @@ class StepperHandle {
   using StepFunction = std::function<void(void* y, const void* x, const void* const* states0, void* const* states_n)>;
 
   struct Shape {
-    py::ssize_t layers, N, I, H, states;
+    py::ssize_t layers, N, I;
+    Dim output;               // the width of every layer's output: H, or an LSTM with projection's P
+    std::vector<Dim> states;  // the width of each of a layer's states
   };
 
   StepperHandle(std::string function, bool float32, Shape shape, std::vector<py::array> weights, StepFunction step)
       : function_(std::move(function)), float32_(float32), shape_(shape), weights_(std::move(weights)),
         step_(std::move(step)), mutex_(std::make_unique<std::mutex>()) {}
 
-  // x [N, I] and states (one tuple of `states` arrays [N, H] per layer) -> (y [N, H], new states).
+  // x [N, I] and states (one tuple of the states [N, width] per layer) -> (y [N, output], new states).
   py::tuple step(const py::handle& x, const py::handle& states) {
     const Args args(function_.c_str());
     return float32_ ? step_impl<float>(args, x, states) : step_impl<double>(args, x, states);
@@ -40,30 +43,31 @@ class StepperHandle {
   template <typename Scalar>
   py::tuple step_impl(const Args& args, const py::handle& x_obj, const py::handle& states_obj) {
     const Shape& s = shape_;
+    const py::ssize_t S = py::ssize_t(s.states.size());
     auto x = args.array<Scalar>("x", x_obj, {{"N", s.N}, {"I", s.I}});
     if (!py::isinstance<py::sequence>(states_obj) || py::isinstance<py::str>(states_obj) ||
         py::len(states_obj) != size_t(s.layers))
       args.fail_type("states must be a list of " + std::to_string(s.layers) + " tuples (one per layer) of " +
-                     std::to_string(s.states) + " arrays [N, H]");
+                     states_description());
     const auto layer_states = py::reinterpret_borrow<py::sequence>(states_obj);
     std::vector<CArray<Scalar>> inputs, outputs;
     for (py::ssize_t k = 0; k < s.layers; ++k) {
       const py::object entry = layer_states[size_t(k)];
-      if (!py::isinstance<py::tuple>(entry) || py::len(entry) != size_t(s.states))
-        args.fail_type("states[" + std::to_string(k) + "] must be a tuple of " + std::to_string(s.states) +
-                       " arrays [N, H]");
+      if (!py::isinstance<py::tuple>(entry) || py::len(entry) != size_t(S))
+        args.fail_type("states[" + std::to_string(k) + "] must be a tuple of " + states_description());
       const auto parts = py::reinterpret_borrow<py::tuple>(entry);
-      for (py::ssize_t part = 0; part < s.states; ++part) {
+      for (py::ssize_t part = 0; part < S; ++part) {
         const std::string name = "states[" + std::to_string(k) + "][" + std::to_string(part) + "]";
-        inputs.push_back(args.array<Scalar>(name.c_str(), parts[size_t(part)], {{"N", s.N}, {"H", s.H}}));
-        outputs.emplace_back(std::vector<py::ssize_t>{s.N, s.H});
+        const Dim& width = s.states[size_t(part)];
+        inputs.push_back(args.array<Scalar>(name.c_str(), parts[size_t(part)], {{"N", s.N}, width}));
+        outputs.emplace_back(std::vector<py::ssize_t>{s.N, width.size});
       }
     }
     std::vector<const void*> in_pointers;
     std::vector<void*> out_pointers;
     for (auto& a : inputs) in_pointers.push_back(a.data());
     for (auto& a : outputs) out_pointers.push_back(a.mutable_data());
-    CArray<Scalar> y({s.N, s.H});
+    CArray<Scalar> y({s.N, s.output.size});
     {
       py::gil_scoped_release release;  // before the lock: a thread waiting for it must not hold the GIL
       std::lock_guard<std::mutex> lock(*mutex_);  // one step at a time: the packed operands are scratch
@@ -71,11 +75,19 @@ class StepperHandle {
     }
     py::list new_states;
     for (py::ssize_t k = 0; k < s.layers; ++k) {
-      py::tuple parts(s.states);
-      for (py::ssize_t part = 0; part < s.states; ++part) parts[size_t(part)] = outputs[size_t(k * s.states + part)];
+      py::tuple parts(S);
+      for (py::ssize_t part = 0; part < S; ++part) parts[size_t(part)] = outputs[size_t(k * S + part)];
       new_states.append(parts);
     }
     return py::make_tuple(y, new_states);
+  }
+
+  // "2 arrays ([N, H], [N, H])"
+  std::string states_description() const {
+    std::string shapes;
+    for (const Dim& width : shape_.states) shapes += std::string(shapes.empty() ? "" : ", ") + "[N, " + width.label + "]";
+    const size_t S = shape_.states.size();
+    return std::to_string(S) + (S == 1 ? " array " : " arrays (") + shapes + (S == 1 ? "" : ")");
   }
 
   std::string function_;
@@ -129,16 +141,20 @@ CArray<Scalar> stepper_weight(const Args& args, size_t layer, const char* name, 
   return copy;
 }
 
-// Wraps a Stepper made from `weights` as a handle.
+// Wraps a Stepper made from `weights` as a handle: each layer's output and states have H units, or the widths
+// given (an LSTM with projection's (P, H) states and P outputs).
 template <typename Scalar, typename Forward>
 StepperHandle make_stepper_handle(const char* function, const std::vector<typename Forward::Weights>& weights,
-                                  std::vector<py::array> owned, py::ssize_t N, py::ssize_t I, py::ssize_t H) {
-  auto stepper = std::make_shared<Stepper<Scalar, Forward>>(weights, N, I, H);
+                                  std::vector<py::array> owned, py::ssize_t N, py::ssize_t I, py::ssize_t H,
+                                  std::optional<Dim> output = std::nullopt, std::vector<Dim> states = {}) {
+  const Dim units{"H", H};
+  if (states.empty()) states.assign(Forward::kStates, units);
+  const StepperHandle::Shape shape{py::ssize_t(weights.size()), N, I, output.value_or(units), std::move(states)};
+  auto stepper = std::make_shared<Stepper<Scalar, Forward>>(weights, N, I, H, shape.output.size);
   auto step = [stepper](void* y, const void* x, const void* const* states0, void* const* states_n) {
     stepper->step(static_cast<Scalar*>(y), static_cast<const Scalar*>(x),
                   reinterpret_cast<const Scalar* const*>(states0), reinterpret_cast<Scalar* const*>(states_n));
   };
-  const StepperHandle::Shape shape{py::ssize_t(weights.size()), N, I, H, Forward::kStates};
   return StepperHandle(std::string(function) + ".step", std::is_same_v<Scalar, float>, shape, std::move(owned),
                        std::move(step));
 }

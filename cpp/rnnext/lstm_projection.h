@@ -25,6 +25,7 @@ struct ProjectedLstmWeights {
   const Scalar* recurrent_kernel;  // [P, 4H]
   const Scalar* bias;              // [4H]
   const Scalar* projection;        // [H, P]
+  Index P;                         // the projection's width, 1 <= P < H
 };
 
 template <typename Element>
@@ -145,43 +146,44 @@ struct ProjectionStage {
   }
 };
 
-// A forward pass: run_cached keeps what the backward pass reads; run keeps two slots of states.
+// A forward pass with its weights packed once, for one call or for many calls of one shape (stepper.h, with
+// reuse): run_cached keeps what the backward pass reads; run keeps two slots of states, with the same results.
 template <typename Scalar>
-class ProjectedLstmForward {
+class ProjectedLstmForward : PackedForward<Scalar, ProjectedLstmWeights<Scalar>> {
+  using Base = PackedForward<Scalar, ProjectedLstmWeights<Scalar>>;
+  using Base::d_, Base::loop_, Base::U_, Base::weights_;
+
  public:
   static constexpr Index G = kProjectedLstmGates;
+  static constexpr int kStates = 2;  // h [N, P], c [N, H]
   using Weights = ProjectedLstmWeights<Scalar>;
 
-  ProjectedLstmForward(const Weights& weights, const Dims& d, Index P, const int64_t* lengths /* [N] or null */,
+  ProjectedLstmForward(const Weights& weights, const Dims& d, const int64_t* lengths /* [N] or null */, bool reuse,
                        const Masks<Scalar>& masks = {})
-      : weights_(weights),
-        d_(d),
-        P_(P),
+      : Base(weights, d, G, lengths, reuse, masks, weights.P),
         lengths_(lengths),
-        masked_(masks, d, G * d.H, weights.recurrent_kernel, P),
-        loop_(d, G, lengths),
-        U_(masked_.recurrent_kernel(), d, G, loop_, P, masks.state),
-        p_blocks_(projection_blocks(P, d.N)),
-        projection_(pack_gate_columns(weights.projection, P, 1, p_blocks_, gemm_depth<Scalar>(d.H, P, d.N), d.N),
-                    gemm_depth<Scalar>(d.H, P, d.N), d.N) {}
+        p_blocks_(projection_blocks(weights.P, d.N)),
+        projection_(pack_gate_columns(weights.projection, weights.P, 1, p_blocks_,
+                                      gemm_depth<Scalar>(d.H, weights.P, d.N), d.N),
+                    gemm_depth<Scalar>(d.H, weights.P, d.N), d.N) {}
 
   // On entry cache.h[0], cache.c[0] hold h0, c0.
   void run_cached(Scalar* y /* [T, N, P] */, const ProjectedLstmCache<Scalar>& cache, const Scalar* x /* [T, N, I] */) {
     const Index N = d_.N, H = d_.H;
-    loop(y, x, {cache.h, N, P_}, {cache.c, N, H}, cache.gates, {cache.m, N, H});
+    loop(y, x, {cache.h, N, weights_.P}, {cache.c, N, H}, cache.gates, {cache.m, N, H});
   }
 
   // states0 = (h0 [N, P], c0 [N, H]) in, states_n = (h_n, c_n) out; nothing is cached.
   void run(Scalar* y /* [T, N, P] */, const Scalar* const* states0, Scalar* const* states_n, const Scalar* x /* [T, N, I] */) {
-    const Index T = d_.T, N = d_.N, H = d_.H;
-    Workspace<Scalar> h(2 * N * P_), c(2 * N * H), gates(T * N * G * H), m(N * H);
-    const Sequence<Scalar> h_ring{h.data(), N, P_, Sequence<Scalar>::kRingOfTwo};
+    const Index T = d_.T, N = d_.N, H = d_.H, P = weights_.P;
+    Workspace<Scalar> h(2 * N * P), c(2 * N * H), gates(T * N * G * H), m(N * H);
+    const Sequence<Scalar> h_ring{h.data(), N, P, Sequence<Scalar>::kRingOfTwo};
     const Sequence<Scalar> c_ring{c.data(), N, H, Sequence<Scalar>::kRingOfTwo};
     constexpr Index kOneSlot = 0;  // m[t] is read only by the step that writes it
-    std::copy_n(states0[0], N * P_, h_ring.step(0));
+    std::copy_n(states0[0], N * P, h_ring.step(0));
     std::copy_n(states0[1], N * H, c_ring.step(0));
     loop(y, x, h_ring, c_ring, gates.data(), {m.data(), N, H, kOneSlot});
-    std::copy_n(h_ring.step(T), N * P_, states_n[0]);
+    std::copy_n(h_ring.step(T), N * P, states_n[0]);
     std::copy_n(c_ring.step(T), N * H, states_n[1]);
   }
 
@@ -189,20 +191,14 @@ class ProjectedLstmForward {
   void loop(Scalar* y, const Scalar* x, const Sequence<Scalar>& h, const Sequence<Scalar>& c, Scalar* gates,
             const Sequence<Scalar>& m) {
     const Index N = d_.N, GH = G * d_.H;
-    project_inputs(gates, masked_.inputs(x), weights_.kernel, weights_.bias, d_.T * N, d_.I, GH);
-    const Masks<Scalar>& masks = masked_.masks();
+    this->project(gates, x, weights_.bias, GH);
+    const Masks<Scalar>& masks = this->masked_.masks();
     ProjectedLstmGateStage<Scalar> cell{U_, h, c, {gates, N, GH}, m, masks.zoneout_c};
-    ProjectionStage<Scalar> project{projection_, p_blocks_, {y, N, P_}, h, m, lengths_, masks.zoneout_h};
+    ProjectionStage<Scalar> project{projection_, p_blocks_, {y, N, weights_.P}, h, m, lengths_, masks.zoneout_h};
     loop_.forward(cell, project);
   }
 
-  Weights weights_;
-  Dims d_;
-  Index P_;
   const int64_t* lengths_;
-  MaskedOperands<Scalar> masked_;
-  TimeLoop loop_;
-  GateColumns<Scalar> U_;  // packs h[t] under the state mask
   std::vector<UnitBlock> p_blocks_;
   BlockProduct<Scalar> projection_;
 };
@@ -351,10 +347,10 @@ struct ProjectedStateGradStage {
 template <typename Scalar>
 void projected_lstm_backward(const ProjectedLstmGrads<Scalar>& grads, const Scalar* dy,
                              const ProjectedLstmCache<const Scalar>& cache, const Scalar* x /* [T, N, I] */,
-                             const ProjectedLstmWeights<Scalar>& weights, Index P,
+                             const ProjectedLstmWeights<Scalar>& weights,
                              const int64_t* lengths /* [N] or null */, const Dims& d, const Masks<Scalar>& masks = {}) {
   constexpr Index G = kProjectedLstmGates;
-  const Index T = d.T, N = d.N, H = d.H, GH = G * H, rows = T * N;
+  const Index T = d.T, N = d.N, H = d.H, P = weights.P, GH = G * H, rows = T * N;
   Workspace<Scalar> dz(rows * GH), dh_total(rows * P), dm(N * H), kept(N * P);
   const MaskedOperands<Scalar> masked(masks, d, GH, weights.recurrent_kernel, P);
   const TimeLoop loop(d, G, lengths);

@@ -11,23 +11,25 @@
 
 namespace rnnext {
 
-// Forward is a cell's forward class (LstmForward, GruForward, RnnForward): constructed from its Weights, the
-// call's Dims and whether to pack for reuse; run(y, states0, states_n, x) with Forward::kStates states.
+// Forward is a cell's forward class (LstmForward, GruForward, ProjectedLstmForward, ...): constructed from its
+// Weights, the call's Dims, lengths and whether to pack for reuse; run(y, states0, states_n, x) with
+// Forward::kStates states.
 template <typename Scalar, typename Forward>
 class Stepper {
  public:
   static constexpr int S = Forward::kStates;
 
-  // weights[k] is layer k's; layer 0 reads inputs of size I, every layer above it the H outputs below.
-  // The weights must stay unchanged for the stepper's lifetime (the caller keeps copies).
-  Stepper(const std::vector<typename Forward::Weights>& weights, Index N, Index I, Index H)
-      : between_(weights.size() > 1 ? N * H : 0) {
+  // weights[k] is layer k's; layer 0 reads inputs of size I, every layer above it the outputs below, of
+  // output_width units (H, or an LSTM with projection's P). The weights must stay unchanged for the stepper's
+  // lifetime (the caller keeps copies).
+  Stepper(const std::vector<typename Forward::Weights>& weights, Index N, Index I, Index H, Index output_width)
+      : between_(weights.size() > 1 ? N * output_width : 0) {
     layers_.reserve(weights.size());
     for (size_t k = 0; k < weights.size(); ++k)
-      layers_.emplace_back(weights[k], Dims{1, N, k == 0 ? I : H, H}, nullptr, true);
+      layers_.emplace_back(weights[k], Dims{1, N, k == 0 ? I : output_width, H}, nullptr, true);
   }
 
-  // x [N, I] in; states0[k * S + s] (layer k's state s, [N, H]) in, states_n likewise out; y [N, H] the top
+  // x [N, I] in; states0[k * S + s] (layer k's state s) in, states_n likewise out; y [N, output_width] the top
   // layer's output. states_n may not alias states0.
   void step(Scalar* y, const Scalar* x, const Scalar* const* states0, Scalar* const* states_n) {
     const Scalar* input = x;
@@ -42,7 +44,7 @@ class Stepper {
 
  private:
   std::vector<Forward> layers_;
-  std::vector<Scalar> between_;  // [N, H]
+  std::vector<Scalar> between_;  // [N, output_width]
 };
 
 }  // namespace rnnext

@@ -275,17 +275,17 @@ class GateColumns {
 // loop, the recurrent kernel packed per gate block, and, when it serves many calls (reuse), the input kernel
 // packed once too (otherwise each call packs it with its input projection). The call's masks (training) change
 // the recurrent kernel before it is packed, the inputs before their projection and the states before each step's
-// product.
+// product. The states multiplied by the recurrent kernel have H units, or state_width (an LSTM with projection's P).
 template <typename Scalar, typename Weights>
 class PackedForward {
  protected:
   PackedForward(const Weights& weights, const Dims& d, Index G, const int64_t* lengths /* [N] or null */, bool reuse,
-                const Masks<Scalar>& masks = Masks<Scalar>{})  // none: the layer-normalised cells take no masks
+                const Masks<Scalar>& masks, Index state_width /* 0: H */ = 0)
       : weights_(weights),
         d_(d),
-        masked_(masks, d, G * d.H, weights.recurrent_kernel),
+        masked_(masks, d, G * d.H, weights.recurrent_kernel, state_width),
         loop_(d, G, lengths),
-        U_(masked_.recurrent_kernel(), d, G, loop_, masks.state) {
+        U_(masked_.recurrent_kernel(), d, G, loop_, state_width > 0 ? state_width : d.H, masks.state) {
     if (reuse) kernel_.emplace(weights.kernel, G * d.H, d.I, G * d.H, d.T * d.N);
   }
   const PackedWeight<Scalar>* packed_kernel() const { return kernel_ ? &*kernel_ : nullptr; }

@@ -118,11 +118,12 @@ def gru_backward(
 ) -> dict[str, Float]: ...
 
 # Steppers (cpp/rnnext/stepper.h): a stack of single-direction layers stepped one time step at a time, on copies
-# of the weights packed once; layers holds one weight tuple per layer, layer k > 0 reading the H outputs below.
+# of the weights packed once; layers holds one weight tuple per layer, layer k > 0 reading the outputs below (H
+# units; P for the LSTM with projection).
 class Stepper:
     @property
     def batch_size(self) -> int: ...
-    # x [N, I], states one tuple of the cell's states [N, H] per layer -> (y [N, H], new states)
+    # x [N, I], states one tuple of the cell's states per layer -> (y [N, H or P], new states)
     def step(self, x: Float, states: Sequence[tuple[Float, ...]]) -> tuple[Float, list[tuple[Float, ...]]]: ...
 
 def rnn_stepper(
@@ -146,6 +147,10 @@ def layer_norm_lstm_stepper(
 ) -> Stepper: ...
 def layer_norm_gru_stepper(
     layers: Sequence[tuple[Float, ...]],  # layer_norm_gru_forward's five weights, in its order
+    batch_size: int,
+) -> Stepper: ...
+def projected_lstm_stepper(
+    layers: Sequence[tuple[Float, Float, Float, Float]],  # (kernel, recurrent_kernel, bias, projection)
     batch_size: int,
 ) -> Stepper: ...
 

@@ -161,8 +161,8 @@ class LSTM(Recurrent):
     def _engine_stepper(self, layer_weights, batch_size):
         if self.layer_norm:
             return _core.layer_norm_lstm_stepper([_layer_norm_lstm_weights(w) for w in layer_weights], batch_size)
-        if self.proj_size:  # no engine stepper: each layer's cache-free forward with T = 1
-            return super()._engine_stepper(layer_weights, batch_size)
+        if self.proj_size:
+            return _core.projected_lstm_stepper([_projected_lstm_weights(w) for w in layer_weights], batch_size)
         return _core.lstm_stepper([(w["kernel"].value, w["recurrent_kernel"].value, w["bias"].value,
                                     w["peephole"].value if self.peephole else None) for w in layer_weights],
                                   batch_size, coupled=self.coupled)
@@ -206,7 +206,7 @@ def _layer_norm_gru_weights(w):
 
 
 def _projected_lstm_weights(w):
-    return [w[name].value for name in ("kernel", "recurrent_kernel", "bias", "projection")]
+    return tuple(w[name].value for name in ("kernel", "recurrent_kernel", "bias", "projection"))
 
 
 class GRU(Recurrent):
