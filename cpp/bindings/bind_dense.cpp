@@ -42,7 +42,7 @@ CArray<Scalar> accumulator(const Args& args, const char* name, const py::handle&
   if (!obj.is_none()) return args.output_array<Scalar>(name, obj, dims);
   std::vector<py::ssize_t> shape;
   for (const Dim& dim : dims) shape.push_back(dim.size);
-  CArray<Scalar> zeros(shape);
+  auto zeros = new_array<Scalar>(shape);
   std::fill_n(zeros.mutable_data(), zeros.size(), Scalar(0));
   return zeros;
 }
@@ -54,7 +54,7 @@ py::array dense_forward_impl(const Args& args, py::handle x_obj, py::handle kern
   auto x = args.array<Scalar>("x", x_obj, {{"M", M}, {"F", F}});
   auto kernel = args.array<Scalar>("kernel", kernel_obj, {{"F", F}, {"U", U}});
   auto bias = args.array<Scalar>("bias", bias_obj, {{"U", U}});
-  CArray<Scalar> y({M, U});
+  auto y = new_array<Scalar>({M, U});
   {
     py::gil_scoped_release release;
     with_activation(act, [&](auto variant) {
@@ -75,7 +75,7 @@ py::dict dense_backward_impl(const Args& args, py::handle dy_obj, py::handle y_o
   auto kernel = args.array<Scalar>("kernel", kernel_obj, {{"F", F}, {"U", U}});
   auto dkernel = accumulator<Scalar>(args, "dkernel", dkernel_obj, {{"F", F}, {"U", U}});
   auto dbias = accumulator<Scalar>(args, "dbias", dbias_obj, {{"U", U}});
-  CArray<Scalar> dx({M, F});
+  auto dx = new_array<Scalar>({M, F});
   {
     py::gil_scoped_release release;
     with_activation(act, [&](auto variant) {

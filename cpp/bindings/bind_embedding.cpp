@@ -75,7 +75,7 @@ py::array embedding_forward_impl(const Args& args, py::handle table_obj, py::han
   const std::vector<Dim> dims = rows_shape(ids, D);
   std::vector<py::ssize_t> shape;
   for (const Dim& dim : dims) shape.push_back(dim.size);
-  CArray<Scalar> y = out_obj.is_none() ? CArray<Scalar>(shape) : args.inplace_array<Scalar>("out", out_obj, dims);
+  CArray<Scalar> y = out_obj.is_none() ? new_array<Scalar>(shape) : args.inplace_array<Scalar>("out", out_obj, dims);
   {
     py::gil_scoped_release release;
     embedding_forward(y.mutable_data(), table.data(), ids.data(), Index(ids.size()), Index(D));

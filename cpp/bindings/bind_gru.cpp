@@ -30,7 +30,7 @@ py::tuple gru_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
 
   const GruWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
   const Dims d{T, N, I, H};
-  CArray<Scalar> y({T, N, H}), h_n({N, H});
+  auto y = new_array<Scalar>({T, N, H}), h_n = new_array<Scalar>({N, H});
   if (!keep_cache) {
     const Scalar* states0[] = {h0.data()};
     Scalar* states_n[] = {h_n.mutable_data()};
@@ -43,7 +43,8 @@ py::tuple gru_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
     }
     return py::make_tuple(y, h_n, py::none());
   }
-  CArray<Scalar> h({T + 1, N, H}), gates({T, N, 3 * H}), recurrent_out({T, N, H});
+  auto h = new_array<Scalar>({T + 1, N, H}), gates = new_array<Scalar>({T, N, 3 * H});
+  auto recurrent_out = new_array<Scalar>({T, N, H});
   std::copy_n(h0.data(), N * H, h.mutable_data());
   const GruCache<Scalar> state{h.mutable_data(), gates.mutable_data(), recurrent_out.mutable_data()};
   {
@@ -105,7 +106,8 @@ py::dict gru_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_ob
 
   std::vector<py::ssize_t> bias_shape;
   for (const Dim& dim : bias_dims) bias_shape.push_back(dim.size);
-  CArray<Scalar> dx({T, N, I}), dkernel({I, 3 * H}), drecurrent({H, 3 * H}), dbias(bias_shape);
+  auto dx = new_array<Scalar>({T, N, I}), dkernel = new_array<Scalar>({I, 3 * H});
+  auto drecurrent = new_array<Scalar>({H, 3 * H}), dbias = new_array<Scalar>(bias_shape);
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
   const GruWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
   const GruCache<const Scalar> state{h.data(), gates.data(), recurrent_out.data()};

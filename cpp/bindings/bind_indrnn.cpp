@@ -31,7 +31,7 @@ py::tuple indrnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_
   auto bias = args.array<Scalar>("bias", bias_obj, {{"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
 
-  CArray<Scalar> y({T, N, H}), h({T + 1, N, H});
+  auto y = new_array<Scalar>({T, N, H}), h = new_array<Scalar>({T + 1, N, H});
   std::copy_n(h0.data(), N * H, h.mutable_data());
   const IndRnnWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
   {
@@ -60,7 +60,8 @@ py::dict indrnn_backward_impl(const Args& args, py::handle dy_obj, py::handle dh
   auto bias = args.array<Scalar>("bias", bias_obj, {{"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
 
-  CArray<Scalar> dx({T, N, I}), dkernel({I, H}), drecurrent({H}), dbias({H});
+  auto dx = new_array<Scalar>({T, N, I}), dkernel = new_array<Scalar>({I, H}), drecurrent = new_array<Scalar>({H});
+  auto dbias = new_array<Scalar>({H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
   const IndRnnWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
   const IndRnnGrads<Scalar> grads_out{dx.mutable_data(), dh0.mutable_data(), dkernel.mutable_data(),

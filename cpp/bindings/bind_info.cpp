@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "bindings/checks.h"
+#include "rnnext/buffer_pool.h"
 #include "rnnext/common.h"
 #include "rnnext/gemm.h"
 #include "rnnext/thread_tuner.h"
@@ -116,6 +117,32 @@ void bind_info(py::module_& m) {
       .def("mean", &ThreadChooser::mean, py::arg("threads"))
       .def("tries", &ThreadChooser::tries, py::arg("threads"))
       .def_property_readonly("many", &ThreadChooser::many);
+  m.def(
+      "set_buffer_pool_limit",
+      [](py::ssize_t bytes) {
+        if (bytes < 0)
+          throw py::value_error("set_buffer_pool_limit: bytes is " + std::to_string(bytes) + ", expected >= 0");
+        BufferPool::instance().set_limit(size_t(bytes));
+      },
+      py::arg("bytes"),
+      "Keep at most `bytes` of idle large buffers for reuse by later engine calls (buffer_pool.h; the default is "
+      "1 GiB); 0 frees them all now and keeps none from then on.");
+  m.def(
+      "buffer_pool_stats",
+      []() {
+        const BufferPool::Stats s = BufferPool::instance().stats();
+        py::dict out;
+        out["idle_bytes"] = s.idle_bytes;
+        out["idle_buffers"] = s.idle_buffers;
+        out["in_use_bytes"] = s.in_use_bytes;
+        out["in_use_buffers"] = s.in_use_buffers;
+        out["limit"] = s.limit;
+        out["reused"] = s.reused;
+        out["allocated"] = s.allocated;
+        return out;
+      },
+      "The buffer pool's counts: idle and in-use bytes and buffers, its limit, and how many requests were served "
+      "by reusing an idle buffer and how many by a new one.");
   m.def("max_num_threads", &thread_limit, "The most threads set_num_threads accepts: 4 per processor.");
   m.def("get_num_threads", &max_threads, "Threads used by engine calls (the same for every Python thread).");
 }

@@ -60,7 +60,7 @@ py::tuple layer_norm_lstm_forward_impl(const Args& args, py::handle x_obj, py::h
   auto c0 = args.array<Scalar>("c0", c0_obj, {{"N", N}, {"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
   const auto masks = layer_norm_lstm_masks<Scalar>(args, masks_obj, w);
-  CArray<Scalar> y({T, N, H}), h_n({N, H}), c_n({N, H});
+  auto y = new_array<Scalar>({T, N, H}), h_n = new_array<Scalar>({N, H}), c_n = new_array<Scalar>({N, H});
   if (!keep_cache) {
     const Scalar* states0[] = {h0.data(), c0.data()};
     Scalar* states_n[] = {h_n.mutable_data(), c_n.mutable_data()};
@@ -72,9 +72,11 @@ py::tuple layer_norm_lstm_forward_impl(const Args& args, py::handle x_obj, py::h
     return py::make_tuple(y, h_n, c_n, py::none());
   }
 
-  CArray<Scalar> h({T + 1, N, H}), c({T + 1, N, H}), gates({T, N, 4 * H}), input_norm({T, N, 4 * H});
-  CArray<Scalar> input_rstd({T, N}), recurrent_norm({T, N, 4 * H}), recurrent_rstd({T, N}), cell_norm({T, N, H});
-  CArray<Scalar> cell_rstd({T, N});
+  auto h = new_array<Scalar>({T + 1, N, H}), c = new_array<Scalar>({T + 1, N, H});
+  auto gates = new_array<Scalar>({T, N, 4 * H}), input_norm = new_array<Scalar>({T, N, 4 * H});
+  auto input_rstd = new_array<Scalar>({T, N}), recurrent_norm = new_array<Scalar>({T, N, 4 * H});
+  auto recurrent_rstd = new_array<Scalar>({T, N}), cell_norm = new_array<Scalar>({T, N, H});
+  auto cell_rstd = new_array<Scalar>({T, N});
   std::copy_n(h0.data(), N * H, h.mutable_data());
   std::copy_n(c0.data(), N * H, c.mutable_data());
   const LayerNormLstmCache<Scalar> cache{h.mutable_data(),          c.mutable_data(),           gates.mutable_data(),
@@ -126,8 +128,10 @@ py::dict layer_norm_lstm_backward_impl(const Args& args, py::handle dy_obj, py::
   auto lengths = args.lengths(lengths_obj, T, N);
   const auto masks = layer_norm_lstm_masks<Scalar>(args, masks_obj, w);
 
-  CArray<Scalar> dx({T, N, I}), dkernel({I, 4 * H}), drecurrent({H, 4 * H}), dbias({4 * H});
-  CArray<Scalar> dinput_gamma({4 * H}), drecurrent_gamma({4 * H}), dcell_gamma({H}), dcell_beta({H});
+  auto dx = new_array<Scalar>({T, N, I}), dkernel = new_array<Scalar>({I, 4 * H});
+  auto drecurrent = new_array<Scalar>({H, 4 * H}), dbias = new_array<Scalar>({4 * H});
+  auto dinput_gamma = new_array<Scalar>({4 * H}), drecurrent_gamma = new_array<Scalar>({4 * H});
+  auto dcell_gamma = new_array<Scalar>({H}), dcell_beta = new_array<Scalar>({H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H), dc0 = copy_or_zeros(dc_n, N, H);
   const LayerNormLstmCache<const Scalar> state{h.data(),          c.data(),           gate_values.data(),
                                                input_norm.data(), input_rstd.data(), recurrent_norm.data(),
@@ -195,7 +199,7 @@ py::tuple layer_norm_gru_forward_impl(const Args& args, py::handle x_obj, py::ha
   auto h0 = args.array<Scalar>("h0", h0_obj, {{"N", N}, {"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
   const MaskArgs<Scalar> masks(args, masks_obj, {T, N, w.I, H, 3 * H, "3*H"}, {"zoneout_h"});
-  CArray<Scalar> y({T, N, H}), h_n({N, H});
+  auto y = new_array<Scalar>({T, N, H}), h_n = new_array<Scalar>({N, H});
   if (!keep_cache) {
     const Scalar* states0[] = {h0.data()};
     Scalar* states_n[] = {h_n.mutable_data()};
@@ -206,8 +210,9 @@ py::tuple layer_norm_gru_forward_impl(const Args& args, py::handle x_obj, py::ha
     }
     return py::make_tuple(y, h_n, py::none());
   }
-  CArray<Scalar> h({T + 1, N, H}), gates({T, N, 3 * H}), input_norm({T, N, 3 * H}), input_rstd({T, N});
-  CArray<Scalar> recurrent_norm({T, N, 3 * H}), recurrent_rstd({T, N});
+  auto h = new_array<Scalar>({T + 1, N, H}), gates = new_array<Scalar>({T, N, 3 * H});
+  auto input_norm = new_array<Scalar>({T, N, 3 * H}), input_rstd = new_array<Scalar>({T, N});
+  auto recurrent_norm = new_array<Scalar>({T, N, 3 * H}), recurrent_rstd = new_array<Scalar>({T, N});
   std::copy_n(h0.data(), N * H, h.mutable_data());
   const LayerNormGruCache<Scalar> cache{h.mutable_data(),          gates.mutable_data(),
                                         input_norm.mutable_data(), input_rstd.mutable_data(),
@@ -248,8 +253,9 @@ py::dict layer_norm_gru_backward_impl(const Args& args, py::handle dy_obj, py::h
   auto lengths = args.lengths(lengths_obj, T, N);
   const MaskArgs<Scalar> masks(args, masks_obj, {T, N, I, H, 3 * H, "3*H"}, {"zoneout_h"});
 
-  CArray<Scalar> dx({T, N, I}), dkernel({I, 3 * H}), drecurrent({H, 3 * H}), dbias({py::ssize_t(2), 3 * H});
-  CArray<Scalar> dinput_gamma({3 * H}), drecurrent_gamma({3 * H});
+  auto dx = new_array<Scalar>({T, N, I}), dkernel = new_array<Scalar>({I, 3 * H});
+  auto drecurrent = new_array<Scalar>({H, 3 * H}), dbias = new_array<Scalar>({py::ssize_t(2), 3 * H});
+  auto dinput_gamma = new_array<Scalar>({3 * H}), drecurrent_gamma = new_array<Scalar>({3 * H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
   const LayerNormGruCache<const Scalar> state{h.data(),          gate_values.data(),    input_norm.data(),
                                               input_rstd.data(), recurrent_norm.data(), recurrent_rstd.data()};

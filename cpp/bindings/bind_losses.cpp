@@ -93,7 +93,7 @@ py::tuple softmax_cross_entropy_impl(const Args& args, py::handle logits_obj, py
   }
   const double scale = mean && scan.counted > 0 ? 1.0 / double(scan.counted) : 1.0;
 
-  CArray<Scalar> grad(std::vector<py::ssize_t>(logits.shape(), logits.shape() + axes));
+  auto grad = new_array<Scalar>(std::vector<py::ssize_t>(logits.shape(), logits.shape() + axes));
   double loss;
   {
     py::gil_scoped_release release;
@@ -119,7 +119,7 @@ py::tuple elementwise_loss(const Args& args, const char* first_name, py::handle 
                         " at flat index " + std::to_string(k));
     }
   const double scale = mean && n > 0 ? 1.0 / double(n) : 1.0;
-  CArray<Scalar> grad(std::vector<py::ssize_t>(first.shape(), first.shape() + first.ndim()));
+  auto grad = new_array<Scalar>(std::vector<py::ssize_t>(first.shape(), first.shape() + first.ndim()));
   double loss;
   {
     py::gil_scoped_release release;

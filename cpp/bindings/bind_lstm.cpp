@@ -51,7 +51,7 @@ py::tuple lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_ob
 
   const LstmWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data(), data_or_null(peephole)};
   const Dims d{s.T, s.N, s.I, s.H};
-  CArray<Scalar> y({s.T, s.N, s.H}), h_n({s.N, s.H}), c_n({s.N, s.H});
+  auto y = new_array<Scalar>({s.T, s.N, s.H}), h_n = new_array<Scalar>({s.N, s.H}), c_n = new_array<Scalar>({s.N, s.H});
   if (!keep_cache) {
     const Scalar* states0[] = {h0.data(), c0.data()};
     Scalar* states_n[] = {h_n.mutable_data(), c_n.mutable_data()};
@@ -65,7 +65,8 @@ py::tuple lstm_forward_impl(const Args& args, py::handle x_obj, py::handle h0_ob
     }
     return py::make_tuple(y, h_n, c_n, py::none());
   }
-  CArray<Scalar> h({s.T + 1, s.N, s.H}), c({s.T + 1, s.N, s.H}), gates({s.T, s.N, s.G * s.H});
+  auto h = new_array<Scalar>({s.T + 1, s.N, s.H}), c = new_array<Scalar>({s.T + 1, s.N, s.H});
+  auto gates = new_array<Scalar>({s.T, s.N, s.G * s.H});
   std::copy_n(h0.data(), s.N * s.H, h.mutable_data());
   std::copy_n(c0.data(), s.N * s.H, c.mutable_data());
   const LstmCache<Scalar> state{h.mutable_data(), c.mutable_data(), gates.mutable_data()};
@@ -141,10 +142,11 @@ py::dict lstm_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_o
   auto lengths = args.lengths(lengths_obj, s.T, s.N);
   const MaskArgs<Scalar> masks = lstm_masks<Scalar>(args, masks_obj, s);
 
-  CArray<Scalar> dx({s.T, s.N, s.I}), dkernel({s.I, s.G * s.H}), drecurrent({s.H, s.G * s.H}), dbias({s.G * s.H});
+  auto dx = new_array<Scalar>({s.T, s.N, s.I}), dkernel = new_array<Scalar>({s.I, s.G * s.H});
+  auto drecurrent = new_array<Scalar>({s.H, s.G * s.H}), dbias = new_array<Scalar>({s.G * s.H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, s.N, s.H), dc0 = copy_or_zeros(dc_n, s.N, s.H);
   std::optional<CArray<Scalar>> dpeephole;
-  if (peephole) dpeephole = CArray<Scalar>({s.P, s.H});
+  if (peephole) dpeephole = new_array<Scalar>({s.P, s.H});
   const LstmWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data(), data_or_null(peephole)};
   const LstmCache<const Scalar> state{h.data(), c.data(), gates.data()};
   const LstmGrads<Scalar> grads_out{dx.mutable_data(), dh0.mutable_data(), dc0.mutable_data(),

@@ -38,7 +38,7 @@ py::tuple forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj, py
   auto bias = args.array<Scalar>("bias", bias_obj, {{Cell::gates_label, G * H}});
   auto lengths = args.lengths(lengths_obj, T, N);
 
-  CArray<Scalar> y({T, N, H}), h({T + 1, N, H}), gates({T, N, G * H});
+  auto y = new_array<Scalar>({T, N, H}), h = new_array<Scalar>({T + 1, N, H}), gates = new_array<Scalar>({T, N, G * H});
   std::copy_n(h0.data(), N * H, h.mutable_data());
   {
     py::gil_scoped_release release;
@@ -66,7 +66,7 @@ py::dict backward_impl(const Args& args, py::handle dy_obj, py::handle dh_obj, c
   auto bias = args.array<Scalar>("bias", bias_obj, {{Cell::gates_label, G * H}});
   auto lengths = args.lengths(lengths_obj, T, N);
 
-  CArray<Scalar> dx({T, N, I}), dkernel({I, G * H}), dbias({G * H});
+  auto dx = new_array<Scalar>({T, N, I}), dkernel = new_array<Scalar>({I, G * H}), dbias = new_array<Scalar>({G * H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
   {
     py::gil_scoped_release release;

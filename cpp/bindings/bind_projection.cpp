@@ -52,7 +52,7 @@ py::tuple projected_lstm_forward_impl(const Args& args, py::handle x_obj, py::ha
   auto c0 = args.array<Scalar>("c0", c0_obj, {{"N", N}, {"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
   const MaskArgs<Scalar> masks = w.masks(args, masks_obj);
-  CArray<Scalar> y({T, N, P}), h_n({N, P}), c_n({N, H});
+  auto y = new_array<Scalar>({T, N, P}), h_n = new_array<Scalar>({N, P}), c_n = new_array<Scalar>({N, H});
   if (!keep_cache) {
     const Scalar* states0[] = {h0.data(), c0.data()};
     Scalar* states_n[] = {h_n.mutable_data(), c_n.mutable_data()};
@@ -63,7 +63,8 @@ py::tuple projected_lstm_forward_impl(const Args& args, py::handle x_obj, py::ha
     }
     return py::make_tuple(y, h_n, c_n, py::none());
   }
-  CArray<Scalar> h({T + 1, N, P}), c({T + 1, N, H}), gates({T, N, 4 * H}), m({T, N, H});
+  auto h = new_array<Scalar>({T + 1, N, P}), c = new_array<Scalar>({T + 1, N, H});
+  auto gates = new_array<Scalar>({T, N, 4 * H}), m = new_array<Scalar>({T, N, H});
   std::copy_n(h0.data(), N * P, h.mutable_data());
   std::copy_n(c0.data(), N * H, c.mutable_data());
   const ProjectedLstmCache<Scalar> cache{h.mutable_data(), c.mutable_data(), gates.mutable_data(), m.mutable_data()};
@@ -101,7 +102,9 @@ py::dict projected_lstm_backward_impl(const Args& args, py::handle dy_obj, py::h
   auto lengths = args.lengths(lengths_obj, T, N);
   const MaskArgs<Scalar> masks = w.masks(args, masks_obj);
 
-  CArray<Scalar> dx({T, N, I}), dkernel({I, 4 * H}), drecurrent({P, 4 * H}), dbias({4 * H}), dprojection({H, P});
+  auto dx = new_array<Scalar>({T, N, I}), dkernel = new_array<Scalar>({I, 4 * H});
+  auto drecurrent = new_array<Scalar>({P, 4 * H}), dbias = new_array<Scalar>({4 * H});
+  auto dprojection = new_array<Scalar>({H, P});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, P), dc0 = copy_or_zeros(dc_n, N, H);
   const ProjectedLstmCache<const Scalar> state{h.data(), c.data(), gates.data(), m.data()};
   const ProjectedLstmGrads<Scalar> grads_out{dx.mutable_data(),      dh0.mutable_data(),        dc0.mutable_data(),

@@ -27,7 +27,8 @@ py::tuple qrnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_ob
   auto bias = args.array<Scalar>("bias", bias_obj, {{"3*H", 3 * H}});
   auto lengths = args.lengths(lengths_obj, T, N);
 
-  CArray<Scalar> y({T, N, H}), h_n({N, H}), x_n({N, (K - 1) * I}), c({T + 1, N, H}), gates({T, N, 3 * H});
+  auto y = new_array<Scalar>({T, N, H}), h_n = new_array<Scalar>({N, H}), x_n = new_array<Scalar>({N, (K - 1) * I});
+  auto c = new_array<Scalar>({T + 1, N, H}), gates = new_array<Scalar>({T, N, 3 * H});
   std::copy_n(h0.data(), N * H, h_n.mutable_data());
   std::copy_n(c0.data(), N * H, c.mutable_data());
   const QrnnWeights<Scalar> weights{kernel.data(), bias.data(), K};
@@ -60,7 +61,8 @@ py::dict qrnn_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_o
   auto bias = args.array<Scalar>("bias", bias_obj, {{"3*H", 3 * H}});
   auto lengths = args.lengths(lengths_obj, T, N);
 
-  CArray<Scalar> dx({T, N, I}), dkernel({K, I, 3 * H}), dbias({3 * H});
+  auto dx = new_array<Scalar>({T, N, I}), dkernel = new_array<Scalar>({K, I, 3 * H});
+  auto dbias = new_array<Scalar>({3 * H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H), dc0 = copy_or_zeros(dc_n, N, H);
   CArray<Scalar> dx0 = copy_or_zeros(dx_n, N, (K - 1) * I);
   const QrnnWeights<Scalar> weights{kernel.data(), bias.data(), K};

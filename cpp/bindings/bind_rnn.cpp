@@ -35,7 +35,7 @@ py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
 
   const RnnWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
   const Dims d{T, N, I, H};
-  CArray<Scalar> y({T, N, H}), h_n({N, H});
+  auto y = new_array<Scalar>({T, N, H}), h_n = new_array<Scalar>({N, H});
   if (!keep_cache) {
     const Scalar* states0[] = {h0.data()};
     Scalar* states_n[] = {h_n.mutable_data()};
@@ -48,9 +48,9 @@ py::tuple rnn_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
     }
     return py::make_tuple(y, h_n, py::none());
   }
-  CArray<Scalar> h({T + 1, N, H});
+  auto h = new_array<Scalar>({T + 1, N, H});
   std::optional<CArray<Scalar>> candidate;  // zoneout only: h[t+1] no longer holds the activation's output
-  if (masks.zoneout()) candidate = CArray<Scalar>({T, N, H});
+  if (masks.zoneout()) candidate = new_array<Scalar>({T, N, H});
   std::copy_n(h0.data(), N * H, h.mutable_data());
   {
     py::gil_scoped_release release;
@@ -107,7 +107,8 @@ py::dict rnn_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_ob
   std::optional<CArray<Scalar>> candidate;
   if (masks.zoneout()) candidate = cache_entry<Scalar>(args, cache, "candidate", {{"T", T}, {"N", N}, {"H", H}});
 
-  CArray<Scalar> dx({T, N, I}), dkernel({I, H}), drecurrent({H, H}), dbias({H});
+  auto dx = new_array<Scalar>({T, N, I}), dkernel = new_array<Scalar>({I, H}), drecurrent = new_array<Scalar>({H, H});
+  auto dbias = new_array<Scalar>({H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H);
   const RnnWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
   const RnnGrads<Scalar> grads_out{dx.mutable_data(), dh0.mutable_data(), dkernel.mutable_data(),

@@ -37,7 +37,8 @@ py::tuple sru_forward_impl(const Args& args, py::handle x_obj, py::handle h0_obj
   auto bias = args.array<Scalar>("bias", bias_obj, {{"", 2}, {"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
 
-  CArray<Scalar> y({T, N, H}), h_n({N, H}), c({T + 1, N, H}), gates({T, N, G * H});
+  auto y = new_array<Scalar>({T, N, H}), h_n = new_array<Scalar>({N, H}), c = new_array<Scalar>({T + 1, N, H});
+  auto gates = new_array<Scalar>({T, N, G * H});
   std::copy_n(h0.data(), N * H, h_n.mutable_data());
   std::copy_n(c0.data(), N * H, c.mutable_data());
   const SruWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
@@ -70,7 +71,8 @@ py::dict sru_backward_impl(const Args& args, py::handle dy_obj, py::handle dh_ob
   auto bias = args.array<Scalar>("bias", bias_obj, {{"", 2}, {"H", H}});
   auto lengths = args.lengths(lengths_obj, T, N);
 
-  CArray<Scalar> dx({T, N, I}), dkernel({I, G * H}), drecurrent({py::ssize_t(2), H}), dbias({py::ssize_t(2), H});
+  auto dx = new_array<Scalar>({T, N, I}), dkernel = new_array<Scalar>({I, G * H});
+  auto drecurrent = new_array<Scalar>({py::ssize_t(2), H}), dbias = new_array<Scalar>({py::ssize_t(2), H});
   CArray<Scalar> dh0 = copy_or_zeros(dh_n, N, H), dc0 = copy_or_zeros(dc_n, N, H);
   const SruWeights<Scalar> weights{kernel.data(), recurrent.data(), bias.data()};
   const SruGrads<Scalar> grads_out{dx.mutable_data(),      dh0.mutable_data(),        dc0.mutable_data(),

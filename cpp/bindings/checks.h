@@ -8,10 +8,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <new>
 #include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#include "rnnext/buffer_pool.h"
 
 namespace rnnext::bindings {
 
@@ -37,6 +40,33 @@ struct Dim {
 
 template <typename Scalar>
 using CArray = py::array_t<Scalar, py::array::c_style>;
+
+// The pool's arrays are reported to tracemalloc as NumPy's own are (numpy_trace.cpp).
+void trace_numpy_buffer(void* data, size_t bytes);
+void untrace_numpy_buffer(void* data);
+
+// A new uninitialised array of `shape`; a large one on a buffer of the BufferPool (rnnext/buffer_pool.h), which
+// takes it back when NumPy frees the array, so the next call's array of that size does not fault its pages in.
+template <typename Scalar>
+CArray<Scalar> new_array(const std::vector<py::ssize_t>& shape) {
+  size_t count = 1;
+  for (py::ssize_t size : shape) count *= size_t(size);
+  const size_t bytes = count * sizeof(Scalar);
+  if (!BufferPool::pooled(bytes)) return CArray<Scalar>(shape);
+  void* data = BufferPool::instance().acquire(bytes);
+  py::capsule owner;
+  try {
+    owner = py::capsule(data, [](void* buffer) {
+      untrace_numpy_buffer(buffer);
+      BufferPool::instance().release(buffer);
+    });
+  } catch (...) {
+    BufferPool::instance().release(data);
+    throw;
+  }
+  trace_numpy_buffer(data, bytes);
+  return CArray<Scalar>(shape, static_cast<Scalar*>(data), owner);
+}
 
 inline std::string shape_string(const py::array& a) {
   std::string s = "(";
@@ -136,17 +166,23 @@ class Args {
   // A new C-contiguous array of a's shape; a failed allocation raises MemoryError naming the argument.
   template <typename Scalar>
   CArray<Scalar> allocate(const char* name, const py::array& a) const {
-    try {
-      return CArray<Scalar>(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
-    } catch (py::error_already_set& error) {
-      if (!error.matches(PyExc_MemoryError)) throw;
+    const auto fail = [&]() {
       PyErr_SetString(PyExc_MemoryError,
                       (std::string(function_) + ": " + name + " of shape " + shape_string(a) +
                        " needs a C-contiguous copy of " + std::to_string(a.size() * py::ssize_t(sizeof(Scalar))) +
                        " bytes, which could not be allocated")
                           .c_str());
       throw py::error_already_set();
+    };
+    try {
+      return new_array<Scalar>(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+    } catch (const std::bad_alloc&) {  // the buffer pool's
+      fail();
+    } catch (py::error_already_set& error) {  // NumPy's
+      if (!error.matches(PyExc_MemoryError)) throw;
+      fail();
     }
+    return {};  // not reached: fail() throws
   }
 
   // An array the call writes into in place (a gradient to accumulate into): it must already be C-contiguous,
@@ -255,7 +291,7 @@ decltype(auto) with_variant(T value, Body&& body) {
 // the carried state gradient, which they overwrite in place.
 template <typename Scalar>
 CArray<Scalar> copy_or_zeros(const std::optional<CArray<Scalar>>& source, py::ssize_t N, py::ssize_t H) {
-  CArray<Scalar> out({N, H});
+  auto out = new_array<Scalar>({N, H});
   if (source) {
     std::copy_n(source->data(), N * H, out.mutable_data());
   } else {

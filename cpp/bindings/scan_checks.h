@@ -25,7 +25,7 @@ inline py::ssize_t hidden_from_kernel(const Args& args, const py::handle& kernel
 // h_n [N, H], the last slot of the states h [T+1, N, H].
 template <typename Scalar>
 CArray<Scalar> last_state(const CArray<Scalar>& h, py::ssize_t T, py::ssize_t N, py::ssize_t H) {
-  CArray<Scalar> h_n({N, H});
+  auto h_n = new_array<Scalar>({N, H});
   std::copy_n(h.data() + T * N * H, N * H, h_n.mutable_data());
   return h_n;
 }

@@ -67,7 +67,7 @@ class StepperHandle {
     std::vector<void*> out_pointers;
     for (auto& a : inputs) in_pointers.push_back(a.data());
     for (auto& a : outputs) out_pointers.push_back(a.mutable_data());
-    CArray<Scalar> y({s.N, s.output.size});
+    auto y = new_array<Scalar>({s.N, s.output.size});
     {
       py::gil_scoped_release release;  // before the lock: a thread waiting for it must not hold the GIL
       std::lock_guard<std::mutex> lock(*mutex_);  // one step at a time: the packed operands are scratch
@@ -136,7 +136,7 @@ CArray<Scalar> stepper_weight(const Args& args, size_t layer, const char* name, 
                               const std::vector<Dim>& dims) {
   const std::string label = "layers[" + std::to_string(layer) + "]." + name;
   CArray<Scalar> checked = args.array<Scalar>(label.c_str(), obj, dims);
-  CArray<Scalar> copy(std::vector<py::ssize_t>(checked.shape(), checked.shape() + checked.ndim()));
+  auto copy = new_array<Scalar>(std::vector<py::ssize_t>(checked.shape(), checked.shape() + checked.ndim()));
   std::copy_n(checked.data(), checked.size(), copy.mutable_data());
   return copy;
 }

@@ -28,13 +28,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "rnnext/buffer_pool.h"
 #include "rnnext/thread_tuner.h"
 
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-#ifdef __linux__
-#include <sys/mman.h>
 #endif
 
 namespace rnnext {
@@ -127,28 +125,30 @@ inline std::vector<UnitBlock> unit_blocks(Index H, Index N) {
 
 // ---------------------------------------------------------------------------------------------------------
 // Scratch memory of one call (gate gradients in the backward passes). It is left uninitialised: every element
-// is written before it is read, and zeroing tens of megabytes would cost a pass over memory. Buffers of
-// 4 MiB or more are 2 MiB aligned and advised to use transparent huge pages, as NumPy does for its own
-// arrays, so that first touches fault 2 MiB at a time instead of 4 KiB.
+// is written before it is read, and zeroing tens of megabytes would cost a pass over memory. Large buffers come
+// from the BufferPool, which keeps them for the next call instead of letting them fault in again.
 template <typename Scalar>
 class Workspace {
  public:
   explicit Workspace(Index size) {
-    constexpr size_t kHugePage = size_t(2) << 20;
     const size_t bytes = std::max<size_t>(size_t(size) * sizeof(Scalar), 1);
-    const size_t alignment = bytes >= 2 * kHugePage ? kHugePage : 64;
-    void* memory = std::aligned_alloc(alignment, (bytes + alignment - 1) / alignment * alignment);
+    const bool pooled = BufferPool::pooled(bytes);
+    void* memory = pooled ? BufferPool::instance().acquire(bytes) : std::aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (memory == nullptr) throw std::bad_alloc();
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (alignment == kHugePage) madvise(memory, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
-#endif
-    data_.reset(static_cast<Scalar*>(memory));
+    data_ = std::unique_ptr<Scalar, Free>(static_cast<Scalar*>(memory), Free{pooled});
   }
   Scalar* data() { return data_.get(); }
 
  private:
   struct Free {
-    void operator()(Scalar* p) const { std::free(p); }
+    bool pooled;
+    void operator()(Scalar* p) const {
+      if (pooled) {
+        BufferPool::instance().release(p);
+      } else {
+        std::free(p);
+      }
+    }
   };
   std::unique_ptr<Scalar, Free> data_;
 };

@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import _core, cuda, data, interop, losses, onnx, optim, reference
 from ._core import (
+    buffer_pool_stats,
     get_num_threads,
     gru_backward,
     gru_forward,
@@ -29,6 +30,7 @@ from ._core import (
     qrnn_forward,
     rnn_backward,
     rnn_forward,
+    set_buffer_pool_limit,
     set_num_threads,
     sru_backward,
     sru_forward,
@@ -64,6 +66,7 @@ __all__ = [
     "Sequential",
     "SimpleRNN",
     "__version__",
+    "buffer_pool_stats",
     "build_info",
     "cuda",
     "data",
@@ -94,6 +97,7 @@ __all__ = [
     "rnn_backward",
     "rnn_forward",
     "seed",
+    "set_buffer_pool_limit",
     "set_num_threads",
     "sru_backward",
     "sru_forward",
