@@ -131,7 +131,7 @@ def test_calls_from_several_python_threads_share_the_pool(pool_limit):
     assert not errors, errors
     for k in range(4):
         assert_same_bits(results[k], expected[k], f"thread {k}")
-    del results
+    results.clear()
     assert in_use() == alive  # the expected results' buffers
 
 
