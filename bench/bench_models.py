@@ -4,7 +4,8 @@
 Workloads (issue 12): the IMDB course model, the char-LM, PTB small, and the model of PyTorch issue #94457;
 each step is what `rnnext.train.fit` runs (forward, loss, zero_grad, backward, clip, update, NaN guard) and its
 torch equivalent with the same shapes, optimizer and clipping. Generation: the char-LM model sampling one
-character per call at temperature 0.8. Every framework and thread setting runs in its own process; the report
+character per call at temperature 0.8. Every framework and thread setting runs in fresh processes (three each by
+default, the settings in turn, their medians' median reported: one process alone can be 40% off); the report
 is one markdown table of medians and ratios. rnnext's "default" column changes no setting at all (the engine's
 and NumPy's own thread defaults), which is what a user gets. See bench/README.md.
 """
@@ -19,6 +20,7 @@ import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shlex  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 
 WORKLOADS = {
@@ -223,7 +225,8 @@ def report(results, args, info, settings):
     ratios = ["torch/rnnext 1t", "torch/rnnext 2t"] if with_torch else []
     lines = ["# rnnext vs PyTorch: training steps and generation", "",
              f"`{shlex.join(['bench/bench_models.py'] + (args.argv or []))}`; {info}", "",
-             "Median ms per training step (per character for generation); ratio = PyTorch time / rnnext time at "
+             f"Median over {args.processes} processes of each one's median ms per training step (per character for "
+             "generation); ratio = PyTorch time / rnnext time at "
              "the same thread count (above 1: rnnext is faster); default/1t = rnnext with no thread setting "
              "against rnnext at 1 thread (at most 1 is the target). * marks a time measured while other processes "
              f"used more than {100 * bench_cells.BUSY_LIMIT:.0f}% of the CPUs.", "",
@@ -253,6 +256,9 @@ def main(argv=None):
     parser.add_argument("--no-generation", dest="generation", action="store_false", help="skip the generation row")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one measurement (default: 3)")
     parser.add_argument("--quick", action="store_true", help="smoke run: N=4, T=8, 0.05 s per measurement")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="fresh processes per setting and workload, their medians' median reported (default: "
+                             "3, or 1 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown-out", metavar="FILE", help="also write the report to FILE")
     parser.add_argument("--keep-openblas-coretype", action="store_true",
@@ -267,15 +273,25 @@ def main(argv=None):
     settings = SETTINGS if importlib.util.find_spec("torch") else [s for s in SETTINGS if s[0] != "torch"]
     if settings is not SETTINGS:
         print("torch is not installed: rnnext alone", file=sys.stderr)
+    if args.processes is None:
+        args.processes = 1 if args.quick else 3
+    processes = args.processes
     results = {}
     for workload in list(args.workloads) + (["generation"] if args.generation else []):
-        for framework, threads in settings:
-            job = {"framework": framework, "threads": threads, "workload": workload, "seed": args.seed,
-                   "seconds": seconds, "quick": args.quick, "repeats": 3 if args.quick else 15}
-            results[(workload, setting_name(framework, threads))] = run_job(job)
-            print(f"{workload:12s} {setting_name(framework, threads):15s} "
-                  f"{bench_cells.fmt_ms(results[(workload, setting_name(framework, threads))]['median'])} ms",
-                  file=sys.stderr, flush=True)
+        # Each setting in `processes` fresh processes, the settings in turn: the same work has been measured
+        # up to 40% apart in two processes (generation, where every setting runs the same single-threaded code).
+        runs = {setting_name(*s): [] for s in settings}
+        for _ in range(processes):
+            for framework, threads in settings:
+                job = {"framework": framework, "threads": threads, "workload": workload, "seed": args.seed,
+                       "seconds": seconds, "quick": args.quick, "repeats": 3 if args.quick else 15}
+                runs[setting_name(framework, threads)].append(run_job(job))
+        for name, measured in runs.items():
+            medians = [m["median"] for m in measured]
+            others = [m["others"] for m in measured if m.get("others") is not None]
+            results[(workload, name)] = {"median": statistics.median(medians), "others": max(others, default=None)}
+            print(f"{workload:12s} {name:15s} {bench_cells.fmt_ms(results[(workload, name)]['median'])} ms "
+                  f"(processes: {', '.join(bench_cells.fmt_ms(m) for m in medians)})", file=sys.stderr, flush=True)
     info = (f"{bench_cells.cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
             f"OPENBLAS_CORETYPE {'kept' if not bench_cells._CORETYPE_POPPED else 'unset'}")
     text = report(results, args, info, settings)
