@@ -180,6 +180,12 @@ def torch_generation(seed):
 # ---------------------------------------------------------------------------------------------------------
 # workers and the report
 
+# Steps run before timing, in every setting alike: with no thread setting the engine's tuner alternates one thread
+# and all threads for the first 2 * kWarmUpTries = 6 calls of each shape (thread_tuner.h), and the #94457 model's
+# few steps in a measurement would otherwise time that warm-up rather than what a training run gets.
+WARM_UP_STEPS = 8
+
+
 def worker(job):
     bench_cells.settle_allocator()
     framework, threads = job["framework"], job["threads"]
@@ -199,6 +205,8 @@ def worker(job):
         return {"median": samples[len(samples) // 2], "samples": len(samples)}
     shape = dict(WORKLOADS[job["workload"]][1], **(QUICK if job["quick"] else {}))
     step = (torch_step if framework == "torch" else rnnext_step)(shape, job["seed"])
+    for _ in range(0 if job["quick"] else WARM_UP_STEPS):
+        step()
     return bench_cells.time_it(step, job["seconds"])
 
 
