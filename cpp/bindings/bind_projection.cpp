@@ -8,7 +8,7 @@
 namespace rnnext::bindings {
 namespace {
 
-// The weights of one call; H and P are read from projection [H, P], with 1 <= P < H as torch requires.
+// The weights of one call; H and P are read from projection [H, P] (projection_sizes).
 template <typename Scalar>
 struct ProjectedLstmArgs {
   py::ssize_t T, N, I, H, P;
@@ -22,13 +22,18 @@ struct ProjectedLstmArgs {
   }
 };
 
+// H and P from a projection [H, P], with 1 <= P < H as torch requires; `name` names it in the message.
+std::pair<py::ssize_t, py::ssize_t> projection_sizes(const Args& args, const std::string& name, py::handle obj) {
+  py::array projection = args.numpy(name.c_str(), obj);
+  if (projection.ndim() != 2 || projection.shape(1) < 1 || projection.shape(1) >= projection.shape(0))
+    args.fail_value(name + " has shape " + shape_string(projection) + ", expected (H, P) with 1 <= P < H");
+  return {projection.shape(0), projection.shape(1)};
+}
+
 template <typename Scalar>
 ProjectedLstmArgs<Scalar> projected_lstm_args(const Args& args, const CArray<Scalar>& x, py::handle kernel,
                                               py::handle recurrent, py::handle bias, py::handle projection_obj) {
-  py::array projection = args.numpy("projection", projection_obj);
-  if (projection.ndim() != 2 || projection.shape(1) < 1 || projection.shape(1) >= projection.shape(0))
-    args.fail_value("projection has shape " + shape_string(projection) + ", expected (H, P) with 1 <= P < H");
-  const py::ssize_t H = projection.shape(0), P = projection.shape(1);
+  const auto [H, P] = projection_sizes(args, "projection", projection_obj);
   const Dim gates{"4*H", 4 * H};
   return {x.shape(0),
           x.shape(1),
@@ -130,10 +135,7 @@ py::dict projected_lstm_backward_impl(const Args& args, py::handle dy_obj, py::h
 // layer below; H and P from the first layer's projection [H, P].
 template <typename Scalar>
 StepperHandle projected_lstm_stepper_impl(const Args& args, const std::vector<py::tuple>& layers, py::ssize_t N) {
-  py::array first = args.numpy("layers[0].projection", layers[0][3]);
-  if (first.ndim() != 2 || first.shape(1) < 1 || first.shape(1) >= first.shape(0))
-    args.fail_value("layers[0].projection has shape " + shape_string(first) + ", expected (H, P) with 1 <= P < H");
-  const py::ssize_t H = first.shape(0), P = first.shape(1);
+  const auto [H, P] = projection_sizes(args, "layers[0].projection", layers[0][3]);
   const py::ssize_t I = stepper_input_size(args, layers[0][0], 4 * H, "4*H");
   const Dim gates{"4*H", 4 * H}, units{"H", H}, projected{"P", P};
   std::vector<py::array> owned;

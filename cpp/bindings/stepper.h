@@ -60,7 +60,7 @@ class StepperHandle {
         const std::string name = "states[" + std::to_string(k) + "][" + std::to_string(part) + "]";
         const Dim& width = s.states[size_t(part)];
         inputs.push_back(args.array<Scalar>(name.c_str(), parts[size_t(part)], {{"N", s.N}, width}));
-        outputs.emplace_back(std::vector<py::ssize_t>{s.N, width.size});
+        outputs.push_back(new_array<Scalar>({s.N, width.size}));
       }
     }
     std::vector<const void*> in_pointers;
