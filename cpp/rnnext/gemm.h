@@ -209,8 +209,12 @@ class PackedRhs {
       Scalar* out = data_.data() + c * chunk_stride_;
       if constexpr (own_kernel<Scalar>) {
         const Index k0 = depth_.begin(c);
-        OwnKernel<Scalar>::pack_b(out, first, last, depth_.size(c),
-                                  [&](Index k, Index j) { return source(k0 + k, j); });
+        if constexpr (Order == Eigen::ColMajor) {
+          OwnKernel<Scalar>::pack_b_columns(out, first, last, depth_.size(c), b + k0, stride);
+        } else {
+          OwnKernel<Scalar>::pack_b(out, first, last, depth_.size(c),
+                                    [&](Index k, Index j) { return source(k0 + k, j); });
+        }
         continue;
       }
       ei::gemm_pack_rhs<Scalar, Index, ConstMapper<Scalar, Order>, nr, Order> pack_rhs;

@@ -41,6 +41,52 @@ struct FloatKernel : panels::PanelKernel<FloatKernel, float, 32, 12> {
     }
   }
 
+  // B's columns contiguous along the depth (kernel_panels.h's pack_b_columns) in 16 x 16 register transposes:
+  // 12 columns of 16 depth values in, 16 depth rows of a panel out. About 3 to 4x faster than the element-wise
+  // copy, which the time loop pays for every step's operand (h[t] or dz[t]). Copies only: the same layout.
+  static void pack_b_columns(float* out, Index first, Index last, Index kc, const float* b, Index stride) {
+    for (Index q = first; q < last; q += kNr) {
+      const Index valid = std::min(kNr, last - q);
+      float* panel = out + q * kc;
+      const float* columns = b + q * stride;
+      for (Index k = 0; k < kc; k += 16) {
+        const Index depth = std::min<Index>(16, kc - k);
+        const __mmask16 rows = depth == 16 ? __mmask16(0xFFFF) : __mmask16((1u << depth) - 1);
+        __m512 r[16];
+        for (Index j = 0; j < 16; ++j)
+          r[j] = j < valid ? _mm512_maskz_loadu_ps(rows, columns + j * stride + k) : _mm512_setzero_ps();
+        transpose16(r);
+        for (Index i = 0; i < depth; ++i) _mm512_mask_storeu_ps(panel + (k + i) * kNr, __mmask16(0x0FFF), r[i]);
+      }
+    }
+  }
+
+  // r[j] lane k becomes r[k] lane j: pairs of rows interleaved, then groups of four within 128-bit lanes, then
+  // the 128-bit lanes of four vectors.
+  static void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {  // r[4i + c], 128-bit lane L: rows 4i .. 4i+3 at depth 4L + c
+      r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+      r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {  // a 4 x 4 transposition of 128-bit lanes among r[c], r[4+c], r[8+c], r[12+c]
+      const __m512 s0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88), s1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xDD);
+      const __m512 s2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+      const __m512 s3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xDD);
+      t[c] = _mm512_shuffle_f32x4(s0, s2, 0x88);
+      t[4 + c] = _mm512_shuffle_f32x4(s1, s3, 0x88);
+      t[8 + c] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
+      t[12 + c] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
+    }
+    for (int i = 0; i < 16; ++i) r[i] = t[i];
+  }
+
   // The register tile (kernel_panels.h): rows below 32 are written with masks.
   template <int Cols>
   static void tile(Index kc, const float* __restrict a, const float* __restrict b, float* c, Index ldc, Index rows,

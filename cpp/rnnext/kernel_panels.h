@@ -76,6 +76,12 @@ struct PanelKernel {
     }
   }
 
+  // The same when B's columns are contiguous along the depth: element (k, j) = b[k + j * stride] (a row-major
+  // step buffer, one row per column). A kernel may replace this with a vector version; the layout is the same.
+  static void pack_b_columns(Scalar* out, Index first, Index last, Index kc, const Scalar* b, Index stride) {
+    pack_b(out, first, last, kc, [&](Index k, Index j) { return b[k + j * stride]; });
+  }
+
   // C [rows, cols] += A . B for one depth chunk of packed operands (a: all row panels, b: all column panels), or
   // C = A . B + row_init when `overwrite`. Each column panel of B stays in L1 while a block of kRowBlock rows of A
   // (in L2) streams past it. Every C element is one tile's sum over k in order, so the result depends neither
