@@ -45,6 +45,8 @@ struct FloatKernel : panels::PanelKernel<FloatKernel, float, 32, 12> {
   // 12 columns of 16 depth values in, 16 depth rows of a panel out. About 3 to 4x faster than the element-wise
   // copy, which the time loop pays for every step's operand (h[t] or dz[t]). Copies only: the same layout.
   static void pack_b_columns(float* out, Index first, Index last, Index kc, const float* b, Index stride) {
+    static_assert(kNr <= 16, "a panel's columns are lanes of one transposed vector");
+    constexpr __mmask16 panel_lanes = __mmask16((1u << kNr) - 1);
     for (Index q = first; q < last; q += kNr) {
       const Index valid = std::min(kNr, last - q);
       float* panel = out + q * kc;
@@ -56,7 +58,7 @@ struct FloatKernel : panels::PanelKernel<FloatKernel, float, 32, 12> {
         for (Index j = 0; j < 16; ++j)
           r[j] = j < valid ? _mm512_maskz_loadu_ps(rows, columns + j * stride + k) : _mm512_setzero_ps();
         transpose16(r);
-        for (Index i = 0; i < depth; ++i) _mm512_mask_storeu_ps(panel + (k + i) * kNr, __mmask16(0x0FFF), r[i]);
+        for (Index i = 0; i < depth; ++i) _mm512_mask_storeu_ps(panel + (k + i) * kNr, panel_lanes, r[i]);
       }
     }
   }
